@@ -1,0 +1,102 @@
+// Argument checks shared by the bindings. The binding layer is boring on
+// purpose: check dtype, contiguity, writability and sizes, take pointers,
+// release the GIL, call the kernel. Every message names the op and the
+// argument. shenjing.ops does the friendlier shape checks and conversions;
+// these make sure that no call into _core, however made, can crash.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <sstream>
+#include <string>
+
+#include "shenjing/dispatch.h"
+
+namespace shenjing {
+namespace bindings {
+
+namespace py = pybind11;
+
+inline std::string shape_of(const py::array& a) {
+  std::ostringstream s;
+  s << "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
+  if (a.ndim() == 1) s << ",";
+  s << ")";
+  return s.str();
+}
+
+inline std::string dtype_of(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+[[noreturn]] inline void fail_type(const char* op, const char* arg, const std::string& what) {
+  throw py::type_error(std::string(op) + ": " + arg + " " + what);
+}
+[[noreturn]] inline void fail_value(const char* op, const char* arg, const std::string& what) {
+  throw py::value_error(std::string(op) + ": " + arg + " " + what);
+}
+
+// An object that is already a NumPy array (never a converted copy, whose
+// pointer would dangle once the copy is dropped).
+inline py::array as_ndarray(py::handle h, const char* op, const char* arg) {
+  if (!py::isinstance<py::array>(h))
+    fail_type(op, arg, std::string("must be a NumPy array, got ") + py::str(py::type::of(h)).cast<std::string>());
+  return py::reinterpret_borrow<py::array>(h);
+}
+
+template <class T> inline const char* dtype_name() { return sizeof(T) == 4 ? "float32" : "float64"; }
+
+template <class T> inline void check_array(const py::array& a, const char* op, const char* arg) {
+  if (!py::isinstance<py::array_t<T>>(a) || a.itemsize() != sizeof(T))
+    fail_type(op, arg, std::string("must be a ") + dtype_name<T>() + " array, got " + dtype_of(a) + " with shape " + shape_of(a));
+  if (!(a.flags() & py::array::c_style))
+    fail_value(op, arg, "must be C-contiguous, got strides that are not (shape " + shape_of(a) + ")");
+}
+
+template <class T> inline const T* input(const py::array& a, const char* op, const char* arg) {
+  check_array<T>(a, op, arg);
+  return static_cast<const T*>(a.data());
+}
+
+template <class T> inline T* output(py::array& a, const char* op, const char* arg) {
+  check_array<T>(a, op, arg);
+  if (!a.writeable()) fail_value(op, arg, "is read-only (shape " + shape_of(a) + ")");
+  return static_cast<T*>(a.mutable_data());
+}
+
+inline void check_size(const py::array& a, int64_t n, const char* op, const char* arg) {
+  if (int64_t(a.size()) != n)
+    fail_value(op, arg, "has " + std::to_string(a.size()) + " elements (shape " + shape_of(a) + "), expected " + std::to_string(n));
+}
+
+inline void check_nonnegative(int64_t v, const char* op, const char* arg) {
+  if (v < 0) fail_value(op, arg, "must be >= 0, got " + std::to_string(v));
+}
+
+// outer * len * inner, refusing negative sizes and overflow
+inline int64_t checked_volume(int64_t outer, int64_t len, int64_t inner, const char* op) {
+  check_nonnegative(outer, op, "outer");
+  check_nonnegative(len, op, "len");
+  check_nonnegative(inner, op, "inner");
+  int64_t v = 0;
+  if (__builtin_mul_overflow(outer, len, &v) || __builtin_mul_overflow(v, inner, &v))
+    fail_value(op, "shape", "overflows int64");
+  return v;
+}
+
+// Calls f(T{}) with T the float type of `a` (float32 or float64).
+template <class F> inline auto with_float_type(const py::array& a, const char* op, const char* arg, F f) {
+  if (py::isinstance<py::array_t<float>>(a) && a.itemsize() == 4) return f(float{});
+  if (py::isinstance<py::array_t<double>>(a) && a.itemsize() == 8) return f(double{});
+  fail_type(op, arg, "must be a float32 or float64 array, got " + dtype_of(a) + " with shape " + shape_of(a));
+}
+
+void bind_activations(py::module_& m);
+void bind_losses(py::module_& m);
+void bind_optim(py::module_& m);
+void bind_gemm(py::module_& m);
+void bind_reduce(py::module_& m);
+
+}  // namespace bindings
+}  // namespace shenjing

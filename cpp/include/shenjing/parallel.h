@@ -1,0 +1,54 @@
+// OpenMP helpers for the kernel files (compiled once per instruction set, so
+// everything here is in the instruction-set namespace).
+//
+// A parallel region costs 1-2 us here, so work below kParallelMinWork
+// elements stays on the calling thread. Work is split into fixed chunks whose
+// boundaries do not depend on the thread count: a kernel that reduces per
+// chunk and then combines chunks in order gives bit-identical results with 1
+// or N threads.
+#pragma once
+
+#include <cstdint>
+
+#include "shenjing/dispatch.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifndef SJ_ISA
+#error "parallel.h is only for the kernel files compiled once per instruction set"
+#endif
+
+namespace shenjing {
+namespace SJ_ISA {
+
+constexpr int64_t kParallelMinWork = 1 << 15;  // elements (measured: ~30 us of streaming work)
+
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// f(chunk_index, begin, end) for chunks [begin, end) of `chunk` items covering [0, n).
+// `work_per_item` scales n to elements of work when deciding to go parallel.
+template <class F>
+static inline void parallel_chunks(int64_t n, int64_t chunk, int64_t work_per_item, F f) {
+  if (n <= 0) return;
+  const int64_t nchunks = ceil_div(n, chunk);
+  const bool parallel = nchunks > 1 && n * work_per_item >= kParallelMinWork;
+#pragma omp parallel for schedule(static) if (parallel) num_threads(thread_count())
+  for (int64_t c = 0; c < nchunks; ++c) {
+    const int64_t begin = c * chunk;
+    const int64_t end = begin + chunk < n ? begin + chunk : n;
+    f(c, begin, end);
+  }
+}
+
+// f(i) for i in [0, n): rows, tensors, blocks
+template <class F>
+static inline void parallel_for(int64_t n, int64_t work_per_item, F f) {
+  if (n <= 0) return;
+  const bool parallel = n > 1 && n * work_per_item >= kParallelMinWork;
+#pragma omp parallel for schedule(static) if (parallel) num_threads(thread_count())
+  for (int64_t i = 0; i < n; ++i) f(i);
+}
+
+}  // namespace SJ_ISA
+}  // namespace shenjing

@@ -1,0 +1,266 @@
+// Portable SIMD for the per-instruction-set kernel files.
+//
+// Each kernel family (activations.cpp, losses.cpp, ...) is compiled once per
+// instruction set with SJ_ISA set to the namespace name (generic, avx2,
+// avx512) and SJ_VECTOR_BYTES to the register width (16, 32, 64). Kernels are
+// written once against `Simd<T>::V`: for float it is a GCC vector of
+// SJ_VECTOR_BYTES bytes (the compiler emits SSE2, AVX2 or AVX-512 code from
+// it), for double it is plain `double` and the math goes through libm, so the
+// float64 kernels are reference-accurate.
+//
+// Everything here lives in the instruction-set namespace, so no inline
+// function compiled with -mavx512f can be merged by the linker into code
+// that runs on a CPU without it.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <cmath>
+
+#ifndef SJ_ISA
+#error "simd.h is only for the kernel files compiled once per instruction set"
+#endif
+
+namespace shenjing {
+namespace SJ_ISA {
+
+typedef float vfloat __attribute__((vector_size(SJ_VECTOR_BYTES)));
+typedef int32_t vint __attribute__((vector_size(SJ_VECTOR_BYTES)));
+constexpr int64_t kFloatLanes = SJ_VECTOR_BYTES / 4;
+
+template <class T> struct Simd;
+template <> struct Simd<float> {
+  using V = vfloat;
+  static constexpr int64_t lanes = kFloatLanes;
+};
+template <> struct Simd<double> {
+  using V = double;
+  static constexpr int64_t lanes = 1;
+};
+
+// --- load / store / broadcast ----------------------------------------------
+static inline vfloat vload(const float* p) { vfloat v; std::memcpy(&v, p, sizeof v); return v; }
+static inline void vstore(float* p, vfloat v) { std::memcpy(p, &v, sizeof v); }
+static inline vfloat vsplat(float s) { return vfloat{} + s; }
+static inline double vload(const double* p) { return *p; }
+static inline void vstore(double* p, double v) { *p = v; }
+static inline double vsplat(double s) { return s; }
+
+// The last, partial vector of a row: lanes past n hold `fill`.
+static inline vfloat vload_partial(const float* p, int64_t n, float fill) {
+  vfloat v = vsplat(fill);
+  std::memcpy(&v, p, sizeof(float) * n);
+  return v;
+}
+static inline void vstore_partial(float* p, vfloat v, int64_t n) { std::memcpy(p, &v, sizeof(float) * n); }
+static inline double vload_partial(const double* p, int64_t, double) { return *p; }
+static inline void vstore_partial(double* p, double v, int64_t) { *p = v; }
+
+// --- horizontal reductions ----------------------------------------------------
+static inline float hsum(vfloat v) {
+  float s = 0.f;
+  for (int64_t i = 0; i < kFloatLanes; ++i) s += v[i];
+  return s;
+}
+static inline double hsum(double v) { return v; }
+static inline float hmax(vfloat v) {
+  float m = v[0];
+  for (int64_t i = 1; i < kFloatLanes; ++i) m = (v[i] > m || v[i] != v[i]) ? v[i] : m;
+  return m;
+}
+static inline double hmax(double v) { return v; }
+static inline float lane(vfloat v, int64_t k) { return v[k]; }
+static inline double lane(double v, int64_t) { return v; }
+
+// --- bit-level helpers ---------------------------------------------------------
+static inline vfloat vabs(vfloat x) { return (vfloat)((vint)x & 0x7fffffff); }
+static inline double vabs(double x) { return std::fabs(x); }
+// copysign(magnitude, sign_of): magnitude must be >= 0.
+static inline vfloat vcopysign(vfloat mag, vfloat sign_of) {
+  return (vfloat)(((vint)mag) | ((vint)sign_of & (int32_t)0x80000000u));
+}
+static inline double vcopysign(double mag, double sign_of) { return std::copysign(mag, sign_of); }
+// max that propagates NaN from either side, as torch.maximum does
+static inline vfloat vmax_nan(vfloat a, vfloat b) { return (a > b || a != a) ? a : b; }
+static inline double vmax_nan(double a, double b) { return (a > b || a != a) ? a : b; }
+static inline vfloat vsqrt(vfloat x) {
+  // The loop is turned into vsqrtps by the compiler: -fno-math-errno is set.
+  vfloat r;
+  for (int64_t i = 0; i < kFloatLanes; ++i) r[i] = __builtin_sqrtf(x[i]);
+  return r;
+}
+static inline double vsqrt(double x) { return std::sqrt(x); }
+
+// --- exp -----------------------------------------------------------------------
+// Cephes expf: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two so n*C1 is
+// exact), e^r by a degree-7 polynomial, 2^n built in the exponent bits in two
+// halves so that n in [-150, 128] gives gradual underflow and overflow to inf.
+// Measured: max 1 ulp over [-104, 89] (tests/test_vector_math.py).
+static inline vfloat vexp(vfloat x) {
+  x = x > 88.8f ? vsplat(88.8f) : x;  // NaN compares false and stays NaN
+  x = x < -104.0f ? vsplat(-104.0f) : x;
+  const float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  vfloat t = x * 1.44269504088896341f + round_magic;
+  vfloat n = t - round_magic;
+  vint ni = (vint)t - (vint)vsplat(round_magic);
+  vfloat r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  vfloat p = vsplat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  vfloat e = p * (r * r) + r + 1.0f;
+  vint n1 = ni >> 1;
+  vint n2 = ni - n1;
+  vfloat s1 = (vfloat)((n1 + 127) << 23);
+  vfloat s2 = (vfloat)((n2 + 127) << 23);
+  return e * s1 * s2;
+}
+static inline double vexp(double x) { return std::exp(x); }
+
+// --- log -----------------------------------------------------------------------
+// Cephes logf: x = m 2^e with m in [sqrt(1/2), sqrt(2)), log(m) by a degree-9
+// polynomial in m-1. Subnormals are scaled by 2^23 first. log(0) = -inf,
+// log(x<0) = NaN, log(inf) = inf, NaN stays NaN.
+static inline vfloat vlog(vfloat x) {
+  vint subnormal = x < 1.17549435e-38f;
+  vfloat xs = subnormal ? x * 8388608.0f : x;
+  vint bits = (vint)xs;
+  vint e = ((bits >> 23) & 0xff) - 126;
+  e = subnormal ? e - 23 : e;
+  vfloat m = (vfloat)((bits & 0x007fffff) | 0x3f000000);  // [0.5, 1)
+  vfloat ef = __builtin_convertvector(e, vfloat);
+  vint small = m < 0.707106781186547524f;
+  ef = small ? ef - 1.0f : ef;
+  m = small ? m + m - 1.0f : m - 1.0f;
+  vfloat z = m * m;
+  vfloat y = vsplat(7.0376836292e-2f);
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  y = y + ef * -2.12194440e-4f;
+  y = y - 0.5f * z;
+  vfloat r = m + y;
+  r = r + ef * 0.693359375f;
+  r = x < 0.0f ? vsplat(__builtin_nanf("")) : r;
+  r = x == 0.0f ? vsplat(-__builtin_inff()) : r;
+  r = x == __builtin_inff() ? x : r;
+  r = x != x ? x : r;
+  return r;
+}
+static inline double vlog(double x) { return std::log(x); }
+
+// log(1 + u) for u >= -1, accurate for tiny u: log(w) * u / (w - 1) with
+// w = 1 + u corrects the rounding of w (Goldberg's trick).
+static inline vfloat vlog1p(vfloat u) {
+  vfloat w = u + 1.0f;
+  vfloat d = w - 1.0f;
+  vfloat r = vlog(w) * (u / d);
+  r = d == 0.0f ? u : r;
+  r = u == __builtin_inff() ? u : r;
+  return r;
+}
+static inline double vlog1p(double u) { return std::log1p(u); }
+
+// --- sigmoid and tanh ---------------------------------------------------------
+// sigmoid through e = exp(-|x|) <= 1: 1/(1+e) for x >= 0, e/(1+e) for x < 0,
+// so tiny results for very negative x keep their relative accuracy.
+template <class V> static inline V vsigmoid(V x) {
+  V e = vexp(-vabs(x));
+  V s = 1.0f / (e + 1.0f);
+  return x >= 0.0f ? s : e * s;
+}
+static inline double vsigmoid(double x) {
+  double e = std::exp(-std::fabs(x));
+  double s = 1.0 / (1.0 + e);
+  return x >= 0.0 ? s : e * s;
+}
+
+// tanh: odd Taylor polynomial to x^13 below |x| = 0.4 (truncation < 1e-9
+// relative), 1 - 2/(exp(2|x|)+1) above. Measured: max 2 ulp.
+static inline vfloat vtanh(vfloat x) {
+  vfloat ax = vabs(x);
+  vfloat e = vexp(ax + ax);
+  vfloat big = vcopysign(1.0f - 2.0f / (e + 1.0f), x);
+  vfloat x2 = x * x;
+  vfloat p = vsplat(21844.0f / 6081075.0f);
+  p = p * x2 - 1382.0f / 155925.0f;
+  p = p * x2 + 62.0f / 2835.0f;
+  p = p * x2 - 17.0f / 315.0f;
+  p = p * x2 + 2.0f / 15.0f;
+  p = p * x2 - 1.0f / 3.0f;
+  vfloat small = x + x * x2 * p;
+  return ax < 0.4f ? small : big;
+}
+static inline double vtanh(double x) { return std::tanh(x); }
+
+// --- the normal distribution, for exact GELU -----------------------------------
+// exp(-x^2/2) without the rounding of x*x in the exponent: x = xh + xl with
+// xh holding 12 significant bits, so xh*xh is exact.
+static inline vfloat vexp_neg_half_square(vfloat x, vfloat extra) {
+  vfloat ax = vabs(x);
+  vfloat xh = (vfloat)((vint)ax & (int32_t)0xfffff000u);
+  vfloat lo = (ax - xh) * (ax + xh);
+  return vexp(-0.5f * (xh * xh)) * vexp(extra - 0.5f * lo);
+}
+// Phi(-|x|) = erfc(|x|/sqrt2)/2 by the Chebyshev fit of Numerical Recipes'
+// erfcc (fractional error < 1.2e-7 everywhere), so the lower tail keeps its
+// relative accuracy.
+static inline vfloat vnormal_lower_tail(vfloat x) {
+  vfloat z = vabs(x) * 0.70710678118654752f;
+  vfloat t = 1.0f / (1.0f + 0.5f * z);
+  vfloat p = vsplat(0.17087277f);
+  p = p * t - 0.82215223f;
+  p = p * t + 1.48851587f;
+  p = p * t - 1.13520398f;
+  p = p * t + 0.27886807f;
+  p = p * t - 0.18628806f;
+  p = p * t + 0.09678418f;
+  p = p * t + 0.37409196f;
+  p = p * t + 1.00002368f;
+  p = p * t - 1.26551223f;
+  return 0.5f * t * vexp_neg_half_square(x, p);
+}
+// Phi(x), the standard normal CDF
+static inline vfloat vnormal_cdf(vfloat x) {
+  vfloat q = vnormal_lower_tail(x);
+  return x < 0.0f ? q : 1.0f - q;
+}
+static inline double vnormal_cdf(double x) { return 0.5 * std::erfc(-x * 0.70710678118654752440); }
+// phi(x), the standard normal density
+static inline vfloat vnormal_pdf(vfloat x) {
+  return 0.39894228040143268f * vexp_neg_half_square(x, vsplat(0.0f));
+}
+static inline double vnormal_pdf(double x) { return 0.39894228040143267794 * std::exp(-0.5 * x * x); }
+
+// --- GELU ---------------------------------------------------------------------
+// Exact: x Phi(x). Tanh form: 0.5 x (1 + tanh(u)) = x sigmoid(2u) with
+// u = sqrt(2/pi) (x + 0.044715 x^3); the sigmoid form keeps the relative
+// accuracy of the negative tail, where 1 + tanh(u) cancels.
+constexpr double kSqrt2OverPi = 0.79788456080286535588;
+constexpr double kGeluCubic = 0.044715;
+
+template <class V> static inline V vgelu(V x) { return x * vnormal_cdf(x); }
+template <class V> static inline V vgelu_derivative(V x) { return vnormal_cdf(x) + x * vnormal_pdf(x); }
+template <class V> static inline V vgelu_tanh(V x) {
+  using T = decltype(hsum(x));
+  return x * vsigmoid((T(2 * kSqrt2OverPi) * x) * (T(1) + T(kGeluCubic) * x * x));
+}
+template <class V> static inline V vgelu_tanh_derivative(V x) {
+  using T = decltype(hsum(x));
+  V x2 = x * x;
+  V s = vsigmoid((T(2 * kSqrt2OverPi) * x) * (T(1) + T(kGeluCubic) * x2));
+  V du = T(2 * kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * x2);
+  return s + x * s * (T(1) - s) * du;
+}
+
+}  // namespace SJ_ISA
+}  // namespace shenjing

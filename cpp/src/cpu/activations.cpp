@@ -1,0 +1,246 @@
+// Activation kernels (see shenjing/activations.h). Compiled once per
+// instruction set; the float path is vectorised through simd.h, the double
+// path uses libm and is the accurate fallback.
+#include "shenjing/activations.h"
+
+#include <limits>
+#include <vector>
+
+#include "shenjing/dispatch.h"
+#include "shenjing/elementwise.h"
+
+namespace shenjing {
+namespace SJ_ISA {
+namespace {
+
+// --- elementwise: x, y, dy, dx are (n,) ------------------------------------------
+
+template <class T> void relu_forward(T* y, const T* x, int64_t n) {
+  map_unary(y, x, n, [](auto v) { return v < T(0) ? vsplat(T(0)) : v; });
+}
+template <class T> void relu_backward(T* dx, const T* dy, const T* x, int64_t n) {
+  map_binary(dx, dy, x, n, [](auto g, auto v) { return v > T(0) ? g : vsplat(T(0)); });
+}
+
+template <class T> void leaky_relu_forward(T* y, const T* x, int64_t n, T slope) {
+  map_unary(y, x, n, [slope](auto v) { return v > T(0) ? v : v * slope; });
+}
+template <class T> void leaky_relu_backward(T* dx, const T* dy, const T* x, int64_t n, T slope) {
+  map_binary(dx, dy, x, n, [slope](auto g, auto v) { return v > T(0) ? g : g * slope; });
+}
+
+template <class T> void sigmoid_forward(T* y, const T* x, int64_t n) {
+  map_unary(y, x, n, [](auto v) { return vsigmoid(v); });
+}
+template <class T> void sigmoid_backward(T* dx, const T* dy, const T* y, int64_t n) {
+  map_binary(dx, dy, y, n, [](auto g, auto s) { return g * (T(1) - s) * s; });
+}
+
+template <class T> void tanh_forward(T* y, const T* x, int64_t n) {
+  map_unary(y, x, n, [](auto v) { return vtanh(v); });
+}
+template <class T> void tanh_backward(T* dx, const T* dy, const T* y, int64_t n) {
+  map_binary(dx, dy, y, n, [](auto g, auto t) { return g * (T(1) - t * t); });
+}
+
+// GELU: the formulas are in simd.h, shared with the GEMM epilogue.
+template <class T> void gelu_forward(T* y, const T* x, int64_t n, GeluApproximation approx) {
+  if (approx == GeluApproximation::tanh) map_unary(y, x, n, [](auto v) { return vgelu_tanh(v); });
+  else map_unary(y, x, n, [](auto v) { return vgelu(v); });
+}
+template <class T> void gelu_backward(T* dx, const T* dy, const T* x, int64_t n, GeluApproximation approx) {
+  if (approx == GeluApproximation::tanh)
+    map_binary(dx, dy, x, n, [](auto g, auto v) { return g * vgelu_tanh_derivative(v); });
+  else
+    map_binary(dx, dy, x, n, [](auto g, auto v) { return g * vgelu_derivative(v); });
+}
+
+// --- softmax along one axis: x, y, dy, dx are (outer, len, inner) --------------
+
+// Rows (inner == 1): the whole softmax axis is contiguous.
+template <class T> struct RowSoftmax {
+  using V = typename Simd<T>::V;
+  static constexpr int64_t L = Simd<T>::lanes;
+
+  static T row_max(const T* x, int64_t len) {
+    V m = vsplat(-std::numeric_limits<T>::infinity());
+    int64_t i = 0;
+    for (; i + L <= len; i += L) m = vmax_nan(m, vload(x + i));
+    if (i < len) m = vmax_nan(m, vload_partial(x + i, len - i, -std::numeric_limits<T>::infinity()));
+    return hmax(m);
+  }
+  // sum of exp(x - shift); stores the exps in y when y is not null
+  static T sum_exp(T* y, const T* x, int64_t len, T shift) {
+    V s = vsplat(T(0));
+    int64_t i = 0;
+    for (; i + L <= len; i += L) {
+      V e = vexp(vload(x + i) - shift);
+      if (y) vstore(y + i, e);
+      s += e;
+    }
+    if (i < len) {
+      V e = vexp(vload_partial(x + i, len - i, -std::numeric_limits<T>::infinity()) - shift);
+      if (y) vstore_partial(y + i, e, len - i);
+      s += e;
+    }
+    return hsum(s);
+  }
+  static T dot(const T* a, const T* b, int64_t len) {
+    V s = vsplat(T(0));
+    int64_t i = 0;
+    for (; i + L <= len; i += L) s += vload(a + i) * vload(b + i);
+    if (i < len) s += vload_partial(a + i, len - i, T(0)) * vload_partial(b + i, len - i, T(0));
+    return hsum(s);
+  }
+  static T sum(const T* a, int64_t len) {
+    V s = vsplat(T(0));
+    int64_t i = 0;
+    for (; i + L <= len; i += L) s += vload(a + i);
+    if (i < len) s += vload_partial(a + i, len - i, T(0));
+    return hsum(s);
+  }
+  template <class F> static void apply(T* y, const T* a, const T* b, int64_t len, F f) {
+    int64_t i = 0;
+    for (; i + L <= len; i += L) vstore(y + i, f(vload(a + i), vload(b + i)));
+    if (i < len)
+      vstore_partial(y + i, f(vload_partial(a + i, len - i, T(0)), vload_partial(b + i, len - i, T(0))), len - i);
+  }
+};
+
+template <class T> void softmax_rows(T* y, const T* x, int64_t rows, int64_t len, bool log) {
+  using R = RowSoftmax<T>;
+  parallel_for(rows, 4 * len, [&](int64_t r) {
+    const T* xr = x + r * len;
+    T* yr = y + r * len;
+    const T m = R::row_max(xr, len);
+    if (log) {
+      const T shift = m + std::log(R::sum_exp(nullptr, xr, len, m));
+      R::apply(yr, xr, xr, len, [shift](auto v, auto) { return v - shift; });
+    } else {
+      const T inv = T(1) / R::sum_exp(yr, xr, len, m);
+      R::apply(yr, yr, yr, len, [inv](auto v, auto) { return v * inv; });
+    }
+  });
+}
+
+template <class T> void softmax_rows_backward(T* dx, const T* dy, const T* y, int64_t rows, int64_t len, bool log) {
+  using R = RowSoftmax<T>;
+  parallel_for(rows, 4 * len, [&](int64_t r) {
+    const T* dyr = dy + r * len;
+    const T* yr = y + r * len;
+    T* dxr = dx + r * len;
+    if (log) {  // dx = dy - exp(y) * sum(dy)
+      const T s = R::sum(dyr, len);
+      R::apply(dxr, dyr, yr, len, [s](auto g, auto v) { return g - vexp(v) * s; });
+    } else {    // dx = y * (dy - sum(dy * y))
+      const T s = R::dot(dyr, yr, len);
+      R::apply(dxr, dyr, yr, len, [s](auto g, auto v) { return v * (g - s); });
+    }
+  });
+}
+
+// Columns (inner > 1): vectors run along `inner`, the softmax along the
+// strided `len` axis; one task per (outer, block of inner).
+template <class T, class F>
+void for_column_blocks(int64_t outer, int64_t len, int64_t inner, F f) {
+  constexpr int64_t L = Simd<T>::lanes;
+  const int64_t blocks = ceil_div(inner, L);
+  parallel_for(outer * blocks, 4 * len * L, [&](int64_t task) {
+    const int64_t o = task / blocks;
+    const int64_t i0 = (task % blocks) * L;
+    const int64_t w = inner - i0 < L ? inner - i0 : L;
+    f(o * len * inner + i0, w);
+  });
+}
+
+template <class T> void softmax_columns(T* y, const T* x, int64_t outer, int64_t len, int64_t inner, bool log) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t L = Simd<T>::lanes;
+  const T ninf = -std::numeric_limits<T>::infinity();
+  for_column_blocks<T>(outer, len, inner, [&](int64_t base, int64_t w) {
+    auto load = [&](const T* p) { return w == L ? vload(p) : vload_partial(p, w, ninf); };
+    auto store = [&](T* p, V v) { if (w == L) vstore(p, v); else vstore_partial(p, v, w); };
+    V m = vsplat(ninf);
+    for (int64_t l = 0; l < len; ++l) m = vmax_nan(m, load(x + base + l * inner));
+    V s = vsplat(T(0));
+    for (int64_t l = 0; l < len; ++l) {
+      V e = vexp(load(x + base + l * inner) - m);
+      if (!log) store(y + base + l * inner, e);
+      s += e;
+    }
+    if (log) {
+      V shift = m + vlog(s);
+      for (int64_t l = 0; l < len; ++l) store(y + base + l * inner, load(x + base + l * inner) - shift);
+    } else {
+      V inv = T(1) / s;
+      for (int64_t l = 0; l < len; ++l) store(y + base + l * inner, load(y + base + l * inner) * inv);
+    }
+  });
+}
+
+template <class T>
+void softmax_columns_backward(T* dx, const T* dy, const T* y, int64_t outer, int64_t len, int64_t inner, bool log) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t L = Simd<T>::lanes;
+  for_column_blocks<T>(outer, len, inner, [&](int64_t base, int64_t w) {
+    auto load = [&](const T* p) { return w == L ? vload(p) : vload_partial(p, w, T(0)); };
+    auto store = [&](T* p, V v) { if (w == L) vstore(p, v); else vstore_partial(p, v, w); };
+    V s = vsplat(T(0));
+    for (int64_t l = 0; l < len; ++l) {
+      const int64_t k = base + l * inner;
+      s += log ? load(dy + k) : load(dy + k) * load(y + k);
+    }
+    for (int64_t l = 0; l < len; ++l) {
+      const int64_t k = base + l * inner;
+      store(dx + k, log ? load(dy + k) - vexp(load(y + k)) * s : load(y + k) * (load(dy + k) - s));
+    }
+  });
+}
+
+template <class T> void softmax_any(T* y, const T* x, int64_t outer, int64_t len, int64_t inner, bool log) {
+  if (len == 0) return;
+  if (inner == 1) softmax_rows(y, x, outer, len, log);
+  else softmax_columns(y, x, outer, len, inner, log);
+}
+template <class T>
+void softmax_any_backward(T* dx, const T* dy, const T* y, int64_t outer, int64_t len, int64_t inner, bool log) {
+  if (len == 0) return;
+  if (inner == 1) softmax_rows_backward(dx, dy, y, outer, len, log);
+  else softmax_columns_backward(dx, dy, y, outer, len, inner, log);
+}
+
+template <class T> void softmax_forward(T* y, const T* x, int64_t o, int64_t l, int64_t i) { softmax_any(y, x, o, l, i, false); }
+template <class T> void log_softmax_forward(T* y, const T* x, int64_t o, int64_t l, int64_t i) { softmax_any(y, x, o, l, i, true); }
+template <class T> void softmax_backward(T* dx, const T* dy, const T* y, int64_t o, int64_t l, int64_t i) {
+  softmax_any_backward(dx, dy, y, o, l, i, false);
+}
+template <class T> void log_softmax_backward(T* dx, const T* dy, const T* y, int64_t o, int64_t l, int64_t i) {
+  softmax_any_backward(dx, dy, y, o, l, i, true);
+}
+
+template <class T> void fill(ActivationKernels<T>& k) {
+  k.relu_forward = relu_forward<T>;
+  k.relu_backward = relu_backward<T>;
+  k.leaky_relu_forward = leaky_relu_forward<T>;
+  k.leaky_relu_backward = leaky_relu_backward<T>;
+  k.sigmoid_forward = sigmoid_forward<T>;
+  k.sigmoid_backward = sigmoid_backward<T>;
+  k.tanh_forward = tanh_forward<T>;
+  k.tanh_backward = tanh_backward<T>;
+  k.gelu_forward = gelu_forward<T>;
+  k.gelu_backward = gelu_backward<T>;
+  k.softmax_forward = softmax_forward<T>;
+  k.softmax_backward = softmax_backward<T>;
+  k.log_softmax_forward = log_softmax_forward<T>;
+  k.log_softmax_backward = log_softmax_backward<T>;
+}
+
+}  // namespace
+
+void register_activations(KernelSet& k) {
+  fill(k.f32.act);
+  fill(k.f64.act);
+}
+
+}  // namespace SJ_ISA
+}  // namespace shenjing

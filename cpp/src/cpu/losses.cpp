@@ -1,0 +1,321 @@
+// Loss kernels (see shenjing/losses.h), PyTorch's definitions. Sums are
+// taken per fixed chunk (or per row) and combined in order, in double, so the
+// value does not depend on the thread count.
+#include "shenjing/losses.h"
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "shenjing/dispatch.h"
+#include "shenjing/elementwise.h"
+
+namespace shenjing {
+namespace SJ_ISA {
+namespace {
+
+// sign(d) with sign(0) = 0 and NaN kept
+template <class V> static inline V vsign(V d) {
+  using T = decltype(hsum(d));
+  return d > T(0) ? vsplat(T(1)) : (d < T(0) ? vsplat(T(-1)) : d * T(0));
+}
+
+// --- pointwise losses: l(x, t) and dl/dx ------------------------------------------
+
+template <PointwiseLoss K, class T, class V> static inline V loss_value(V x, V t, T beta) {
+  if constexpr (K == PointwiseLoss::mse) {
+    V d = x - t;
+    return d * d;
+  } else if constexpr (K == PointwiseLoss::l1) {
+    return vabs(x - t);
+  } else if constexpr (K == PointwiseLoss::smooth_l1) {
+    V d = vabs(x - t);
+    return d < beta ? T(0.5) * d * d / beta : d - T(0.5) * beta;
+  } else if constexpr (K == PointwiseLoss::binary_cross_entropy) {
+    // PyTorch: (t - 1) max(log1p(-x), -100) - t max(log(x), -100)
+    V log_x = vlog(x);
+    V log_1mx = vlog1p(-x);
+    log_x = log_x < T(-100) ? vsplat(T(-100)) : log_x;
+    log_1mx = log_1mx < T(-100) ? vsplat(T(-100)) : log_1mx;
+    return (t - T(1)) * log_1mx - t * log_x;
+  } else if constexpr (K == PointwiseLoss::binary_cross_entropy_with_logits) {
+    // max(x, 0) - x t + log1p(exp(-|x|)): finite for every finite logit
+    V pos = x > T(0) ? x : vsplat(T(0));
+    return pos - x * t + vlog1p(vexp(-vabs(x)));
+  } else if constexpr (K == PointwiseLoss::kl_div) {
+    // xlogy(t, t) - t x, with 0 log 0 = 0
+    V tlogt = t * vlog(t);
+    tlogt = t == T(0) ? vsplat(T(0)) : tlogt;
+    return tlogt - t * x;
+  } else {  // kl_div_log_target
+    return vexp(t) * (t - x);
+  }
+}
+
+template <PointwiseLoss K, class T, class V> static inline V loss_grad(V x, V t, T beta) {
+  if constexpr (K == PointwiseLoss::mse) {
+    return T(2) * (x - t);
+  } else if constexpr (K == PointwiseLoss::l1) {
+    return vsign(x - t);
+  } else if constexpr (K == PointwiseLoss::smooth_l1) {
+    V d = x - t;
+    return vabs(d) < beta ? d / beta : vsign(d);
+  } else if constexpr (K == PointwiseLoss::binary_cross_entropy) {
+    // PyTorch: (x - t) / max((1 - x) x, 1e-12)
+    V den = (T(1) - x) * x;
+    den = den < T(1e-12) ? vsplat(T(1e-12)) : den;
+    return (x - t) / den;
+  } else if constexpr (K == PointwiseLoss::binary_cross_entropy_with_logits) {
+    return vsigmoid(x) - t;
+  } else if constexpr (K == PointwiseLoss::kl_div) {
+    return -t;
+  } else {
+    return -vexp(t);
+  }
+}
+
+template <class T> double reduction_divisor(Reduction r, int64_t n, int64_t batch) {
+  if (r == Reduction::mean) return double(n);
+  if (r == Reduction::batchmean) return double(batch);
+  return 1.0;
+}
+
+template <PointwiseLoss K, class T>
+void pointwise_forward(T* out, double* result, const T* x, const T* t, int64_t n, Reduction reduction,
+                       T beta, int64_t batch) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t L = Simd<T>::lanes;
+  if (reduction == Reduction::none) {
+    map_binary(out, x, t, n, [beta](auto a, auto b) { return loss_value<K, T>(a, b, beta); });
+    return;
+  }
+  std::vector<double> partial(ceil_div(n, kElementChunk) + 1, 0.0);
+  parallel_chunks(n, kElementChunk, 8, [&](int64_t c, int64_t begin, int64_t end) {
+    V s = vsplat(T(0));
+    int64_t i = begin;
+    for (; i + L <= end; i += L) s += loss_value<K, T>(vload(x + i), vload(t + i), beta);
+    if (i < end) {
+      // lanes past the end must add nothing: select them away (l(0, 0) may be NaN, as for kl_div of log 0)
+      V v = loss_value<K, T>(vload_partial(x + i, end - i, T(0)), vload_partial(t + i, end - i, T(0)), beta);
+      for (int64_t k = 0; k < end - i; ++k) partial[c] += double(lane(v, k));
+    }
+    partial[c] += double(hsum(s));
+  });
+  double total = 0.0;
+  for (double p : partial) total += p;
+  *result = total / reduction_divisor<T>(reduction, n, batch);
+}
+
+template <PointwiseLoss K, class T>
+void pointwise_backward(T* dx, const T* dout, const T* x, const T* t, int64_t n, Reduction reduction,
+                        T beta, int64_t batch) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t L = Simd<T>::lanes;
+  if (reduction == Reduction::none) {
+    parallel_chunks(n, kElementChunk, 4, [&](int64_t, int64_t begin, int64_t end) {
+      int64_t i = begin;
+      for (; i + L <= end; i += L)
+        vstore(dx + i, loss_grad<K, T>(vload(x + i), vload(t + i), beta) * vload(dout + i));
+      if (i < end) {
+        const int64_t m = end - i;
+        V g = loss_grad<K, T>(vload_partial(x + i, m, T(0)), vload_partial(t + i, m, T(0)), beta);
+        vstore_partial(dx + i, g * vload_partial(dout + i, m, T(0)), m);
+      }
+    });
+    return;
+  }
+  const T scale = T(double(*dout) / reduction_divisor<T>(reduction, n, batch));
+  map_binary(dx, x, t, n, [beta, scale](auto a, auto b) { return loss_grad<K, T>(a, b, beta) * scale; });
+}
+
+template <class T>
+void pointwise_loss_forward(T* out, double* result, const T* x, const T* t, int64_t n, PointwiseLoss kind,
+                            Reduction reduction, T param, int64_t batch) {
+  switch (kind) {
+#define SJ_CASE(K) case PointwiseLoss::K: return pointwise_forward<PointwiseLoss::K, T>(out, result, x, t, n, reduction, param, batch);
+    SJ_CASE(mse) SJ_CASE(l1) SJ_CASE(smooth_l1) SJ_CASE(binary_cross_entropy)
+    SJ_CASE(binary_cross_entropy_with_logits) SJ_CASE(kl_div) SJ_CASE(kl_div_log_target)
+#undef SJ_CASE
+  }
+}
+template <class T>
+void pointwise_loss_backward(T* dx, const T* dout, const T* x, const T* t, int64_t n, PointwiseLoss kind,
+                             Reduction reduction, T param, int64_t batch) {
+  switch (kind) {
+#define SJ_CASE(K) case PointwiseLoss::K: return pointwise_backward<PointwiseLoss::K, T>(dx, dout, x, t, n, reduction, param, batch);
+    SJ_CASE(mse) SJ_CASE(l1) SJ_CASE(smooth_l1) SJ_CASE(binary_cross_entropy)
+    SJ_CASE(binary_cross_entropy_with_logits) SJ_CASE(kl_div) SJ_CASE(kl_div_log_target)
+#undef SJ_CASE
+  }
+}
+
+// --- classification losses: logits (N, C, inner), target (N, inner) --------------
+
+// -1, or the first flat index of a target outside [0, C) that is not ignored
+int64_t first_bad_target(const int64_t* target, int64_t count, int64_t C, int64_t ignore_index) {
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t y = target[i];
+    if (y != ignore_index && (y < 0 || y >= C)) return i;
+  }
+  return -1;
+}
+
+int64_t count_kept(const int64_t* target, int64_t count, int64_t ignore_index) {
+  int64_t kept = 0;
+  for (int64_t i = 0; i < count; ++i) kept += target[i] != ignore_index;
+  return kept;
+}
+
+// Per-sample losses are written to `out` (reduction none) or to a scratch
+// array, then summed in order: the result does not depend on the threads.
+template <class T>
+void reduce_samples(T* out, double* result, const std::vector<double>& sample_loss, Reduction reduction, int64_t kept) {
+  if (reduction == Reduction::none) {
+    for (size_t i = 0; i < sample_loss.size(); ++i) out[i] = T(sample_loss[i]);
+    return;
+  }
+  double total = 0.0;
+  for (double v : sample_loss) total += v;
+  *result = reduction == Reduction::mean ? total / double(kept) : total;
+}
+
+// log-sum-exp of one row of C logits at stride `stride`, and the row's sum
+template <class T> void row_logsumexp(const T* x, int64_t C, int64_t stride, T* lse, T* sum) {
+  using R = Simd<T>;
+  if (stride == 1) {
+    using V = typename R::V;
+    constexpr int64_t L = R::lanes;
+    const T ninf = -std::numeric_limits<T>::infinity();
+    V m = vsplat(ninf), s = vsplat(T(0));
+    int64_t c = 0;
+    for (; c + L <= C; c += L) { V v = vload(x + c); m = vmax_nan(m, v); s += v; }
+    if (c < C) { m = vmax_nan(m, vload_partial(x + c, C - c, ninf)); s += vload_partial(x + c, C - c, T(0)); }
+    const T mx = hmax(m);
+    V e = vsplat(T(0));
+    for (c = 0; c + L <= C; c += L) e += vexp(vload(x + c) - mx);
+    if (c < C) e += vexp(vload_partial(x + c, C - c, ninf) - mx);
+    *lse = mx + std::log(hsum(e));
+    *sum = hsum(s);
+    return;
+  }
+  T mx = -std::numeric_limits<T>::infinity(), s = 0;
+  for (int64_t c = 0; c < C; ++c) { mx = vmax_nan(mx, x[c * stride]); s += x[c * stride]; }
+  T e = 0;
+  for (int64_t c = 0; c < C; ++c) e += std::exp(x[c * stride] - mx);
+  *lse = mx + std::log(e);
+  *sum = s;
+}
+
+// loss = (1-eps) (lse - x_y) + eps/C sum_c (lse - x_c)
+template <class T>
+int64_t cross_entropy_forward(T* out, double* result, const T* logits, const int64_t* target, int64_t N,
+                              int64_t C, int64_t inner, Reduction reduction, int64_t ignore_index, T eps) {
+  const int64_t samples = N * inner;
+  const int64_t bad = first_bad_target(target, samples, C, ignore_index);
+  if (bad >= 0) return bad;
+  std::vector<double> sample_loss(samples, 0.0);
+  parallel_for(samples, 4 * C, [&](int64_t s) {
+    const int64_t y = target[s];
+    if (y == ignore_index) return;
+    const int64_t n = s / inner, i = s % inner;
+    const T* x = logits + n * C * inner + i;
+    T lse, sum;
+    row_logsumexp(x, C, inner, &lse, &sum);
+    double loss = (1.0 - double(eps)) * double(lse - x[y * inner]);
+    if (eps != T(0)) loss += double(eps) / double(C) * (double(C) * double(lse) - double(sum));
+    sample_loss[s] = loss;
+  });
+  reduce_samples(out, result, sample_loss, reduction, count_kept(target, samples, ignore_index));
+  return -1;
+}
+
+// dx_c = scale (softmax_c - (1-eps) [c == y] - eps/C)
+template <class T>
+int64_t cross_entropy_backward(T* dx, const T* dout, const T* logits, const int64_t* target, int64_t N,
+                               int64_t C, int64_t inner, Reduction reduction, int64_t ignore_index, T eps) {
+  const int64_t samples = N * inner;
+  const int64_t bad = first_bad_target(target, samples, C, ignore_index);
+  if (bad >= 0) return bad;
+  const double kept = double(count_kept(target, samples, ignore_index));
+  const T shared_scale = reduction == Reduction::none ? T(0)
+                         : reduction == Reduction::mean ? T(double(*dout) / kept) : *dout;
+  const T off = eps / T(C);
+  parallel_for(samples, 6 * C, [&](int64_t s) {
+    const int64_t y = target[s];
+    const int64_t n = s / inner, i = s % inner;
+    const T* x = logits + n * C * inner + i;
+    T* d = dx + n * C * inner + i;
+    if (y == ignore_index) {
+      for (int64_t c = 0; c < C; ++c) d[c * inner] = T(0);
+      return;
+    }
+    const T scale = reduction == Reduction::none ? dout[s] : shared_scale;
+    T lse, sum;
+    row_logsumexp(x, C, inner, &lse, &sum);
+    if (inner == 1) {
+      constexpr int64_t L = Simd<T>::lanes;
+      int64_t c = 0;
+      for (; c + L <= C; c += L) vstore(d + c, (vexp(vload(x + c) - lse) - off) * scale);
+      if (c < C) vstore_partial(d + c, (vexp(vload_partial(x + c, C - c, T(0)) - lse) - off) * scale, C - c);
+    } else {
+      for (int64_t c = 0; c < C; ++c) d[c * inner] = (std::exp(x[c * inner] - lse) - off) * scale;
+    }
+    d[y * inner] -= (T(1) - eps) * scale;
+  });
+  return -1;
+}
+
+// loss = -logp_y
+template <class T>
+int64_t nll_loss_forward(T* out, double* result, const T* logp, const int64_t* target, int64_t N, int64_t C,
+                         int64_t inner, Reduction reduction, int64_t ignore_index) {
+  const int64_t samples = N * inner;
+  const int64_t bad = first_bad_target(target, samples, C, ignore_index);
+  if (bad >= 0) return bad;
+  std::vector<double> sample_loss(samples, 0.0);
+  for (int64_t s = 0; s < samples; ++s) {
+    const int64_t y = target[s];
+    if (y != ignore_index) sample_loss[s] = -double(logp[(s / inner) * C * inner + y * inner + s % inner]);
+  }
+  reduce_samples(out, result, sample_loss, reduction, count_kept(target, samples, ignore_index));
+  return -1;
+}
+
+// dx = -scale at the target, 0 elsewhere
+template <class T>
+int64_t nll_loss_backward(T* dx, const T* dout, const int64_t* target, int64_t N, int64_t C, int64_t inner,
+                          Reduction reduction, int64_t ignore_index) {
+  const int64_t samples = N * inner;
+  const int64_t bad = first_bad_target(target, samples, C, ignore_index);
+  if (bad >= 0) return bad;
+  const double kept = double(count_kept(target, samples, ignore_index));
+  const T shared_scale = reduction == Reduction::none ? T(0)
+                         : reduction == Reduction::mean ? T(double(*dout) / kept) : *dout;
+  map_unary(dx, dx, samples * C, [](auto) { return vsplat(T(0)); });
+  for (int64_t s = 0; s < samples; ++s) {
+    const int64_t y = target[s];
+    if (y == ignore_index) continue;
+    const T scale = reduction == Reduction::none ? dout[s] : shared_scale;
+    dx[(s / inner) * C * inner + y * inner + s % inner] = -scale;
+  }
+  return -1;
+}
+
+template <class T> void fill(LossKernels<T>& k) {
+  k.pointwise_loss_forward = pointwise_loss_forward<T>;
+  k.pointwise_loss_backward = pointwise_loss_backward<T>;
+  k.cross_entropy_forward = cross_entropy_forward<T>;
+  k.cross_entropy_backward = cross_entropy_backward<T>;
+  k.nll_loss_forward = nll_loss_forward<T>;
+  k.nll_loss_backward = nll_loss_backward<T>;
+}
+
+}  // namespace
+
+void register_losses(KernelSet& k) {
+  fill(k.f32.loss);
+  fill(k.f64.loss);
+}
+
+}  // namespace SJ_ISA
+}  // namespace shenjing

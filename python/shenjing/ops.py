@@ -1,0 +1,641 @@
+"""The kernels as functions: NumPy arrays in, NumPy arrays out.
+
+Every function takes float32 or float64 arrays (other real arrays are
+converted once to float32; non-contiguous, Fortran-ordered or read-only
+arrays are copied once), checks shapes, allocates its output unless ``out=``
+is given, and makes one call into ``shenjing._core``, which releases the
+GIL. ``shenjing._reference`` has the same names in plain NumPy.
+
+Backward functions take the gradient of the output first:
+``relu_backward(grad, x)`` returns ``grad * relu'(x)``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from . import _core
+
+__all__ = [
+    "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
+    "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
+    "gelu", "gelu_backward",
+    "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
+    "mse_loss", "mse_loss_backward", "l1_loss", "l1_loss_backward",
+    "smooth_l1_loss", "smooth_l1_loss_backward",
+    "binary_cross_entropy", "binary_cross_entropy_backward",
+    "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_backward",
+    "kl_div", "kl_div_backward",
+    "cross_entropy", "cross_entropy_backward", "nll_loss", "nll_loss_backward",
+    "sgd_step", "adam_step",
+    "sum", "mean", "sum_of_squares",
+    "gemm",
+]
+
+_FLOAT_TYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# --- argument handling ----------------------------------------------------------
+
+def _float_array(x, op: str, arg: str, dtype=None) -> np.ndarray:
+    """``x`` as a C-contiguous float32/float64 array, converted at most once.
+
+    float32 and float64 keep their type (unless ``dtype`` says otherwise);
+    integer and boolean arrays become float32; anything else is a TypeError.
+    """
+    a = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{op}: {arg} must be a real numeric array, got dtype {a.dtype} with shape {a.shape}")
+    if dtype is None:
+        dtype = a.dtype if a.dtype in _FLOAT_TYPES else np.dtype(np.float32)
+    return np.asarray(a, dtype=dtype, order="C")
+
+
+def _output(out, shape, dtype, op: str) -> np.ndarray:
+    """A new output array, or ``out`` after checking it can take the result."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{op}: out must be a NumPy array, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{op}: out has dtype {out.dtype}, expected {np.dtype(dtype)}")
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{op}: out has shape {out.shape}, expected {tuple(shape)}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{op}: out must be C-contiguous (shape {out.shape}, strides {out.strides})")
+    if not out.flags.writeable:
+        raise ValueError(f"{op}: out is read-only (shape {out.shape})")
+    return out
+
+
+def _same_shape(a: np.ndarray, b: np.ndarray, op: str, a_name: str, b_name: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{op}: {b_name} has shape {b.shape} but {a_name} has shape {a.shape}; they must match")
+
+
+def _axis(axis, ndim: int, op: str, shape) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{op}: axis must be an int, got {type(axis).__name__}")
+    if not -max(ndim, 1) <= axis < max(ndim, 1):
+        raise ValueError(f"{op}: axis {axis} is out of range for an input of shape {tuple(shape)}")
+    return int(axis) % max(ndim, 1)
+
+
+def _split_at(shape, axis: int):
+    """(outer, len, inner) sizes around ``axis`` of ``shape``."""
+    if len(shape) == 0:
+        return 1, 1, 1
+    return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+
+
+def _real(value, op: str, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: {name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"{op}: {name} must not be NaN")
+    return value
+
+
+# --- activations -------------------------------------------------------------------
+
+def _unary(kernel, x, out, op: str) -> np.ndarray:
+    x = _float_array(x, op, "x")
+    y = _output(out, x.shape, x.dtype, op)
+    kernel(y, x)
+    return y
+
+
+def _grad_pair(kernel, grad, z, out, op: str, z_name: str) -> np.ndarray:
+    z = _float_array(z, op, z_name)
+    grad = _float_array(grad, op, "grad", z.dtype)
+    _same_shape(z, grad, op, z_name, "grad")
+    dx = _output(out, z.shape, z.dtype, op)
+    kernel(dx, grad, z)
+    return dx
+
+
+def relu(x, *, out=None) -> np.ndarray:
+    """max(x, 0); NaN stays NaN."""
+    return _unary(_core.relu_forward, x, out, "relu")
+
+
+def relu_backward(grad, x, *, out=None) -> np.ndarray:
+    """grad * (x > 0)"""
+    return _grad_pair(_core.relu_backward, grad, x, out, "relu_backward", "x")
+
+
+def _slope(negative_slope, op):
+    return _real(negative_slope, op, "negative_slope")
+
+
+def leaky_relu(x, negative_slope: float = 0.01, *, out=None) -> np.ndarray:
+    """x if x > 0 else negative_slope * x"""
+    s = _slope(negative_slope, "leaky_relu")
+    return _unary(lambda y, a: _core.leaky_relu_forward(y, a, s), x, out, "leaky_relu")
+
+
+def leaky_relu_backward(grad, x, negative_slope: float = 0.01, *, out=None) -> np.ndarray:
+    """grad if x > 0 else negative_slope * grad"""
+    s = _slope(negative_slope, "leaky_relu_backward")
+    return _grad_pair(lambda d, g, a: _core.leaky_relu_backward(d, g, a, s), grad, x, out, "leaky_relu_backward", "x")
+
+
+def sigmoid(x, *, out=None) -> np.ndarray:
+    """1 / (1 + exp(-x))"""
+    return _unary(_core.sigmoid_forward, x, out, "sigmoid")
+
+
+def sigmoid_backward(grad, output, *, out=None) -> np.ndarray:
+    """grad * y * (1 - y), from the forward output y"""
+    return _grad_pair(_core.sigmoid_backward, grad, output, out, "sigmoid_backward", "output")
+
+
+def tanh(x, *, out=None) -> np.ndarray:
+    return _unary(_core.tanh_forward, x, out, "tanh")
+
+
+def tanh_backward(grad, output, *, out=None) -> np.ndarray:
+    """grad * (1 - y^2), from the forward output y"""
+    return _grad_pair(_core.tanh_backward, grad, output, out, "tanh_backward", "output")
+
+
+def _approximate(approximate, op: str) -> int:
+    if approximate == "none":
+        return 0
+    if approximate == "tanh":
+        return 1
+    raise ValueError(f"{op}: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+def gelu(x, approximate: str = "none", *, out=None) -> np.ndarray:
+    """x Phi(x), or with approximate='tanh' 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))"""
+    a = _approximate(approximate, "gelu")
+    return _unary(lambda y, v: _core.gelu_forward(y, v, a), x, out, "gelu")
+
+
+def gelu_backward(grad, x, approximate: str = "none", *, out=None) -> np.ndarray:
+    a = _approximate(approximate, "gelu_backward")
+    return _grad_pair(lambda d, g, v: _core.gelu_backward(d, g, v, a), grad, x, out, "gelu_backward", "x")
+
+
+def _softmax_like(kernel, x, axis, out, op: str) -> np.ndarray:
+    x = _float_array(x, op, "x")
+    ax = _axis(axis, x.ndim, op, x.shape)
+    y = _output(out, x.shape, x.dtype, op)
+    kernel(y, x, *_split_at(x.shape, ax))
+    return y
+
+
+def _softmax_like_backward(kernel, grad, output, axis, out, op: str) -> np.ndarray:
+    output = _float_array(output, op, "output")
+    grad = _float_array(grad, op, "grad", output.dtype)
+    _same_shape(output, grad, op, "output", "grad")
+    ax = _axis(axis, output.ndim, op, output.shape)
+    dx = _output(out, output.shape, output.dtype, op)
+    kernel(dx, grad, output, *_split_at(output.shape, ax))
+    return dx
+
+
+def softmax(x, axis: int = -1, *, out=None) -> np.ndarray:
+    """exp(x - max) / sum(exp(x - max)) along ``axis``"""
+    return _softmax_like(_core.softmax_forward, x, axis, out, "softmax")
+
+
+def softmax_backward(grad, output, axis: int = -1, *, out=None) -> np.ndarray:
+    """y * (grad - sum(grad * y)), from the forward output y"""
+    return _softmax_like_backward(_core.softmax_backward, grad, output, axis, out, "softmax_backward")
+
+
+def log_softmax(x, axis: int = -1, *, out=None) -> np.ndarray:
+    """x - max - log(sum(exp(x - max))) along ``axis``"""
+    return _softmax_like(_core.log_softmax_forward, x, axis, out, "log_softmax")
+
+
+def log_softmax_backward(grad, output, axis: int = -1, *, out=None) -> np.ndarray:
+    """grad - exp(y) * sum(grad), from the forward output y"""
+    return _softmax_like_backward(_core.log_softmax_backward, grad, output, axis, out, "log_softmax_backward")
+
+
+# --- losses ------------------------------------------------------------------------
+
+_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+_KINDS = {
+    "mse_loss": 0, "l1_loss": 1, "smooth_l1_loss": 2, "binary_cross_entropy": 3,
+    "binary_cross_entropy_with_logits": 4, "kl_div": 5, "kl_div_log_target": 6,
+}
+
+
+def _reduction(reduction, op: str, allow_batchmean: bool = False) -> int:
+    if allow_batchmean and reduction == "batchmean":
+        return 3
+    if reduction not in _REDUCTIONS:
+        allowed = "'none', 'mean', 'sum'" + (" or 'batchmean'" if allow_batchmean else "")
+        raise ValueError(f"{op}: reduction must be one of {allowed}, got {reduction!r}")
+    return _REDUCTIONS[reduction]
+
+
+def _loss_grad(grad, reduction: int, shape, dtype, op: str) -> np.ndarray:
+    """The incoming gradient: one per loss element (reduction none) or one scalar."""
+    g = _float_array(grad, op, "grad", dtype)
+    if reduction == 0:
+        if g.shape != tuple(shape):
+            raise ValueError(f"{op}: grad has shape {g.shape}, expected {tuple(shape)} for reduction='none'")
+        return g
+    if g.size != 1:
+        raise ValueError(f"{op}: grad must be a scalar for a reduced loss, got shape {g.shape}")
+    return g.reshape(1)
+
+
+def _pointwise_inputs(input, target, op: str):
+    x = _float_array(input, op, "input")
+    t = _float_array(target, op, "target", x.dtype)
+    _same_shape(x, t, op, "input", "target")
+    return x, t
+
+
+def _pointwise_forward(kind: str, input, target, reduction, param=0.0, op=None, out=None):
+    op = op or kind
+    r = _reduction(reduction, op, allow_batchmean=kind.startswith("kl_div"))
+    x, t = _pointwise_inputs(input, target, op)
+    batch = x.shape[0] if x.ndim else 1
+    o = _output(out, x.shape, x.dtype, op) if r == 0 else None
+    value = _core.pointwise_loss_forward(o, x, t, _KINDS[kind], r, param, batch)
+    return o if r == 0 else np.asarray(value, dtype=x.dtype)
+
+
+def _pointwise_backward(kind: str, grad, input, target, reduction, param=0.0, op=None, out=None):
+    op = op or kind + "_backward"
+    r = _reduction(reduction, op, allow_batchmean=kind.startswith("kl_div"))
+    x, t = _pointwise_inputs(input, target, op)
+    g = _loss_grad(grad, r, x.shape, x.dtype, op)
+    batch = x.shape[0] if x.ndim else 1
+    dx = _output(out, x.shape, x.dtype, op)
+    _core.pointwise_loss_backward(dx, g, x, t, _KINDS[kind], r, param, batch)
+    return dx
+
+
+def mse_loss(input, target, reduction: str = "mean", *, out=None):
+    """(input - target)^2, reduced"""
+    return _pointwise_forward("mse_loss", input, target, reduction, out=out)
+
+
+def mse_loss_backward(grad, input, target, reduction: str = "mean", *, out=None):
+    return _pointwise_backward("mse_loss", grad, input, target, reduction, out=out)
+
+
+def l1_loss(input, target, reduction: str = "mean", *, out=None):
+    """|input - target|, reduced"""
+    return _pointwise_forward("l1_loss", input, target, reduction, out=out)
+
+
+def l1_loss_backward(grad, input, target, reduction: str = "mean", *, out=None):
+    return _pointwise_backward("l1_loss", grad, input, target, reduction, out=out)
+
+
+def _beta(beta, op):
+    beta = _real(beta, op, "beta")
+    if beta < 0:
+        raise ValueError(f"{op}: beta must be >= 0, got {beta}")
+    return beta
+
+
+def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0, *, out=None):
+    """0.5 d^2 / beta where |d| < beta, else |d| - beta / 2 (d = input - target)"""
+    b = _beta(beta, "smooth_l1_loss")
+    return _pointwise_forward("smooth_l1_loss", input, target, reduction, b, out=out)
+
+
+def smooth_l1_loss_backward(grad, input, target, reduction: str = "mean", beta: float = 1.0, *, out=None):
+    b = _beta(beta, "smooth_l1_loss_backward")
+    return _pointwise_backward("smooth_l1_loss", grad, input, target, reduction, b, out=out)
+
+
+def binary_cross_entropy(input, target, reduction: str = "mean", *, out=None):
+    """-(t log p + (1 - t) log(1 - p)) on probabilities p, logs clamped at -100"""
+    return _pointwise_forward("binary_cross_entropy", input, target, reduction, out=out)
+
+
+def binary_cross_entropy_backward(grad, input, target, reduction: str = "mean", *, out=None):
+    """(p - t) / max(p (1 - p), 1e-12), as PyTorch"""
+    return _pointwise_backward("binary_cross_entropy", grad, input, target, reduction, out=out)
+
+
+def binary_cross_entropy_with_logits(input, target, reduction: str = "mean", *, out=None):
+    """max(x, 0) - x t + log(1 + exp(-|x|)): BCE of sigmoid(x), finite for every finite x"""
+    return _pointwise_forward("binary_cross_entropy_with_logits", input, target, reduction, out=out)
+
+
+def binary_cross_entropy_with_logits_backward(grad, input, target, reduction: str = "mean", *, out=None):
+    """sigmoid(x) - t"""
+    return _pointwise_backward("binary_cross_entropy_with_logits", grad, input, target, reduction, out=out)
+
+
+def kl_div(input, target, reduction: str = "mean", log_target: bool = False, *, out=None):
+    """t (log t - input) on log-probability input (0 where t = 0);
+    exp(t) (t - input) with log_target. 'batchmean' divides the sum by input.shape[0]."""
+    kind = "kl_div_log_target" if log_target else "kl_div"
+    return _pointwise_forward(kind, input, target, reduction, op="kl_div", out=out)
+
+
+def kl_div_backward(grad, input, target, reduction: str = "mean", log_target: bool = False, *, out=None):
+    kind = "kl_div_log_target" if log_target else "kl_div"
+    return _pointwise_backward(kind, grad, input, target, reduction, op="kl_div_backward", out=out)
+
+
+def _class_inputs(input, target, op: str, ignore_index):
+    """(logits, int64 targets, N, C, inner) for input (N, C, *rest) or (C,)."""
+    x = _float_array(input, op, "input")
+    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    if t.dtype.kind not in "iu":
+        if t.dtype.kind == "f" and t.shape == x.shape:
+            raise TypeError(f"{op}: class-probability targets (float target of the input's shape {t.shape}) "
+                            "are not supported; pass integer class indices")
+        raise TypeError(f"{op}: target must hold integer class indices, got dtype {t.dtype} with shape {t.shape}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"{op}: ignore_index must be an int, got {type(ignore_index).__name__}")
+    if x.ndim == 0:
+        raise ValueError(f"{op}: input must have a class dimension: shape (C,), (N, C) or (N, C, d1, ...), got shape ()")
+    if x.ndim == 1:
+        expected = ()
+        N, C, inner = 1, x.shape[0], 1
+    else:
+        expected = (x.shape[0],) + x.shape[2:]
+        N, C, inner = x.shape[0], x.shape[1], math.prod(x.shape[2:])
+    if t.shape != expected:
+        raise ValueError(f"{op}: target has shape {t.shape}, expected {expected} for input of shape {x.shape}")
+    if t.dtype == np.uint64 and t.size and int(t.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"{op}: target holds a class index beyond int64")
+    t = np.asarray(t, dtype=np.int64, order="C")
+    return x, t, N, C, inner, expected
+
+
+def _label_smoothing(value, op):
+    value = _real(value, op, "label_smoothing")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {value}")
+    return value
+
+
+def cross_entropy(input, target, reduction: str = "mean", ignore_index: int = -100,
+                  label_smoothing: float = 0.0, *, out=None):
+    """log_softmax + nll in one pass: lse(x) - x[target], with label smoothing
+    (1-e) nll + e/C sum_c (lse - x_c). input: (N, C, *) logits, target: (N, *) ints.
+    'mean' divides by the number of targets that are not ignore_index."""
+    op = "cross_entropy"
+    r = _reduction(reduction, op)
+    eps = _label_smoothing(label_smoothing, op)
+    x, t, N, C, inner, tshape = _class_inputs(input, target, op, ignore_index)
+    o = _output(out, tshape, x.dtype, op) if r == 0 else None
+    value = _core.cross_entropy_forward(o, x, t, N, C, inner, r, int(ignore_index), eps)
+    return o if r == 0 else np.asarray(value, dtype=x.dtype)
+
+
+def cross_entropy_backward(grad, input, target, reduction: str = "mean", ignore_index: int = -100,
+                           label_smoothing: float = 0.0, *, out=None):
+    """scale * (softmax(x) - (1-e) onehot(target) - e/C)"""
+    op = "cross_entropy_backward"
+    r = _reduction(reduction, op)
+    eps = _label_smoothing(label_smoothing, op)
+    x, t, N, C, inner, tshape = _class_inputs(input, target, op, ignore_index)
+    g = _loss_grad(grad, r, tshape, x.dtype, op)
+    dx = _output(out, x.shape, x.dtype, op)
+    _core.cross_entropy_backward(dx, g, x, t, N, C, inner, r, int(ignore_index), eps)
+    return dx
+
+
+def nll_loss(input, target, reduction: str = "mean", ignore_index: int = -100, *, out=None):
+    """-input[target] on log-probabilities; input (N, C, *), target (N, *) ints"""
+    op = "nll_loss"
+    r = _reduction(reduction, op)
+    x, t, N, C, inner, tshape = _class_inputs(input, target, op, ignore_index)
+    o = _output(out, tshape, x.dtype, op) if r == 0 else None
+    value = _core.nll_loss_forward(o, x, t, N, C, inner, r, int(ignore_index))
+    return o if r == 0 else np.asarray(value, dtype=x.dtype)
+
+
+def nll_loss_backward(grad, input, target, reduction: str = "mean", ignore_index: int = -100, *, out=None):
+    op = "nll_loss_backward"
+    r = _reduction(reduction, op)
+    x, t, N, C, inner, tshape = _class_inputs(input, target, op, ignore_index)
+    g = _loss_grad(grad, r, tshape, x.dtype, op)
+    dx = _output(out, x.shape, x.dtype, op)
+    _core.nll_loss_backward(dx, g, t, N, C, inner, r, int(ignore_index))
+    return dx
+
+
+# --- optimizer steps ---------------------------------------------------------------
+
+def _state_list(arrays, op: str, name: str, n: int, dtype, writable: bool, shapes) -> list:
+    if arrays is None or isinstance(arrays, np.ndarray):
+        raise TypeError(f"{op}: {name} must be a list of arrays")
+    arrays = list(arrays)
+    if len(arrays) != n:
+        raise ValueError(f"{op}: {name} has {len(arrays)} arrays but params has {n}")
+    result = []
+    for i, (a, shape) in enumerate(zip(arrays, shapes)):
+        if writable:
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"{op}: {name}[{i}] must be a NumPy array (updated in place), got {type(a).__name__}")
+            if a.dtype != dtype:
+                raise TypeError(f"{op}: {name}[{i}] has dtype {a.dtype}, expected {np.dtype(dtype)} like params")
+            if not a.flags.c_contiguous or not a.flags.writeable:
+                raise ValueError(f"{op}: {name}[{i}] must be C-contiguous and writable to be updated in place "
+                                 f"(shape {a.shape})")
+        else:
+            a = _float_array(a, op, f"{name}[{i}]", dtype)
+        if a.shape != shape:
+            raise ValueError(f"{op}: {name}[{i}] has shape {a.shape} but params[{i}] has shape {shape}")
+        result.append(a)
+    return result
+
+
+def _params(params, op: str):
+    if isinstance(params, np.ndarray):
+        raise TypeError(f"{op}: params must be a list of arrays, got a single array")
+    params = list(params)
+    if not params:
+        return params, None
+    dtype = params[0].dtype if isinstance(params[0], np.ndarray) else None
+    if dtype not in _FLOAT_TYPES:
+        raise TypeError(f"{op}: params must be float32 or float64 arrays, got {dtype if dtype else type(params[0]).__name__}")
+    params = _state_list(params, op, "params", len(params), dtype, True, [getattr(p, "shape", None) for p in params])
+    return params, dtype
+
+
+def _nonnegative(value, op, name):
+    value = _real(value, op, name)
+    if value < 0:
+        raise ValueError(f"{op}: Invalid {name} value: {value} (must be >= 0)")
+    return value
+
+
+def sgd_step(params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
+             momentum_buffers: Optional[Sequence[np.ndarray]] = None, *, lr: float,
+             momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+             weight_decay: float = 0.0, maximize: bool = False,
+             first_step: Union[bool, Sequence[bool]] = False) -> None:
+    """One SGD step for every parameter, in place, one C++ call (torch.optim.SGD):
+
+        g = grad (or -grad if maximize) + weight_decay * p
+        buf = g if first_step else momentum * buf + (1 - dampening) * g
+        g = g + momentum * buf if nesterov else buf      (when momentum != 0)
+        p = p - lr * g
+    """
+    op = "sgd_step"
+    lr = _nonnegative(lr, op, "learning rate")
+    momentum = _nonnegative(momentum, op, "momentum")
+    dampening = _real(dampening, op, "dampening")
+    weight_decay = _nonnegative(weight_decay, op, "weight_decay")
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError(f"{op}: Nesterov momentum requires a momentum and zero dampening")
+    params, dtype = _params(params, op)
+    n = len(params)
+    shapes = [p.shape for p in params]
+    grads = _state_list(grads, op, "grads", n, dtype, False, shapes)
+    if momentum != 0:
+        if momentum_buffers is None:
+            raise ValueError(f"{op}: momentum_buffers are needed when momentum != 0")
+        buffers = _state_list(momentum_buffers, op, "momentum_buffers", n, dtype, True, shapes)
+    else:
+        buffers = [None] * n
+    firsts = [bool(first_step)] * n if isinstance(first_step, (bool, np.bool_)) else [bool(f) for f in first_step]
+    if len(firsts) != n:
+        raise ValueError(f"{op}: first_step has {len(firsts)} entries but params has {n}")
+    _core.sgd_step(params, grads, buffers, firsts, lr, momentum, dampening, weight_decay, bool(nesterov), bool(maximize))
+
+
+def adam_step(params: Sequence[np.ndarray], grads: Sequence[np.ndarray], exp_avgs: Sequence[np.ndarray],
+              exp_avg_sqs: Sequence[np.ndarray], max_exp_avg_sqs: Optional[Sequence[np.ndarray]] = None, *,
+              step: Union[int, Sequence[int]], lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+              weight_decay: float = 0.0, amsgrad: bool = False, maximize: bool = False,
+              decoupled_weight_decay: bool = False) -> None:
+    """One Adam (or AdamW, with decoupled_weight_decay) step, in place, one C++ call:
+
+        g = grad (or -grad);  AdamW: p *= 1 - lr wd;  Adam: g += wd p
+        m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;  amsgrad: vmax = max(vmax, v)
+        p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    ``step`` is t, the count after this step (1 on the first), one for all or one per parameter.
+    """
+    op = "adam_step"
+    lr = _nonnegative(lr, op, "learning rate")
+    eps = _nonnegative(eps, op, "epsilon")
+    weight_decay = _nonnegative(weight_decay, op, "weight_decay")
+    try:
+        beta1, beta2 = betas
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: betas must be a pair of floats, got {betas!r}") from None
+    for i, b in enumerate((beta1, beta2)):
+        b = _real(b, op, f"beta parameter at index {i}")
+        if not 0.0 <= b < 1.0:
+            raise ValueError(f"{op}: Invalid beta parameter at index {i}: {b} (must be in [0, 1))")
+    params, dtype = _params(params, op)
+    n = len(params)
+    shapes = [p.shape for p in params]
+    grads = _state_list(grads, op, "grads", n, dtype, False, shapes)
+    exp_avgs = _state_list(exp_avgs, op, "exp_avgs", n, dtype, True, shapes)
+    exp_avg_sqs = _state_list(exp_avg_sqs, op, "exp_avg_sqs", n, dtype, True, shapes)
+    maxes = _state_list(max_exp_avg_sqs, op, "max_exp_avg_sqs", n, dtype, True, shapes) if amsgrad else None
+    if isinstance(step, numbers.Integral) and not isinstance(step, bool):
+        steps = [int(step)] * n
+    else:
+        steps = [int(s) for s in step]
+    if len(steps) != n:
+        raise ValueError(f"{op}: step has {len(steps)} entries but params has {n}")
+    if any(s < 1 for s in steps):
+        raise ValueError(f"{op}: step must be >= 1 (the count after this step), got {min(steps)}")
+    _core.adam_step(params, grads, exp_avgs, exp_avg_sqs, maxes, steps, lr, float(beta1), float(beta2), eps,
+                    weight_decay, bool(amsgrad), bool(maximize), bool(decoupled_weight_decay))
+
+
+# --- reductions --------------------------------------------------------------------
+
+def sum(x, axis: Optional[int] = None, keepdims: bool = False):  # noqa: A001 - NumPy's name
+    """Sum of all elements (a 0-d array), or along one axis. Accumulated per
+    fixed chunk in a fixed order: the same result with any thread count."""
+    x = _float_array(x, "sum", "x")
+    if axis is None:
+        total = np.asarray(_core.sum_all(x), dtype=x.dtype)
+        return total.reshape((1,) * x.ndim) if keepdims else total
+    ax = _axis(axis, x.ndim, "sum", x.shape)
+    if x.ndim == 0:
+        return x.copy()
+    shape = x.shape[:ax] + x.shape[ax + 1:]
+    y = np.empty(shape, dtype=x.dtype)
+    _core.sum_axis(y, x, *_split_at(x.shape, ax))
+    return np.expand_dims(y, ax) if keepdims else y
+
+
+def mean(x, axis: Optional[int] = None, keepdims: bool = False):
+    """sum / count, as ``sum``; NaN for an empty reduction, as NumPy."""
+    x = _float_array(x, "mean", "x")
+    s = sum(x, axis, keepdims)
+    count = x.size if axis is None else (x.shape[_axis(axis, x.ndim, "mean", x.shape)] if x.ndim else 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (s / x.dtype.type(count)).astype(x.dtype, copy=False)
+
+
+def sum_of_squares(x) -> float:
+    """sum(x * x) over all elements, accumulated in double (for gradient norms)."""
+    return _core.sum_of_squares(_float_array(x, "sum_of_squares", "x"))
+
+
+# --- GEMM --------------------------------------------------------------------------
+
+_ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "sigmoid": 4, "tanh": 5}
+
+
+def gemm(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0,
+         c=None, bias=None, activation: Optional[str] = None, out=None) -> np.ndarray:
+    """act(alpha * op(a) @ op(b) + beta * c + bias), op = transpose where asked.
+
+    a: (M, K) or (K, M) with trans_a; b: (K, N) or (N, K) with trans_b;
+    c: (M, N), read only when beta != 0; bias: (N,) added to every row, or
+    (M, 1) added to every column; activation: None, 'relu', 'gelu',
+    'gelu_tanh', 'sigmoid' or 'tanh'. ``out`` may be ``c`` itself.
+    """
+    op = "gemm"
+    a = _float_array(a, op, "a")
+    b = _float_array(b, op, "b", a.dtype)
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"{op}: a and b must be 2-D, got shapes {a.shape} and {b.shape}")
+    M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    Kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if K != Kb:
+        raise ValueError(f"{op}: inner dimensions differ: op(a) is ({M}, {K}) from a{a.shape}"
+                         f"{' transposed' if trans_a else ''}, op(b) is ({Kb}, {N}) from b{b.shape}"
+                         f"{' transposed' if trans_b else ''}")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"{op}: activation must be one of None, 'relu', 'gelu', 'gelu_tanh', 'sigmoid', 'tanh', "
+                         f"got {activation!r}")
+    alpha = _real(alpha, op, "alpha")
+    beta = _real(beta, op, "beta")
+    bias_kind, bias_arr = 0, None
+    if bias is not None:
+        bias_arr = _float_array(bias, op, "bias", a.dtype)
+        if bias_arr.shape == (N,):
+            bias_kind = 1
+        elif bias_arr.shape == (M, 1):
+            bias_kind = 2
+        else:
+            raise ValueError(f"{op}: bias has shape {bias_arr.shape}, expected ({N},) or ({M}, 1) for a ({M}, {N}) result")
+    result = _output(out, (M, N), a.dtype, op)
+    # an output that overlaps an input would be overwritten while still being read
+    if out is not None and (np.may_share_memory(result, a) or np.may_share_memory(result, b)):
+        raise ValueError(f"{op}: out must not overlap a or b")
+    if beta != 0.0:
+        if c is None:
+            raise ValueError(f"{op}: c is needed when beta != 0")
+        c_arr = _float_array(c, op, "c", a.dtype)
+        if c_arr.shape != (M, N):
+            raise ValueError(f"{op}: c has shape {c_arr.shape}, expected ({M}, {N})")
+        if c_arr is not result:
+            np.copyto(result, c_arr)
+    _core.gemm(result, a, b, M, N, K, bool(trans_a), bool(trans_b), alpha, beta, bias_arr, bias_kind,
+               _ACTIVATIONS[activation])
+    return result
