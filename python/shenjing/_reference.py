@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-_erf = np.vectorize(math.erf, otypes=[np.float64])
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
 
 
 # --- activations -------------------------------------------------------------------
@@ -51,27 +51,31 @@ def tanh_backward(grad, output):
 
 
 def _normal_cdf(x):
-    return 0.5 * (1 + _erf(np.asarray(x, dtype=np.float64) / math.sqrt(2))).astype(np.asarray(x).dtype)
+    # erfc keeps the lower tail accurate, where 1 + erf(x) cancels
+    return (0.5 * _erfc(-np.asarray(x, dtype=np.float64) / math.sqrt(2))).astype(np.asarray(x).dtype)
 
 
 def gelu(x, approximate="none"):
     if approximate == "tanh":
-        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+        # 0.5 x (1 + tanh(u)) written as x sigmoid(2u), exact in the negative tail
+        return x * sigmoid(2 * math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))
     return x * _normal_cdf(x)
 
 
 def gelu_backward(grad, x, approximate="none"):
+    x = np.clip(x, -30, 30)  # the derivative is exactly 0 or 1 in double beyond +-30
     if approximate == "tanh":
         k = math.sqrt(2 / math.pi)
-        t = np.tanh(k * (x + 0.044715 * x**3))
-        return grad * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x))
+        s = sigmoid(2 * k * (x + 0.044715 * x**3))  # 0.5 (1 + tanh(u))
+        return grad * (s + x * s * (1 - s) * 2 * k * (1 + 3 * 0.044715 * x * x))
     pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
     return grad * (_normal_cdf(x) + x * pdf)
 
 
 def softmax(x, axis=-1):
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    with np.errstate(all="ignore"):  # an empty axis or inf - inf gives NaN, as in the kernels
+        e = np.exp(x - np.max(x, axis=axis, keepdims=True, initial=-np.inf))
+        return e / np.sum(e, axis=axis, keepdims=True)
 
 
 def softmax_backward(grad, output, axis=-1):
@@ -79,8 +83,9 @@ def softmax_backward(grad, output, axis=-1):
 
 
 def log_softmax(x, axis=-1):
-    shifted = x - np.max(x, axis=axis, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    with np.errstate(all="ignore"):
+        shifted = x - np.max(x, axis=axis, keepdims=True, initial=-np.inf)
+        return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
 def log_softmax_backward(grad, output, axis=-1):

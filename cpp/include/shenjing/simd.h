@@ -207,6 +207,7 @@ static inline double vtanh(double x) { return std::tanh(x); }
 // xh holding 12 significant bits, so xh*xh is exact.
 static inline vfloat vexp_neg_half_square(vfloat x, vfloat extra) {
   vfloat ax = vabs(x);
+  ax = ax > 20.0f ? vsplat(20.0f) : ax;  // exp(-200) is 0 in float; keeps inf - inf out, NaN stays
   vfloat xh = (vfloat)((vint)ax & (int32_t)0xfffff000u);
   vfloat lo = (ax - xh) * (ax + xh);
   return vexp(-0.5f * (xh * xh)) * vexp(extra - 0.5f * lo);
@@ -248,14 +249,26 @@ static inline double vnormal_pdf(double x) { return 0.39894228040143267794 * std
 constexpr double kSqrt2OverPi = 0.79788456080286535588;
 constexpr double kGeluCubic = 0.044715;
 
+// Beyond |x| = 30 both derivatives are 0 or 1 even in double; clamping there
+// keeps x^2 from overflowing into inf * 0 = NaN (NaN stays NaN).
+template <class V> static inline V vclamp30(V x) {
+  using T = decltype(hsum(x));
+  x = x > T(30) ? vsplat(T(30)) : x;
+  return x < T(-30) ? vsplat(T(-30)) : x;
+}
+
 template <class V> static inline V vgelu(V x) { return x * vnormal_cdf(x); }
-template <class V> static inline V vgelu_derivative(V x) { return vnormal_cdf(x) + x * vnormal_pdf(x); }
+template <class V> static inline V vgelu_derivative(V x) {
+  x = vclamp30(x);
+  return vnormal_cdf(x) + x * vnormal_pdf(x);
+}
 template <class V> static inline V vgelu_tanh(V x) {
   using T = decltype(hsum(x));
   return x * vsigmoid((T(2 * kSqrt2OverPi) * x) * (T(1) + T(kGeluCubic) * x * x));
 }
 template <class V> static inline V vgelu_tanh_derivative(V x) {
   using T = decltype(hsum(x));
+  x = vclamp30(x);
   V x2 = x * x;
   V s = vsigmoid((T(2 * kSqrt2OverPi) * x) * (T(1) + T(kGeluCubic) * x2));
   V du = T(2 * kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * x2);

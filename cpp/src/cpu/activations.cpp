@@ -113,9 +113,9 @@ template <class T> void softmax_rows(T* y, const T* x, int64_t rows, int64_t len
     const T* xr = x + r * len;
     T* yr = y + r * len;
     const T m = R::row_max(xr, len);
-    if (log) {
-      const T shift = m + std::log(R::sum_exp(nullptr, xr, len, m));
-      R::apply(yr, xr, xr, len, [shift](auto v, auto) { return v - shift; });
+    if (log) {  // (x - max) - log(sum): rounding x - (max + log(sum)) would cost digits at |x| ~ 1e4
+      const T log_sum = std::log(R::sum_exp(nullptr, xr, len, m));
+      R::apply(yr, xr, xr, len, [m, log_sum](auto v, auto) { return (v - m) - log_sum; });
     } else {
       const T inv = T(1) / R::sum_exp(yr, xr, len, m);
       R::apply(yr, yr, yr, len, [inv](auto v, auto) { return v * inv; });
@@ -169,8 +169,8 @@ template <class T> void softmax_columns(T* y, const T* x, int64_t outer, int64_t
       s += e;
     }
     if (log) {
-      V shift = m + vlog(s);
-      for (int64_t l = 0; l < len; ++l) store(y + base + l * inner, load(x + base + l * inner) - shift);
+      V log_sum = vlog(s);
+      for (int64_t l = 0; l < len; ++l) store(y + base + l * inner, (load(x + base + l * inner) - m) - log_sum);
     } else {
       V inv = T(1) / s;
       for (int64_t l = 0; l < len; ++l) store(y + base + l * inner, load(y + base + l * inner) * inv);

@@ -1,0 +1,162 @@
+"""Activations: forward and backward against the float64 reference, by finite
+differences, at odd sizes, extreme values, every ISA and 1 and 2 threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import shenjing._reference as R
+from shenjing import ops
+
+from helpers import SHAPES, TOL, assert_close, finite_difference
+
+# name -> (forward(module, x), backward(module, grad, x, y))
+ELEMENTWISE = {
+    "relu": (lambda m, x: m.relu(x), lambda m, g, x, y: m.relu_backward(g, x)),
+    "leaky_relu": (lambda m, x: m.leaky_relu(x, 0.1), lambda m, g, x, y: m.leaky_relu_backward(g, x, 0.1)),
+    "sigmoid": (lambda m, x: m.sigmoid(x), lambda m, g, x, y: m.sigmoid_backward(g, y)),
+    "tanh": (lambda m, x: m.tanh(x), lambda m, g, x, y: m.tanh_backward(g, y)),
+    "gelu": (lambda m, x: m.gelu(x), lambda m, g, x, y: m.gelu_backward(g, x)),
+    "gelu_tanh": (lambda m, x: m.gelu(x, "tanh"), lambda m, g, x, y: m.gelu_backward(g, x, "tanh")),
+}
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_elementwise_matches_reference(backend, rng, name, shape, dtype):
+    forward, backward = ELEMENTWISE[name]
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    y = forward(ops, x)
+    y_ref = forward(R, x.astype(np.float64))
+    assert_close(y, y_ref, dtype, what=f"{name} forward")
+    dx = backward(ops, g, x, y)
+    dx_ref = backward(R, g.astype(np.float64), x.astype(np.float64), y_ref)
+    assert_close(dx, dx_ref, dtype, what=f"{name} backward")
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_elementwise_gradient_by_finite_differences(rng, name):
+    forward, backward = ELEMENTWISE[name]
+    x = rng.standard_normal((3, 7)) * 2
+    x = np.where(np.abs(x) < 0.05, 0.3, x)  # keep away from relu's kink
+    w = rng.standard_normal(x.shape)
+    numeric = finite_difference(lambda v: forward(ops, v), [x], 0, w)
+    analytic = backward(ops, w, x, forward(ops, x))
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+
+
+EXTREMES = np.array([-1e4, -100.0, -88.8, -20.0, -1e-30, -0.0, 0.0, 1e-30, 20.0, 88.8, 100.0, 1e4,
+                     np.inf, -np.inf, np.nan, 3e38, -3e38, 1e-40])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_elementwise_extreme_values_and_nan(backend, name, dtype):
+    forward, backward = ELEMENTWISE[name]
+    with np.errstate(over="ignore"):
+        x = EXTREMES.astype(dtype)
+    y = forward(ops, x)
+    with np.errstate(all="ignore"):
+        y_ref = forward(R, x.astype(np.float64))
+        tol = dict(TOL[dtype], atol=1e-30)
+        assert_close(y, y_ref.astype(dtype).astype(np.float64), dtype, tol=tol, what=f"{name} at extremes")
+        assert np.isnan(y[np.isnan(x)]).all(), f"{name} must propagate NaN"
+        dx = backward(ops, np.ones_like(x), x, y)
+        # from our output: sigmoid(20) rounds to 1 in float32, so y (1 - y) is 0 there (as in PyTorch)
+        dx_ref = backward(R, np.ones_like(x, dtype=np.float64), x.astype(np.float64), y.astype(np.float64))
+    assert_close(dx, dx_ref, dtype, tol=tol, what=f"{name} backward at extremes")
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_elementwise_in_place_and_out(rng, name):
+    forward, _ = ELEMENTWISE[name]
+    x = rng.standard_normal(1000).astype(np.float32)
+    expected = forward(ops, x)
+    buf = x.copy()
+    if name == "leaky_relu":
+        result = ops.leaky_relu(buf, 0.1, out=buf)
+    elif name == "gelu_tanh":
+        result = ops.gelu(buf, "tanh", out=buf)
+    else:
+        result = getattr(ops, name)(buf, out=buf)
+    assert result is buf
+    np.testing.assert_array_equal(buf, expected)
+
+
+def test_converted_inputs_give_the_same_result(rng):
+    x = rng.standard_normal((40, 30)).astype(np.float32)
+    expected = ops.sigmoid(x)
+    fortran = np.asfortranarray(x)
+    reversed_view = x[::-1, ::-1][::-1, ::-1]
+    readonly = x.copy()
+    readonly.flags.writeable = False
+    for variant in (fortran, reversed_view, readonly, x.T.T):
+        np.testing.assert_array_equal(ops.sigmoid(variant), expected)
+    np.testing.assert_array_equal(ops.sigmoid(x[:, ::2]), expected[:, ::2])
+    ints = np.arange(-5, 5)
+    assert ops.relu(ints).dtype == np.float32
+    np.testing.assert_array_equal(ops.relu(ints), np.maximum(ints, 0))
+
+
+# --- softmax and log_softmax ---------------------------------------------------------
+
+SOFTMAX_CASES = [((1,), -1), ((7,), 0), ((5, 33), -1), ((5, 33), 0), ((2, 3, 4, 5), 1), ((2, 3, 4, 5), -2),
+                 ((3, 1001), 1), ((64, 1000), -1), ((4, 17, 3), 1), ((0, 5), 1), ((5, 0), 1), ((3, 40000), -1)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,axis", SOFTMAX_CASES, ids=str)
+@pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
+def test_softmax_matches_reference(backend, rng, log, shape, axis, dtype):
+    fwd, bwd = ("log_softmax", "log_softmax_backward") if log else ("softmax", "softmax_backward")
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    y = getattr(ops, fwd)(x, axis)
+    y_ref = getattr(R, fwd)(x.astype(np.float64), axis)
+    assert_close(y, y_ref, dtype, what=fwd)
+    dx = getattr(ops, bwd)(g, y, axis)
+    dx_ref = getattr(R, bwd)(g.astype(np.float64), y_ref, axis)
+    # dx = g - p * sum(g) cancels: the float32 sum over the axis sets the error
+    tol = dict(rtol=2e-5, atol=1e-6 * np.sqrt(max(x.size, 1))) if dtype == np.float32 else None
+    assert_close(dx, dx_ref, dtype, tol=tol, what=bwd)
+
+
+@pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_softmax_gradient_by_finite_differences(rng, log, axis):
+    fwd, bwd = ("log_softmax", "log_softmax_backward") if log else ("softmax", "softmax_backward")
+    x = rng.standard_normal((3, 4, 5))
+    w = rng.standard_normal(x.shape)
+    numeric = finite_difference(lambda v: getattr(ops, fwd)(v, axis), [x], 0, w)
+    analytic = getattr(ops, bwd)(w, getattr(ops, fwd)(x, axis), axis)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_is_stable_for_huge_logits(backend, dtype):
+    x = np.array([[1e4, -1e4, 0.0, 1e4 - 1], [-1e4, -1e4, -1e4, -1e4], [3e38, 0, -3e38, 1]], dtype=dtype)
+    y = ops.softmax(x)
+    assert np.isfinite(y).all()
+    assert_close(y, R.softmax(x.astype(np.float64)), dtype, what="softmax at +-1e4")
+    ly = ops.log_softmax(x)
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = R.log_softmax(x.astype(np.float64)).astype(dtype)  # -6e38 is -inf in float32
+    assert_close(ly, expected, dtype, what="log_softmax at +-1e4")
+
+
+def test_softmax_nan_and_inf_rows():
+    x = np.array([[0.0, np.nan, 1.0], [np.inf, 0.0, 1.0], [-np.inf, 0.0, 1.0]], dtype=np.float32)
+    y = ops.softmax(x)
+    assert np.isnan(y[0]).all()  # NaN anywhere in a row spreads to the row, as in PyTorch
+    assert np.isnan(y[1, 0])  # inf - inf
+    np.testing.assert_allclose(y[2], R.softmax(np.array([-np.inf, 0.0, 1.0])), rtol=1e-6)
+
+
+def test_softmax_rows_sum_to_one(rng):
+    x = rng.standard_normal((100, 257)).astype(np.float32) * 10
+    np.testing.assert_allclose(ops.softmax(x).sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.exp(ops.log_softmax(x)).sum(axis=1), 1.0, rtol=1e-5)

@@ -1,0 +1,80 @@
+"""The vectorised float32 exp / log / tanh / erfc behind the kernels, measured
+in ulps against the float64 reference over the range that matters.
+
+Measured here (all three instruction sets, 3.1M points in [-30, 30] plus
+near zero): sigmoid 2.7 ulp, tanh 1.9 ulp, BCE-with-logits (exp + log1p)
+2.7 ulp, log (through BCE) 0.8 ulp. Exact GELU 7.1 ulp for x >= -5 and
+5e-7 relative error below; tanh GELU <= 6 ulp for x >= -1 and 1.1e-5
+relative error below, where x sigmoid(2u) is a steep function of a float32
+argument that is itself rounded (PyTorch's 0.5 x (1 + tanh u) loses far
+more there to cancellation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import shenjing._reference as R
+from shenjing import ops
+
+# (name, kernel, reference, max ulps) over x in [-30, 30]
+BOUNDS = [
+    ("sigmoid", ops.sigmoid, R.sigmoid, 3.0),
+    ("tanh", ops.tanh, R.tanh, 2.0),
+    ("binary_cross_entropy_with_logits",
+     lambda x: ops.binary_cross_entropy_with_logits(x, np.zeros_like(x), "none"),
+     lambda x: R.binary_cross_entropy_with_logits(x, np.zeros_like(x), "none"), 3.0),
+]
+
+
+def ulp_error(got: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """|got - exact| in units of the float32 spacing at the exact value."""
+    spacing = np.spacing(np.abs(exact.astype(np.float32))).astype(np.float64)
+    spacing = np.maximum(spacing, np.spacing(np.float32(0)).astype(np.float64))
+    return np.abs(got.astype(np.float64) - exact) / spacing
+
+
+@pytest.fixture(scope="module")
+def grid():
+    rng = np.random.default_rng(7)
+    return np.concatenate([
+        np.linspace(-30, 30, 2_000_001, dtype=np.float32),
+        (rng.standard_normal(1_000_000) * 3).astype(np.float32),
+        np.linspace(-1e-3, 1e-3, 100_001, dtype=np.float32),
+    ])
+
+
+@pytest.mark.parametrize("name,kernel,reference,bound", BOUNDS, ids=[b[0] for b in BOUNDS])
+def test_ulp_error_bound(isa, grid, name, kernel, reference, bound):
+    err = ulp_error(kernel(grid), reference(grid.astype(np.float64)))
+    worst = int(np.argmax(err))
+    assert err[worst] <= bound, f"{name}: {err[worst]:.2f} ulp at x={grid[worst]!r}"
+
+
+# (approximate, ulps above `split`, relative error below it where |gelu| > 1e-30)
+GELU_BOUNDS = [("none", -5.0, 8.0, 1e-6), ("tanh", -1.0, 6.0, 2e-5)]
+
+
+@pytest.mark.parametrize("approximate,split,ulps,relative", GELU_BOUNDS, ids=["exact", "tanh"])
+def test_gelu_error(isa, grid, approximate, split, ulps, relative):
+    x = grid[grid >= split]
+    err = ulp_error(ops.gelu(x, approximate), R.gelu(x.astype(np.float64), approximate))
+    assert err.max() <= ulps, f"gelu({approximate}): {err.max():.2f} ulp at x={x[np.argmax(err)]!r}"
+    # below, GELU is x times a small probability whose float32 argument is already rounded
+    tail = grid[grid < split]
+    got = ops.gelu(tail, approximate).astype(np.float64)
+    exact = R.gelu(tail.astype(np.float64), approximate)
+    normal = np.abs(exact) > 1e-30
+    rel = np.abs(got - exact)[normal] / np.abs(exact[normal])
+    assert rel.max() < relative, f"gelu({approximate}) tail: relative error {rel.max():.2e}"
+
+
+def test_log_accuracy(isa):
+    rng = np.random.default_rng(3)
+    p = np.concatenate([rng.uniform(0, 1, 1_000_000), np.logspace(-37, 0, 100_000)]).astype(np.float32)
+    p = p[p > 0]
+    # BCE with target 1 is -max(log p, -100)
+    got = ops.binary_cross_entropy(p, np.ones_like(p), "none")
+    exact = R.binary_cross_entropy(p.astype(np.float64), np.ones_like(p, dtype=np.float64), "none")
+    assert ulp_error(got, exact).max() <= 1.0
