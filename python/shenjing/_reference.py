@@ -99,19 +99,19 @@ def _reduce(loss, reduction, batch=None):
         return loss
     if reduction == "sum":
         return np.sum(loss)
-    if reduction == "batchmean":
-        return np.sum(loss) / batch
-    return np.mean(loss) if loss.size else np.array(np.nan, dtype=loss.dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):  # empty input: NaN, as the kernels
+        if reduction == "batchmean":
+            return np.sum(loss) / np.asarray(batch, dtype=loss.dtype)
+        return np.sum(loss) / np.asarray(loss.size, dtype=loss.dtype)
 
 
 def _scale(grad, reduction, n, batch=None):
     grad = np.asarray(grad)
-    if reduction == "none":
-        return grad
-    if reduction == "mean":
-        return grad / n
-    if reduction == "batchmean":
-        return grad / batch
+    with np.errstate(divide="ignore", invalid="ignore"):  # an empty input: nothing is scaled
+        if reduction == "mean":
+            return grad / n
+        if reduction == "batchmean":
+            return grad / batch
     return grad
 
 
