@@ -1,0 +1,143 @@
+"""GEMM (first, cache-blocked version) against the float64 reference: every
+transpose, edge sizes, alpha / beta / bias / activation epilogue."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import shenjing
+import shenjing._reference as R
+from shenjing import ops
+
+from helpers import assert_close, raises
+
+SIZES = [(0, 3, 4), (3, 0, 4), (3, 4, 0), (1, 1, 1), (7, 5, 3), (17, 1, 9), (1, 31, 1), (72, 73, 74),
+         (300, 7, 2), (5, 600, 257), (64, 128, 784), (37, 613, 151)]
+
+
+def _operands(rng, M, N, K, ta, tb, dtype):
+    a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
+    b = rng.standard_normal((N, K) if tb else (K, N)).astype(dtype)
+    return a, b
+
+
+def _tol(dtype, K):
+    return dict(rtol=1e-5, atol=1e-5 * np.sqrt(max(K, 1))) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("M,N,K", SIZES, ids=str)
+def test_gemm_matches_reference(backend, rng, M, N, K, ta, tb, dtype):
+    a, b = _operands(rng, M, N, K, ta, tb, dtype)
+    got = ops.gemm(a, b, trans_a=ta, trans_b=tb)
+    expected = R.gemm(a.astype(np.float64), b.astype(np.float64), trans_a=ta, trans_b=tb)
+    assert_close(got, expected, dtype, tol=_tol(dtype, K), what="gemm")
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "gelu", "gelu_tanh", "sigmoid", "tanh"])
+@pytest.mark.parametrize("bias_shape", [None, "row", "column"])
+def test_gemm_epilogue(backend, rng, activation, bias_shape):
+    M, N, K = 33, 70, 19
+    a, b = _operands(rng, M, N, K, False, True, np.float32)
+    c = rng.standard_normal((M, N)).astype(np.float32)
+    bias = {None: None, "row": rng.standard_normal(N), "column": rng.standard_normal((M, 1))}[bias_shape]
+    bias = None if bias is None else bias.astype(np.float32)
+    got = ops.gemm(a, b, trans_b=True, alpha=0.5, beta=-1.5, c=c, bias=bias, activation=activation)
+    expected = R.gemm(a.astype(np.float64), b.astype(np.float64), trans_b=True, alpha=0.5, beta=-1.5,
+                      c=c.astype(np.float64), bias=None if bias is None else bias.astype(np.float64),
+                      activation=activation)
+    assert_close(got, expected, np.float32, tol=_tol(np.float32, K), what=f"gemm epilogue {activation}")
+
+
+def test_gemm_never_reads_c_when_beta_is_zero(rng):
+    a, b = _operands(rng, 9, 10, 11, False, False, np.float32)
+    out = np.full((9, 10), np.nan, dtype=np.float32)
+    ops.gemm(a, b, out=out)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_gemm_in_place_on_c(rng):
+    a, b = _operands(rng, 9, 10, 11, False, False, np.float32)
+    c = rng.standard_normal((9, 10)).astype(np.float32)
+    expected = a.astype(np.float64) @ b + 2 * c
+    result = ops.gemm(a, b, beta=2.0, c=c, out=c)
+    assert result is c
+    np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gemm_propagates_nan_and_inf(rng):
+    a = np.ones((4, 3), np.float32)
+    b = np.ones((3, 5), np.float32)
+    a[1, 2] = np.nan
+    b[0, 3] = np.inf
+    got = ops.gemm(a, b)
+    expected = a.astype(np.float64) @ b
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(expected))
+
+
+def test_gemm_is_bit_identical_with_1_and_2_threads(rng):
+    a, b = _operands(rng, 200, 300, 500, True, True, np.float32)
+    old = shenjing.get_num_threads()
+    try:
+        shenjing.set_num_threads(1)
+        one = ops.gemm(a, b, trans_a=True, trans_b=True)
+        shenjing.set_num_threads(2)
+        two = ops.gemm(a, b, trans_a=True, trans_b=True)
+    finally:
+        shenjing.set_num_threads(old)
+    np.testing.assert_array_equal(one, two)
+
+
+def test_gemm_bad_input():
+    a = np.zeros((3, 4), np.float32)
+    with raises(ValueError, "gemm", "inner dimensions", "(3, 4)", "(5, 2)"):
+        ops.gemm(a, np.zeros((5, 2), np.float32))
+    with raises(ValueError, "gemm", "2-D", "(3,)"):
+        ops.gemm(np.zeros(3, np.float32), a)
+    with raises(ValueError, "gemm", "bias", "(3,)", "(2,)"):
+        ops.gemm(a, np.zeros((4, 2), np.float32), bias=np.zeros(3, np.float32))
+    with raises(ValueError, "gemm", "c is needed"):
+        ops.gemm(a, np.zeros((4, 2), np.float32), beta=1.0)
+    with raises(ValueError, "gemm", "activation", "swish"):
+        ops.gemm(a, np.zeros((4, 2), np.float32), activation="swish")
+    with raises(ValueError, "gemm", "out", "overlap"):
+        sq = np.zeros((4, 4), np.float32)
+        ops.gemm(sq, sq, out=sq)
+    with raises(TypeError, "gemm", "a", "complex"):
+        ops.gemm(np.zeros((2, 2), np.complex64), np.zeros((2, 2), np.float32))
+
+
+# --- reductions ------------------------------------------------------------------------
+
+REDUCE_CASES = [((0,), None), ((7,), None), ((7,), 0), ((5, 33), 0), ((5, 33), 1), ((5, 33), -1),
+                ((2, 3, 4, 5), 2), ((3, 40000), 1), ((40000, 3), 0), ((3, 0), 1), ((0, 3), 0), ((), None)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("shape,axis", REDUCE_CASES, ids=str)
+def test_sum_and_mean_match_reference(backend, rng, shape, axis, keepdims, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    n = max(x.size, 1)
+    tol = dict(rtol=1e-5, atol=1e-6 * np.sqrt(n)) if dtype == np.float32 else None
+    assert_close(ops.sum(x, axis, keepdims), R.sum(x.astype(np.float64), axis, keepdims), dtype, tol=tol, what="sum")
+    assert_close(ops.mean(x, axis, keepdims), R.mean(x.astype(np.float64), axis, keepdims), dtype, tol=tol, what="mean")
+
+
+def test_sum_is_bit_identical_with_1_and_2_threads(rng):
+    x = rng.standard_normal(1_000_003).astype(np.float32)
+    old = shenjing.get_num_threads()
+    try:
+        shenjing.set_num_threads(1)
+        one = (ops.sum(x), ops.sum_of_squares(x), ops.sum(x.reshape(1000003, 1), 0))
+        shenjing.set_num_threads(2)
+        two = (ops.sum(x), ops.sum_of_squares(x), ops.sum(x.reshape(1000003, 1), 0))
+    finally:
+        shenjing.set_num_threads(old)
+    for u, v in zip(one, two):
+        np.testing.assert_array_equal(u, v)
+    assert ops.sum_of_squares(x) == pytest.approx(float(np.sum(x.astype(np.float64) ** 2)), rel=1e-6)
