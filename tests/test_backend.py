@@ -1,0 +1,100 @@
+"""Backend information, threads and the run-time choice of instruction set."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import shenjing
+from shenjing import ops
+
+from helpers import raises
+
+
+def test_backend_info_reports_the_build():
+    info = shenjing.backend_info()
+    assert info["version"] == shenjing.__version__
+    assert info["isa"] in info["supported_isas"]
+    assert info["supported_isas"][0] == "generic"
+    assert isinstance(info["openmp"], bool)
+    assert info["threads"] == shenjing.get_num_threads() >= 1
+    assert "-O3" in info["flags"] and "march=native" not in info["flags"]
+    assert info["compiler"]
+    assert info["cuda_available"] is False
+
+
+def test_default_isa_is_the_best_supported():
+    code = "import shenjing; i = shenjing.backend_info(); print(i['isa'], i['supported_isas'][-1])"
+    env = {k: v for k, v in os.environ.items() if k != "SHENJING_ISA"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    chosen, best = out.stdout.split()
+    assert chosen == best
+
+
+@pytest.mark.parametrize("isa", shenjing.backend_info()["supported_isas"])
+def test_environment_variable_forces_an_isa(isa):
+    code = "import shenjing; print(shenjing.get_isa())"
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, SHENJING_ISA=isa),
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == isa
+
+
+@pytest.mark.parametrize("value", ["sse9", "AVX2 ", "amx"])
+def test_unknown_or_unsupported_isa_is_a_clear_error_at_import(value):
+    out = subprocess.run([sys.executable, "-c", "import shenjing"], env=dict(os.environ, SHENJING_ISA=value),
+                         capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "SHENJING_ISA=" in out.stderr and "ImportError" in out.stderr
+
+
+def test_set_isa_validates():
+    with raises(ValueError, "set_isa", "neon"):
+        shenjing.set_isa("neon")
+    with raises(TypeError, "set_isa"):
+        shenjing.set_isa(2)
+
+
+def test_set_num_threads_round_trips_and_validates():
+    old = shenjing.get_num_threads()
+    try:
+        shenjing.set_num_threads(1)
+        assert shenjing.get_num_threads() == 1
+        assert shenjing.backend_info()["threads"] == 1
+        shenjing.set_num_threads(3)
+        assert shenjing.get_num_threads() == 3
+        x = np.random.default_rng(0).standard_normal(100_000).astype(np.float32)
+        np.testing.assert_array_equal(ops.relu(x), np.maximum(x, 0))
+    finally:
+        shenjing.set_num_threads(old)
+    with raises(ValueError, "set_num_threads", "0"):
+        shenjing.set_num_threads(0)
+    with raises(TypeError, "set_num_threads"):
+        shenjing.set_num_threads(1.5)
+
+
+def test_kernels_release_the_gil_and_are_thread_safe():
+    """Eight Python threads on shared read-only inputs get the serial results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((64, 1000)).astype(np.float32)
+    t = rng.integers(0, 1000, 64)
+    x.flags.writeable = False
+    serial = [ops.softmax(x), ops.cross_entropy_backward(np.float32(1), x, t), ops.gelu(x)]
+
+    def work(_):
+        return [ops.softmax(x), ops.cross_entropy_backward(np.float32(1), x, t), ops.gelu(x)]
+
+    with ThreadPoolExecutor(8) as pool:
+        for result in pool.map(work, range(32)):
+            for got, expected in zip(result, serial):
+                np.testing.assert_array_equal(got, expected)
+
+
+def test_demo_runs():
+    out = subprocess.run([sys.executable, "-m", "shenjing"], capture_output=True, text=True, check=True)
+    assert "shenjing" in out.stdout and "isa" in out.stdout

@@ -1,0 +1,160 @@
+"""Bad input gets a TypeError or ValueError naming the op, the argument and
+the shapes; awkward but valid input (lists, ints, views, Fortran order,
+read-only) is converted once and gives the right answer. Nothing crashes,
+including direct calls into shenjing._core."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import shenjing._core as core
+from shenjing import ops
+
+from helpers import raises
+
+X = np.zeros((2, 3), np.float32)
+
+UNARY = ["relu", "sigmoid", "tanh", "gelu", "leaky_relu", "softmax", "log_softmax"]
+GRAD_PAIRS = [("relu_backward", "x"), ("sigmoid_backward", "output"), ("tanh_backward", "output"),
+              ("gelu_backward", "x"), ("leaky_relu_backward", "x"), ("softmax_backward", "output"),
+              ("log_softmax_backward", "output")]
+POINTWISE = ["mse_loss", "l1_loss", "smooth_l1_loss", "binary_cross_entropy",
+             "binary_cross_entropy_with_logits", "kl_div"]
+
+
+@pytest.mark.parametrize("name", UNARY)
+@pytest.mark.parametrize("bad", [np.zeros(3, np.complex64), np.array(["a", "b"]), np.array([None, 1], dtype=object)],
+                         ids=["complex", "str", "object"])
+def test_unary_rejects_non_real_dtypes(name, bad):
+    with raises(TypeError, name, "x", str(bad.dtype)):
+        getattr(ops, name)(bad)
+
+
+@pytest.mark.parametrize("name,z", GRAD_PAIRS)
+def test_gradient_shape_mismatch_names_both_shapes(name, z):
+    with raises(ValueError, name, "grad", "(3, 2)", z, "(2, 3)"):
+        getattr(ops, name)(np.zeros((3, 2), np.float32), X)
+
+
+@pytest.mark.parametrize("name", POINTWISE)
+def test_loss_target_shape_mismatch(name):
+    with raises(ValueError, name, "target", "(2, 4)", "input", "(2, 3)"):
+        getattr(ops, name)(X, np.zeros((2, 4), np.float32))
+
+
+@pytest.mark.parametrize("name", POINTWISE + ["cross_entropy", "nll_loss"])
+def test_loss_rejects_unknown_reduction(name):
+    target = np.zeros(2, np.int64) if name in ("cross_entropy", "nll_loss") else X
+    with raises(ValueError, name, "reduction", "'avg'"):
+        getattr(ops, name)(X, target, reduction="avg")
+
+
+@pytest.mark.parametrize("name", POINTWISE)
+def test_reduced_loss_backward_needs_a_scalar_grad(name):
+    with raises(ValueError, name + "_backward", "grad", "scalar", "(2, 3)"):
+        getattr(ops, name + "_backward")(np.ones((2, 3), np.float32), X, X, "mean")
+    with raises(ValueError, name + "_backward", "grad", "(3,)", "(2, 3)", "none"):
+        getattr(ops, name + "_backward")(np.ones(3, np.float32), X, X, "none")
+
+
+def test_softmax_axis_out_of_range():
+    with raises(ValueError, "softmax", "axis 2", "(2, 3)"):
+        ops.softmax(X, axis=2)
+    with raises(ValueError, "log_softmax_backward", "axis -3", "(2, 3)"):
+        ops.log_softmax_backward(X, X, axis=-3)
+    with raises(TypeError, "softmax", "axis"):
+        ops.softmax(X, axis=1.0)
+
+
+def test_hyperparameters_are_validated():
+    with raises(ValueError, "gelu", "approximate", "'fast'"):
+        ops.gelu(X, approximate="fast")
+    with raises(ValueError, "smooth_l1_loss", "beta", "-1"):
+        ops.smooth_l1_loss(X, X, beta=-1.0)
+    with raises(ValueError, "cross_entropy", "label_smoothing", "1.5"):
+        ops.cross_entropy(X, np.zeros(2, np.int64), label_smoothing=1.5)
+    with raises(TypeError, "leaky_relu", "negative_slope"):
+        ops.leaky_relu(X, negative_slope="0.1")
+    with raises(ValueError, "leaky_relu", "NaN"):
+        ops.leaky_relu(X, negative_slope=float("nan"))
+
+
+def test_class_losses_check_target_shape_and_type():
+    with raises(ValueError, "cross_entropy", "target", "(3,)", "(2,)", "(2, 3)"):
+        ops.cross_entropy(X, np.zeros(3, np.int64))
+    with raises(TypeError, "cross_entropy", "class-probability"):
+        ops.cross_entropy(X, np.zeros((2, 3), np.float32))
+    with raises(TypeError, "nll_loss", "target", "integer"):
+        ops.nll_loss(X, np.zeros(2, np.float32))
+    with raises(ValueError, "cross_entropy", "class dimension"):
+        ops.cross_entropy(np.float32(1.0), np.int64(0))
+    with raises(TypeError, "cross_entropy", "ignore_index"):
+        ops.cross_entropy(X, np.zeros(2, np.int64), ignore_index=1.5)
+
+
+def test_out_is_checked():
+    with raises(ValueError, "relu", "out", "(3, 2)", "(2, 3)"):
+        ops.relu(X, out=np.zeros((3, 2), np.float32))
+    with raises(TypeError, "relu", "out", "float64", "float32"):
+        ops.relu(X, out=np.zeros((2, 3), np.float64))
+    with raises(ValueError, "relu", "out", "C-contiguous"):
+        ops.relu(X, out=np.zeros((3, 2), np.float32).T)
+    ro = np.zeros((2, 3), np.float32)
+    ro.flags.writeable = False
+    with raises(ValueError, "relu", "out", "read-only"):
+        ops.relu(X, out=ro)
+    with raises(TypeError, "relu", "out", "list"):
+        ops.relu(X, out=[0.0] * 6)
+
+
+def test_awkward_but_valid_inputs_are_converted():
+    np.testing.assert_array_equal(ops.relu([[-1, 2], [3, -4]]), [[0, 2], [3, 0]])
+    assert ops.sigmoid(np.float32(0.0)).shape == ()
+    assert float(ops.sigmoid(0.0)) == 0.5
+    assert ops.softmax(np.ones((2, 3), np.int64)).dtype == np.float32
+    assert ops.softmax(np.ones((2, 3), np.float16)).dtype == np.float32
+    assert ops.tanh(np.ones(3, bool)).dtype == np.float32
+    neg = np.arange(10, dtype=np.float32)[::-2]
+    np.testing.assert_allclose(ops.tanh(neg), np.tanh(neg), rtol=1e-6)
+    # a float64 target with a float32 input follows the input
+    assert ops.mse_loss(X, np.ones((2, 3))).dtype == np.float32
+    # targets as lists and uint8
+    assert np.isfinite(ops.cross_entropy(X, [0, 2]))
+    assert np.isfinite(ops.cross_entropy(X, np.array([0, 2], np.uint8)))
+
+
+# --- direct calls into _core never crash -------------------------------------------
+
+def test_core_checks_sizes_dtypes_and_writability():
+    x = np.zeros(10, np.float32)
+    with raises(ValueError, "relu", "out", "9 elements"):
+        core.relu_forward(np.zeros(9, np.float32), x)
+    with raises(TypeError, "relu", "out", "float32"):
+        core.relu_forward(np.zeros(10, np.float64), x)
+    with raises(TypeError, "relu", "x", "int64"):
+        core.relu_forward(np.zeros(10, np.int64), np.zeros(10, np.int64))
+    ro = np.zeros(10, np.float32)
+    ro.flags.writeable = False
+    with raises(ValueError, "relu", "out", "read-only"):
+        core.relu_forward(ro, x)
+    with raises(ValueError, "relu", "C-contiguous"):
+        core.relu_forward(np.zeros(20, np.float32)[::2], x)
+    with raises(ValueError, "softmax", "outer", ">= 0"):
+        core.softmax_forward(x, x, -1, 5, -2)
+    with raises(ValueError, "softmax", "x", "10 elements", "expected 12"):
+        core.softmax_forward(x, x, 3, 4, 1)
+    with raises(ValueError, "softmax", "overflows"):
+        core.softmax_forward(x, x, 2**40, 2**40, 2**40)
+    with raises(ValueError, "gemm", "a"):
+        core.gemm(np.zeros(4, np.float32), x, x, 2, 2, 3, False, False, 1.0, 0.0, None, 0, 0)
+    with raises(ValueError, "gemm", "activation"):
+        core.gemm(np.zeros(4, np.float32), x, x, 2, 2, 5, False, False, 1.0, 0.0, None, 0, 9)
+    with raises(ValueError, "cross_entropy", "target"):
+        core.cross_entropy_forward(None, x, np.zeros(3, np.int64), 2, 5, 1, 1, -100, 0.0)
+    with raises(ValueError, "pointwise_loss", "kind"):
+        core.pointwise_loss_forward(None, x, x, 42, 1, 0.0, 1)
+    with raises(TypeError, "sgd_step", "params[0]", "NumPy array"):
+        core.sgd_step([[1.0, 2.0]], [x], [None], [True], 0.1, 0.0, 0.0, 0.0, False, False)
+    with raises(ValueError, "adam_step", "steps"):
+        core.adam_step([x], [x], [x.copy()], [x.copy()], None, [0], 0.1, 0.9, 0.99, 1e-8, 0.0, False, False, False)
