@@ -1,4 +1,4 @@
-// Bindings of the reductions (shenjing/reduce.h).
+// Bindings of the reductions (shenjing/reduce.h) and the copy (shenjing/memory.h).
 #include "checks.h"
 
 namespace shenjing {
@@ -16,6 +16,17 @@ void bind_reduce(py::module_& m) {
       check_size(y, outer * inner, op, "out");
       py::gil_scoped_release release;
       kernels<T>().reduce.sum_axis(py_, px, outer, len, inner);
+    });
+  });
+  m.def("copy", [](py::array y, py::array x) {
+    with_float_type(x, "copy", "x", [&](auto tag) {
+      using T = decltype(tag);
+      const T* px = input<T>(x, "copy", "x");
+      T* py_ = output<T>(y, "copy", "out");
+      check_size(y, x.size(), "copy", "out");
+      const int64_t n = x.size();
+      py::gil_scoped_release release;
+      kernels<T>().memory.copy(py_, px, n);
     });
   });
   m.def("sum_all", [](py::array x) {

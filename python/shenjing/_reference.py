@@ -316,6 +316,10 @@ def mean(x, axis=None, keepdims=False):
         return np.sum(x, axis=axis, keepdims=keepdims) / np.asarray(count, dtype=x.dtype)
 
 
+def copy(x):
+    return np.array(x, copy=True)
+
+
 def sum_of_squares(x):
     return float(np.sum(np.asarray(x, dtype=np.float64) ** 2))
 

@@ -32,7 +32,7 @@ __all__ = [
     "kl_div", "kl_div_backward",
     "cross_entropy", "cross_entropy_backward", "nll_loss", "nll_loss_backward",
     "sgd_step", "adam_step",
-    "sum", "mean", "sum_of_squares",
+    "sum", "mean", "sum_of_squares", "copy",
     "gemm",
 ]
 
@@ -583,6 +583,14 @@ def mean(x, axis: Optional[int] = None, keepdims: bool = False):
 def sum_of_squares(x) -> float:
     """sum(x * x) over all elements, accumulated in double (for gradient norms)."""
     return _core.sum_of_squares(_float_array(x, "sum_of_squares", "x"))
+
+
+def copy(x, *, out=None) -> np.ndarray:
+    """A copy of ``x``, split over threads: the bandwidth yardstick of the benchmarks."""
+    x = _float_array(x, "copy", "x")
+    y = _output(out, x.shape, x.dtype, "copy")
+    _core.copy(y, x)
+    return y
 
 
 # --- GEMM --------------------------------------------------------------------------

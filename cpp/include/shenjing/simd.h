@@ -16,6 +16,9 @@
 #include <cstdint>
 #include <cstring>
 #include <cmath>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #ifndef SJ_ISA
 #error "simd.h is only for the kernel files compiled once per instruction set"
@@ -91,33 +94,61 @@ static inline vfloat vsqrt(vfloat x) {
 }
 static inline double vsqrt(double x) { return std::sqrt(x); }
 
+// --- reciprocal -----------------------------------------------------------------
+// 1/d. AVX-512: rcp14 (14 bits) and one Newton step (~28 bits, below float's
+// rounding); elsewhere a division. d must be finite and non-zero.
+static inline vfloat vrecip(vfloat d) {
+#if defined(__AVX512F__)
+  vfloat r = _mm512_rcp14_ps(d);
+  return r + r * (1.0f - d * r);
+#else
+  return 1.0f / d;
+#endif
+}
+static inline double vrecip(double d) { return 1.0 / d; }
+
 // --- exp -----------------------------------------------------------------------
 // Cephes expf: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two so n*C1 is
-// exact), e^r by a degree-7 polynomial, 2^n built in the exponent bits in two
-// halves so that n in [-150, 128] gives gradual underflow and overflow to inf.
-// Measured: max 1 ulp over [-104, 89] (tests/test_vector_math.py).
-static inline vfloat vexp(vfloat x) {
-  x = x > 88.8f ? vsplat(88.8f) : x;  // NaN compares false and stays NaN
-  x = x < -104.0f ? vsplat(-104.0f) : x;
-  const float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  vfloat t = x * 1.44269504088896341f + round_magic;
-  vfloat n = t - round_magic;
-  vint ni = (vint)t - (vint)vsplat(round_magic);
-  vfloat r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
+// exact), e^r by a degree-7 polynomial, then e^r 2^n. exp(x + lo) takes lo
+// (|lo| < 2) into the reduced argument r = (x - n C1) - n C2 + lo, so it keeps
+// the bits that rounding x + lo would lose (used for exp(-x^2/2)). Measured: max 1 ulp over
+// [-104, 89] (tests/test_vector_math.py).
+static inline vfloat vexp_reduced(vfloat r) {
   vfloat p = vsplat(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  vfloat e = p * (r * r) + r + 1.0f;
+  return p * (r * r) + r + 1.0f;
+}
+static inline vfloat vexp(vfloat x, vfloat lo) {
+  x = x > 88.8f ? vsplat(88.8f) : x;  // NaN compares false and stays NaN
+  x = x < -104.0f ? vsplat(-104.0f) : x;
+#if defined(__AVX512F__)
+  // vscalefps multiplies by 2^n with one rounding, overflow to inf and
+  // gradual underflow included
+  vfloat n = _mm512_roundscale_ps((x + lo) * 1.44269504088896341f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  vfloat r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f + lo;
+  return _mm512_scalef_ps(vexp_reduced(r), n);
+#else
+  const float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  vfloat t = (x + lo) * 1.44269504088896341f + round_magic;
+  vfloat n = t - round_magic;
+  vint ni = (vint)t - (vint)vsplat(round_magic);
+  vfloat r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f + lo;
+  // 2^n built in the exponent bits in two halves, so n in [-150, 128]
+  // gives gradual underflow and overflow to inf
   vint n1 = ni >> 1;
   vint n2 = ni - n1;
   vfloat s1 = (vfloat)((n1 + 127) << 23);
   vfloat s2 = (vfloat)((n2 + 127) << 23);
-  return e * s1 * s2;
+  return vexp_reduced(r) * s1 * s2;
+#endif
 }
+static inline vfloat vexp(vfloat x) { return vexp(x, vsplat(0.0f)); }
 static inline double vexp(double x) { return std::exp(x); }
 
 // --- log -----------------------------------------------------------------------
@@ -173,9 +204,9 @@ static inline double vlog1p(double u) { return std::log1p(u); }
 // --- sigmoid and tanh ---------------------------------------------------------
 // sigmoid through e = exp(-|x|) <= 1: 1/(1+e) for x >= 0, e/(1+e) for x < 0,
 // so tiny results for very negative x keep their relative accuracy.
-template <class V> static inline V vsigmoid(V x) {
-  V e = vexp(-vabs(x));
-  V s = 1.0f / (e + 1.0f);
+static inline vfloat vsigmoid(vfloat x) {
+  vfloat e = vexp(-vabs(x));
+  vfloat s = vrecip(e + 1.0f);  // 1 + e in (1, 2]
   return x >= 0.0f ? s : e * s;
 }
 static inline double vsigmoid(double x) {
@@ -188,8 +219,9 @@ static inline double vsigmoid(double x) {
 // relative), 1 - 2/(exp(2|x|)+1) above. Measured: max 2 ulp.
 static inline vfloat vtanh(vfloat x) {
   vfloat ax = vabs(x);
+  ax = ax > 10.0f ? vsplat(10.0f) : ax;  // tanh(10) is 1.0f; keeps e finite (NaN stays)
   vfloat e = vexp(ax + ax);
-  vfloat big = vcopysign(1.0f - 2.0f / (e + 1.0f), x);
+  vfloat big = vcopysign(1.0f - 2.0f * vrecip(e + 1.0f), x);
   vfloat x2 = x * x;
   vfloat p = vsplat(21844.0f / 6081075.0f);
   p = p * x2 - 1382.0f / 155925.0f;
@@ -203,21 +235,24 @@ static inline vfloat vtanh(vfloat x) {
 static inline double vtanh(double x) { return std::tanh(x); }
 
 // --- the normal distribution, for exact GELU -----------------------------------
-// exp(-x^2/2) without the rounding of x*x in the exponent: x = xh + xl with
-// xh holding 12 significant bits, so xh*xh is exact.
-static inline vfloat vexp_neg_half_square(vfloat x, vfloat extra) {
-  vfloat ax = vabs(x);
-  ax = ax > 20.0f ? vsplat(20.0f) : ax;  // exp(-200) is 0 in float; keeps inf - inf out, NaN stays
+// exp(-x^2/2 + extra) without the rounding of x*x in the exponent: x = xh + xl
+// with xh holding 12 significant bits, so -xh*xh/2 is exact and the rest goes
+// in as the low part of one exp. |x| is clamped at 20, where the result is 0.
+static inline vfloat vexp_neg_half_square(vfloat ax, vfloat extra) {
   vfloat xh = (vfloat)((vint)ax & (int32_t)0xfffff000u);
   vfloat lo = (ax - xh) * (ax + xh);
-  return vexp(-0.5f * (xh * xh)) * vexp(extra - 0.5f * lo);
+  return vexp(-0.5f * (xh * xh), extra - 0.5f * lo);
+}
+static inline vfloat vabs_clamped20(vfloat x) {
+  vfloat ax = vabs(x);
+  return ax > 20.0f ? vsplat(20.0f) : ax;  // NaN stays NaN
 }
 // Phi(-|x|) = erfc(|x|/sqrt2)/2 by the Chebyshev fit of Numerical Recipes'
 // erfcc (fractional error < 1.2e-7 everywhere), so the lower tail keeps its
 // relative accuracy.
 static inline vfloat vnormal_lower_tail(vfloat x) {
-  vfloat z = vabs(x) * 0.70710678118654752f;
-  vfloat t = 1.0f / (1.0f + 0.5f * z);
+  vfloat ax = vabs_clamped20(x);
+  vfloat t = vrecip(1.0f + 0.35355339059327376f * ax);  // 1 / (1 + z/2), z = |x|/sqrt2
   vfloat p = vsplat(0.17087277f);
   p = p * t - 0.82215223f;
   p = p * t + 1.48851587f;
@@ -228,7 +263,7 @@ static inline vfloat vnormal_lower_tail(vfloat x) {
   p = p * t + 0.37409196f;
   p = p * t + 1.00002368f;
   p = p * t - 1.26551223f;
-  return 0.5f * t * vexp_neg_half_square(x, p);
+  return 0.5f * t * vexp_neg_half_square(ax, p);
 }
 // Phi(x), the standard normal CDF
 static inline vfloat vnormal_cdf(vfloat x) {
@@ -238,7 +273,7 @@ static inline vfloat vnormal_cdf(vfloat x) {
 static inline double vnormal_cdf(double x) { return 0.5 * std::erfc(-x * 0.70710678118654752440); }
 // phi(x), the standard normal density
 static inline vfloat vnormal_pdf(vfloat x) {
-  return 0.39894228040143268f * vexp_neg_half_square(x, vsplat(0.0f));
+  return 0.39894228040143268f * vexp_neg_half_square(vabs_clamped20(x), vsplat(0.0f));
 }
 static inline double vnormal_pdf(double x) { return 0.39894228040143267794 * std::exp(-0.5 * x * x); }
 

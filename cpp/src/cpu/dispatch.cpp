@@ -15,6 +15,7 @@
   void register_optim(KernelSet& k);              \
   void register_reduce(KernelSet& k);             \
   void register_gemm(KernelSet& k);               \
+  void register_memory(KernelSet& k);             \
   }                                               \
   }
 
@@ -34,7 +35,8 @@ namespace {
   ns::register_losses(k);       \
   ns::register_optim(k);        \
   ns::register_reduce(k);       \
-  ns::register_gemm(k);
+  ns::register_gemm(k);         \
+  ns::register_memory(k);
 
 struct Tables {
   KernelSet generic_set{}, avx2_set{}, avx512_set{};

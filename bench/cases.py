@@ -1,0 +1,264 @@
+"""The benchmark cases shared by bench/report.py and the pytest-benchmark files.
+
+Each case builds random inputs, says how much work one call is (bytes moved
+once or flops), and gives one callable per library: shenjing, NumPy (the
+expression a NumPy user writes) and, where it is installed, PyTorch. Every
+callable's result is checked against shenjing._reference in float64 before it
+is timed (``check``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+import shenjing._reference as R
+from shenjing import ops
+
+F32 = 4  # bytes
+
+
+@dataclass
+class Case:
+    name: str
+    unit: str                      # "GB/s" or "GFLOP/s"
+    work: float                    # bytes or flops of one call
+    make: Callable[[np.random.Generator], dict]
+    expected: Callable[[dict], np.ndarray]
+    runners: Dict[str, Callable[[dict], Callable[[], object]]] = field(default_factory=dict)
+    rtol: float = 1e-4
+    atol: float = 1e-5
+    # which result of the call to compare (some calls return (loss, grad))
+    pick: Callable[[object], np.ndarray] = lambda r: r
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+# --- activations ------------------------------------------------------------------------
+
+N_ELEMENTWISE = 16 * 1024 * 1024
+CHECKED = 1 << 20  # elementwise results are checked on their first 1M values (erfc in Python is slow)
+
+
+def _vector(rng):
+    return {"x": (rng.standard_normal(N_ELEMENTWISE) * 3).astype(np.float32)}
+
+
+def _torch_unary(fn_name):
+    def runner(d):
+        torch = _torch()
+        x = torch.from_numpy(d["x"])
+        fn = {"sigmoid": torch.sigmoid, "tanh": torch.tanh,
+              "gelu": lambda v: torch.nn.functional.gelu(v),
+              "gelu_tanh": lambda v: torch.nn.functional.gelu(v, approximate="tanh")}[fn_name]
+        return lambda: fn(x).numpy()
+    return runner
+
+
+def _copy_case():
+    return Case(
+        "copy 16M", "GB/s", 2 * N_ELEMENTWISE * F32, _vector,
+        expected=lambda d: d["x"][:CHECKED].astype(np.float64),
+        pick=lambda r: r[:CHECKED],
+        runners={
+            "shenjing": lambda d: (lambda: ops.copy(d["x"])),
+            "numpy": lambda d: (lambda: d["x"].copy()),
+            "torch": lambda d: (lambda t=_torch(): t.from_numpy(d["x"]).clone().numpy()),
+        },
+        rtol=0, atol=0)
+
+
+def _activation_cases():
+    sqrt_2_over_pi = np.float32(math.sqrt(2 / math.pi))
+    numpy_gelu_tanh = lambda x: np.float32(0.5) * x * (1 + np.tanh(sqrt_2_over_pi * (x + np.float32(0.044715) * x**3)))
+    cases = [
+        ("sigmoid", lambda x: ops.sigmoid(x), lambda x: 1 / (1 + np.exp(-x)), lambda x: R.sigmoid(x)),
+        ("tanh", lambda x: ops.tanh(x), np.tanh, np.tanh),
+        ("gelu_tanh", lambda x: ops.gelu(x, "tanh"), numpy_gelu_tanh, lambda x: R.gelu(x, "tanh")),
+    ]
+    out = []
+    for name, ours, numpy_expr, ref in cases:
+        out.append(Case(
+            f"{name} 16M", "GB/s", 2 * N_ELEMENTWISE * F32, _vector,
+            expected=lambda d, ref=ref: ref(d["x"][:CHECKED].astype(np.float64)),
+            pick=lambda r: r[:CHECKED],
+            runners={
+                "shenjing": lambda d, f=ours: (lambda: f(d["x"])),
+                "numpy": lambda d, f=numpy_expr: (lambda: f(d["x"])),
+                "torch": _torch_unary(name),
+            },
+            atol=1e-5))
+    # exact GELU: NumPy has no erf, so its side is the tanh form a NumPy user writes (checked loosely)
+    out.append(Case(
+        "gelu 16M", "GB/s", 2 * N_ELEMENTWISE * F32, _vector,
+        expected=lambda d: R.gelu(d["x"][:CHECKED].astype(np.float64)),
+        pick=lambda r: r[:CHECKED],
+        runners={
+            "shenjing": lambda d: (lambda: ops.gelu(d["x"])),
+            "numpy": lambda d: (lambda: numpy_gelu_tanh(d["x"])),
+            "torch": _torch_unary("gelu"),
+        },
+        rtol=1e-2, atol=2e-3))
+    return out
+
+
+def _matrix(rng):
+    return {"x": (rng.standard_normal((4096, 4096)) * 3).astype(np.float32)}
+
+
+def _softmax_case():
+    def numpy_softmax(x):
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    return Case(
+        "softmax 4096x4096", "GB/s", 2 * 4096 * 4096 * F32, _matrix,
+        expected=lambda d: R.softmax(d["x"].astype(np.float64), axis=1),
+        runners={
+            "shenjing": lambda d: (lambda: ops.softmax(d["x"], axis=1)),
+            "numpy": lambda d: (lambda: numpy_softmax(d["x"])),
+            "torch": lambda d: (lambda t=_torch(): t.softmax(t.from_numpy(d["x"]), dim=1).numpy()),
+        },
+        rtol=1e-4, atol=1e-7)
+
+
+# --- losses -------------------------------------------------------------------------------
+
+def _logits(rng):
+    return {"x": (rng.standard_normal((4096, 1000)) * 2).astype(np.float32), "t": rng.integers(0, 1000, 4096)}
+
+
+def _cross_entropy_case():
+    def numpy_ce(x, t):
+        shifted = x - x.max(axis=1, keepdims=True)
+        e = np.exp(shifted)
+        s = e.sum(axis=1, keepdims=True)
+        loss = np.mean(np.log(s[:, 0]) - shifted[np.arange(len(t)), t])
+        grad = e / s
+        grad[np.arange(len(t)), t] -= 1
+        return loss, grad / len(t)
+
+    def torch_ce(d):
+        torch = _torch()
+        x = torch.from_numpy(d["x"])
+        t = torch.from_numpy(d["t"])
+
+        def run():
+            xr = x.detach().requires_grad_(True)
+            loss = torch.nn.functional.cross_entropy(xr, t)
+            loss.backward()
+            return float(loss), xr.grad.numpy()
+        return run
+
+    def ours(d):
+        x, t = d["x"], d["t"]
+        return lambda: (ops.cross_entropy(x, t), ops.cross_entropy_backward(np.float32(1), x, t))
+
+    # forward reads the logits, backward reads them and writes the gradient
+    return Case(
+        "cross_entropy fwd+bwd 4096x1000", "GB/s", 3 * 4096 * 1000 * F32, _logits,
+        expected=lambda d: R.cross_entropy_backward(1.0, d["x"].astype(np.float64), d["t"]),
+        runners={"shenjing": ours, "numpy": lambda d: (lambda: numpy_ce(d["x"], d["t"])), "torch": torch_ce},
+        pick=lambda r: r[1], rtol=1e-4, atol=1e-9)
+
+
+# --- optimizer ----------------------------------------------------------------------------
+
+N_PARAMS = 16 * 1024 * 1024
+
+
+def _adam_state(rng):
+    p = rng.standard_normal(N_PARAMS).astype(np.float32)
+    return {"p": p, "p0": p.copy(), "g": rng.standard_normal(N_PARAMS).astype(np.float32),
+            "m": np.zeros(N_PARAMS, np.float32), "v": np.zeros(N_PARAMS, np.float32)}
+
+
+ADAM = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+
+
+def _adam_case():
+    # Each runner restarts from the same state every call, so the result checked
+    # is one step from p0 whatever was run before; the reset is outside the timed step.
+    def ours(d):
+        p, m, v = d["p0"].copy(), np.zeros_like(d["m"]), np.zeros_like(d["v"])
+
+        def run():
+            ops.adam_step([p], [d["g"]], [m], [v], step=1, **ADAM)
+            return p
+        return run
+
+    def numpy_adam(d):
+        p, m, v = d["p0"].copy(), np.zeros_like(d["m"]), np.zeros_like(d["v"])
+        b1, b2 = ADAM["betas"]
+
+        def run():
+            g = d["g"]
+            m[...] = b1 * m + (1 - b1) * g
+            v[...] = b2 * v + (1 - b2) * g * g
+            p[...] -= np.float32(ADAM["lr"] / (1 - b1)) * m / (np.sqrt(v) / np.float32(math.sqrt(1 - b2)) + np.float32(ADAM["eps"]))
+            return p
+        return run
+
+    def torch_adam(d):
+        torch = _torch()
+        p = torch.nn.Parameter(torch.from_numpy(d["p0"].copy()))
+        p.grad = torch.from_numpy(d["g"])
+        opt = torch.optim.Adam([p], fused=True, **ADAM)
+
+        def run():
+            opt.step()
+            return p.detach().numpy()
+        return run
+
+    def expected(d):
+        p = [d["p0"].astype(np.float64)]
+        R.adam_step(p, [d["g"].astype(np.float64)], [np.zeros_like(p[0])], [np.zeros_like(p[0])], step=1, **ADAM)
+        return p[0]
+
+    # reads p, g, m, v and writes p, m, v
+    return Case("adam_step 16M params", "GB/s", 7 * N_PARAMS * F32, _adam_state, expected,
+                runners={"shenjing": ours, "numpy": numpy_adam, "torch": torch_adam}, rtol=1e-5, atol=1e-6)
+
+
+# --- GEMM -----------------------------------------------------------------------------------
+
+def _gemm_case(M, N, K):
+    def make(rng):
+        return {"a": rng.standard_normal((M, K)).astype(np.float32), "b": rng.standard_normal((K, N)).astype(np.float32)}
+
+    return Case(
+        f"sgemm {M}x{N}x{K}", "GFLOP/s", 2.0 * M * N * K, make,
+        expected=lambda d: d["a"].astype(np.float64) @ d["b"].astype(np.float64),
+        runners={
+            "shenjing": lambda d: (lambda: ops.gemm(d["a"], d["b"])),
+            "numpy": lambda d: (lambda: d["a"] @ d["b"]),
+            "torch": lambda d: (lambda t=_torch(): (t.from_numpy(d["a"]) @ t.from_numpy(d["b"])).numpy()),
+        },
+        rtol=1e-4, atol=1e-3 * math.sqrt(K))
+
+
+def all_cases():
+    return ([_copy_case()] + _activation_cases() + [_softmax_case(), _cross_entropy_case(), _adam_case()]
+            + [_gemm_case(64, 128, 784), _gemm_case(1024, 1024, 1024)])
+
+
+def check(case: Case, data: dict, result) -> Optional[str]:
+    """None if the result matches the float64 reference, else what is wrong."""
+    got = np.asarray(case.pick(result), dtype=np.float64)
+    expected = case.expected(data)
+    if got.shape != expected.shape:
+        return f"shape {got.shape}, expected {expected.shape}"
+    bad = ~np.isclose(got, expected, rtol=case.rtol, atol=case.atol, equal_nan=True)
+    if bad.any():
+        i = int(np.argmax(bad))
+        return f"{bad.sum()} values differ, e.g. {got.reshape(-1)[i]!r} vs {expected.reshape(-1)[i]!r}"
+    return None

@@ -1,0 +1,163 @@
+"""Side-by-side report: shenjing against NumPy and PyTorch, as ratios.
+
+    python bench/report.py [--rounds 3] [--reps 5] [--only NAME]
+
+Follows ../shared/BENCHMARKING.md: each library runs in its own process (no
+two thread pools spin against each other), the processes alternate
+(shenjing, numpy, torch, shenjing, ...) for ``--rounds`` rounds so drift hits
+all sides, every result is checked against shenjing._reference (float64)
+before its clock starts, inputs are random, and the table gives medians and
+the ratios of medians. Each library uses all the cores this process may use
+(NumPy's ufuncs are single-threaded by design; its matmul uses OpenBLAS's
+threads). The copy row is the bandwidth yardstick of the memory-bound rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# what the issues ask of each row: (x NumPy, x PyTorch); None where nothing is asked
+TARGETS = {
+    "sigmoid 16M": (5.0, None), "tanh 16M": (5.0, None), "gelu 16M": (5.0, None), "gelu_tanh 16M": (5.0, None),
+    "softmax 4096x4096": (4.0, 1.0), "cross_entropy fwd+bwd 4096x1000": (3.0, 1.0),
+    "adam_step 16M params": (10.0, 1.0), "sgemm 64x128x784": (1.5, None), "sgemm 1024x1024x1024": (1.0, None),
+}
+MEMORY_BOUND_FLOOR = 0.70  # of the copy bandwidth
+
+
+def worker(lib: str, reps: int, only: str | None, check_results: bool) -> None:
+    """Runs every case for one library and prints {case: [seconds, ...]} as JSON."""
+    sys.path.insert(0, HERE)
+    import numpy as np
+    import cases as C
+
+    if lib == "torch" and C._torch() is None:
+        print(json.dumps({"_skipped": "PyTorch is not installed"}))
+        return
+    results = {}
+    for case in C.all_cases():
+        if only and only not in case.name:
+            continue
+        if lib not in case.runners:
+            continue
+        data = case.make(np.random.default_rng(12345))
+        fn = case.runners[lib](data)
+        first = fn()
+        if check_results:
+            problem = C.check(case, data, first)
+            if problem:
+                results[case.name] = {"error": f"{lib} gives a wrong result: {problem}"}
+                continue
+        fn()  # warm-up
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        results[case.name] = times
+        del data, fn, first
+    print(json.dumps(results))
+
+
+def run_worker(lib, reps, only, check_results):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", lib, "--reps", str(reps)]
+    if only:
+        cmd += ["--only", only]
+    if check_results:
+        cmd.append("--check")
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{lib} worker failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--only", default=None, help="run the cases whose name contains this")
+    parser.add_argument("--worker", choices=["shenjing", "numpy", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--check", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.reps, args.only, args.check)
+        return
+
+    sys.path.insert(0, HERE)
+    import cases as C
+    import shenjing
+
+    libs = ["shenjing", "numpy", "torch"]
+    times: dict = {}
+    errors = []
+    skipped = set()
+    for r in range(args.rounds):
+        for lib in libs:
+            if lib in skipped:
+                continue
+            res = run_worker(lib, args.reps, args.only, check_results=(r == 0))
+            if "_skipped" in res:
+                skipped.add(lib)
+                continue
+            for name, value in res.items():
+                if isinstance(value, dict):
+                    errors.append(f"{name}: {value['error']}")
+                    continue
+                times.setdefault(name, {}).setdefault(lib, []).extend(value)
+
+    info = shenjing.backend_info()
+    print(f"shenjing {info['version']} | isa {info['isa']} | threads {info['threads']} | "
+          f"{platform.processor() or platform.machine()} | {os.cpu_count()} CPUs | "
+          f"{args.rounds} rounds x {args.reps} reps, medians, one process per library")
+    if "torch" in skipped:
+        print("PyTorch is not installed: its columns are empty")
+    work = {c.name: (c.work, c.unit) for c in C.all_cases()}
+    copy_rate = None
+    if "copy 16M" in times and "shenjing" in times["copy 16M"]:
+        copy_rate = work["copy 16M"][0] / statistics.median(times["copy 16M"]["shenjing"]) / 1e9
+
+    header = f"{'case':34} {'shenjing':>10} {'numpy':>10} {'torch':>10} {'rate':>14} {'x numpy':>8} {'x torch':>8} {'%copy':>6}  target"
+    print(header)
+    print("-" * len(header))
+    failures = []
+    for name, by_lib in times.items():
+        med = {lib: statistics.median(v) for lib, v in by_lib.items()}
+        amount, unit = work[name]
+        ours = med.get("shenjing")
+        rate = amount / ours / 1e9 if ours else float("nan")
+        vs_np = med["numpy"] / ours if ours and "numpy" in med else None
+        vs_t = med["torch"] / ours if ours and "torch" in med else None
+        frac = rate / copy_rate if copy_rate and unit == "GB/s" and name != "copy 16M" else None
+        target = TARGETS.get(name)
+        notes = []
+        if target:
+            if target[0] and vs_np is not None:
+                notes.append(f">={target[0]}x np {'ok' if vs_np >= target[0] else 'MISS'}")
+            if target[1] and vs_t is not None:
+                notes.append(f">={target[1]}x torch {'ok' if vs_t >= target[1] else 'MISS'}")
+        if frac is not None:
+            notes.append(f">=70% copy {'ok' if frac >= MEMORY_BOUND_FLOOR else 'MISS'}")
+        if any("MISS" in n for n in notes):
+            failures.append(name)
+        fmt = lambda s: f"{s * 1e3:9.2f}ms" if s is not None else f"{'-':>11}"
+        print(f"{name:34} {fmt(med.get('shenjing'))} {fmt(med.get('numpy'))} {fmt(med.get('torch'))} "
+              f"{rate:8.1f} {unit:>5} "
+              f"{(f'{vs_np:7.2f}x' if vs_np else '       -')} {(f'{vs_t:7.2f}x' if vs_t else '       -')} "
+              f"{(f'{frac * 100:5.0f}%' if frac else '     -')}  {', '.join(notes)}")
+    for e in errors:
+        print("WRONG RESULT:", e)
+    if errors:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
