@@ -28,6 +28,9 @@ class Case:
     work: float                    # bytes or flops of one call
     make: Callable[[np.random.Generator], dict]
     expected: Callable[[dict], np.ndarray]
+    # per library: data -> the call to time. "shenjing_out" writes into a
+    # preallocated output: the kernel alone, without the page faults of a
+    # fresh 64 MB array that every library pays on its API call.
     runners: Dict[str, Callable[[dict], Callable[[], object]]] = field(default_factory=dict)
     rtol: float = 1e-4
     atol: float = 1e-5
@@ -71,6 +74,7 @@ def _copy_case():
         pick=lambda r: r[:CHECKED],
         runners={
             "shenjing": lambda d: (lambda: ops.copy(d["x"])),
+            "shenjing_out": lambda d: (lambda y=np.empty_like(d["x"]): ops.copy(d["x"], out=y)),
             "numpy": lambda d: (lambda: d["x"].copy()),
             "torch": lambda d: (lambda t=_torch(): t.from_numpy(d["x"]).clone().numpy()),
         },
@@ -81,9 +85,9 @@ def _activation_cases():
     sqrt_2_over_pi = np.float32(math.sqrt(2 / math.pi))
     numpy_gelu_tanh = lambda x: np.float32(0.5) * x * (1 + np.tanh(sqrt_2_over_pi * (x + np.float32(0.044715) * x**3)))
     cases = [
-        ("sigmoid", lambda x: ops.sigmoid(x), lambda x: 1 / (1 + np.exp(-x)), lambda x: R.sigmoid(x)),
-        ("tanh", lambda x: ops.tanh(x), np.tanh, np.tanh),
-        ("gelu_tanh", lambda x: ops.gelu(x, "tanh"), numpy_gelu_tanh, lambda x: R.gelu(x, "tanh")),
+        ("sigmoid", ops.sigmoid, lambda x: 1 / (1 + np.exp(-x)), lambda x: R.sigmoid(x)),
+        ("tanh", ops.tanh, np.tanh, np.tanh),
+        ("gelu_tanh", lambda x, out=None: ops.gelu(x, "tanh", out=out), numpy_gelu_tanh, lambda x: R.gelu(x, "tanh")),
     ]
     out = []
     for name, ours, numpy_expr, ref in cases:
@@ -93,6 +97,7 @@ def _activation_cases():
             pick=lambda r: r[:CHECKED],
             runners={
                 "shenjing": lambda d, f=ours: (lambda: f(d["x"])),
+                "shenjing_out": lambda d, f=ours: (lambda y=np.empty_like(d["x"]): f(d["x"], out=y)),
                 "numpy": lambda d, f=numpy_expr: (lambda: f(d["x"])),
                 "torch": _torch_unary(name),
             },
@@ -104,6 +109,7 @@ def _activation_cases():
         pick=lambda r: r[:CHECKED],
         runners={
             "shenjing": lambda d: (lambda: ops.gelu(d["x"])),
+            "shenjing_out": lambda d: (lambda y=np.empty_like(d["x"]): ops.gelu(d["x"], out=y)),
             "numpy": lambda d: (lambda: numpy_gelu_tanh(d["x"])),
             "torch": _torch_unary("gelu"),
         },
@@ -125,6 +131,7 @@ def _softmax_case():
         expected=lambda d: R.softmax(d["x"].astype(np.float64), axis=1),
         runners={
             "shenjing": lambda d: (lambda: ops.softmax(d["x"], axis=1)),
+            "shenjing_out": lambda d: (lambda y=np.empty_like(d["x"]): ops.softmax(d["x"], axis=1, out=y)),
             "numpy": lambda d: (lambda: numpy_softmax(d["x"])),
             "torch": lambda d: (lambda t=_torch(): t.softmax(t.from_numpy(d["x"]), dim=1).numpy()),
         },
@@ -159,15 +166,21 @@ def _cross_entropy_case():
             return float(loss), xr.grad.numpy()
         return run
 
+    # the loss and its gradient in one pass, as a training step takes them
     def ours(d):
         x, t = d["x"], d["t"]
-        return lambda: (ops.cross_entropy(x, t), ops.cross_entropy_backward(np.float32(1), x, t))
+        return lambda: ops.cross_entropy_forward_backward(x, t)
+
+    def ours_out(d):
+        x, t, dx = d["x"], d["t"], np.empty_like(d["x"])
+        return lambda: ops.cross_entropy_forward_backward(x, t, out=dx)
 
     # forward reads the logits, backward reads them and writes the gradient
     return Case(
         "cross_entropy fwd+bwd 4096x1000", "GB/s", 3 * 4096 * 1000 * F32, _logits,
         expected=lambda d: R.cross_entropy_backward(1.0, d["x"].astype(np.float64), d["t"]),
-        runners={"shenjing": ours, "numpy": lambda d: (lambda: numpy_ce(d["x"], d["t"])), "torch": torch_ce},
+        runners={"shenjing": ours, "shenjing_out": ours_out, "numpy": lambda d: (lambda: numpy_ce(d["x"], d["t"])),
+                 "torch": torch_ce},
         pick=lambda r: r[1], rtol=1e-4, atol=1e-9)
 
 
@@ -226,7 +239,8 @@ def _adam_case():
 
     # reads p, g, m, v and writes p, m, v
     return Case("adam_step 16M params", "GB/s", 7 * N_PARAMS * F32, _adam_state, expected,
-                runners={"shenjing": ours, "numpy": numpy_adam, "torch": torch_adam}, rtol=1e-5, atol=1e-6)
+                runners={"shenjing": ours, "shenjing_out": ours, "numpy": numpy_adam, "torch": torch_adam},
+        rtol=1e-5, atol=1e-6)
 
 
 # --- GEMM -----------------------------------------------------------------------------------

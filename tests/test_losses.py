@@ -274,3 +274,22 @@ def test_cross_entropy_matches_pytorch(rng, shape, reduction, smoothing):
     out.backward(torch.tensor(g))
     np.testing.assert_allclose(ops.nll_loss(logp, t, reduction), out.detach().numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ops.nll_loss_backward(g, logp, t, reduction), lt.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", CLASS_SHAPES, ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_forward_backward_is_both_in_one_call(backend, rng, reduction, shape, dtype, smoothing):
+    x, t = _class_inputs(rng, shape, dtype)
+    kw = dict(reduction=reduction, label_smoothing=smoothing)
+    loss, dx = ops.cross_entropy_forward_backward(x, t, grad=dtype(0.5), **kw)
+    ref_loss, ref_dx = R.cross_entropy_forward_backward(x.astype(np.float64), t, grad=0.5, **kw)
+    assert_close(loss, ref_loss, dtype, what="fused loss")
+    assert_close(dx, ref_dx, dtype, what="fused gradient")
+    np.testing.assert_array_equal(dx, ops.cross_entropy_backward(dtype(0.5), x, t, **kw))
+
+
+def test_cross_entropy_forward_backward_needs_a_reduction():
+    with raises(ValueError, "cross_entropy_forward_backward", "reduction", "'mean' or 'sum'"):
+        ops.cross_entropy_forward_backward(np.zeros((2, 3), np.float32), np.zeros(2, np.int64), "none")

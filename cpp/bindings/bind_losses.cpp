@@ -107,12 +107,14 @@ void bind_losses(py::module_& m) {
       return result_or_none(r, result);
     });
   });
+  // returns the loss too when with_loss (reduction mean or sum), else None
   m.def("cross_entropy_backward", [](py::array dx, py::array dout, py::array logits, py::array target, int64_t N, int64_t C,
-                                     int64_t inner, int reduction, int64_t ignore_index, double label_smoothing) {
+                                     int64_t inner, int reduction, int64_t ignore_index, double label_smoothing, bool with_loss) {
     const char* op = "cross_entropy_backward";
     const Reduction r = reduction_of(reduction, op);
+    if (with_loss && r == Reduction::none) fail_value(op, "with_loss", "needs reduction mean or sum");
     const int64_t n = checked_volume(N, C, inner, op);
-    with_float_type(logits, op, "input", [&](auto tag) {
+    return with_float_type(logits, op, "input", [&](auto tag) {
       using T = decltype(tag);
       const T* px = input<T>(logits, op, "input");
       const T* pg = input<T>(dout, op, "grad");
@@ -122,11 +124,14 @@ void bind_losses(py::module_& m) {
       check_size(dout, r == Reduction::none ? N * inner : 1, op, "grad");
       const int64_t* pt = targets(target, N * inner, op);
       int64_t bad;
+      double loss = 0.0;
       {
         py::gil_scoped_release release;
-        bad = kernels<T>().loss.cross_entropy_backward(pdx, pg, px, pt, N, C, inner, r, ignore_index, T(label_smoothing));
+        bad = kernels<T>().loss.cross_entropy_backward(pdx, with_loss ? &loss : nullptr, pg, px, pt, N, C, inner, r,
+                                                       ignore_index, T(label_smoothing));
       }
       if (bad >= 0) bad_target(op, target, bad, C, ignore_index);
+      return with_loss ? py::object(py::float_(loss)) : py::object(py::none());
     });
   });
   m.def("nll_loss_forward", [](py::object out, py::array logp, py::array target, int64_t N, int64_t C, int64_t inner,

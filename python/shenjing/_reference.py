@@ -233,6 +233,11 @@ def cross_entropy_backward(grad, input, target, reduction="mean", ignore_index=-
     return _restore(g, input)
 
 
+def cross_entropy_forward_backward(input, target, reduction="mean", ignore_index=-100, label_smoothing=0.0, grad=1.0):
+    kw = dict(reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    return cross_entropy(input, target, **kw), cross_entropy_backward(grad, input, target, **kw)
+
+
 def nll_loss(input, target, reduction="mean", ignore_index=-100):
     x, t = _classes_last(input, target)
     keep = t != ignore_index

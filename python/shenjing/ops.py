@@ -30,7 +30,7 @@ __all__ = [
     "binary_cross_entropy", "binary_cross_entropy_backward",
     "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_backward",
     "kl_div", "kl_div_backward",
-    "cross_entropy", "cross_entropy_backward", "nll_loss", "nll_loss_backward",
+    "cross_entropy", "cross_entropy_backward", "cross_entropy_forward_backward", "nll_loss", "nll_loss_backward",
     "sgd_step", "adam_step",
     "sum", "mean", "sum_of_squares", "copy",
     "gemm",
@@ -404,8 +404,24 @@ def cross_entropy_backward(grad, input, target, reduction: str = "mean", ignore_
     x, t, N, C, inner, tshape = _class_inputs(input, target, op, ignore_index)
     g = _loss_grad(grad, r, tshape, x.dtype, op)
     dx = _output(out, x.shape, x.dtype, op)
-    _core.cross_entropy_backward(dx, g, x, t, N, C, inner, r, int(ignore_index), eps)
+    _core.cross_entropy_backward(dx, g, x, t, N, C, inner, r, int(ignore_index), eps, False)
     return dx
+
+
+def cross_entropy_forward_backward(input, target, reduction: str = "mean", ignore_index: int = -100,
+                                   label_smoothing: float = 0.0, grad=1.0, *, out=None):
+    """``(cross_entropy(...), cross_entropy_backward(grad, ...))`` in one pass over
+    the logits: what a training step needs from its loss. reduction 'mean' or 'sum'."""
+    op = "cross_entropy_forward_backward"
+    r = _reduction(reduction, op)
+    if r == 0:
+        raise ValueError(f"{op}: reduction must be 'mean' or 'sum' (a per-sample loss needs its gradient first)")
+    eps = _label_smoothing(label_smoothing, op)
+    x, t, N, C, inner, tshape = _class_inputs(input, target, op, ignore_index)
+    g = _loss_grad(grad, r, tshape, x.dtype, op)
+    dx = _output(out, x.shape, x.dtype, op)
+    loss = _core.cross_entropy_backward(dx, g, x, t, N, C, inner, r, int(ignore_index), eps, True)
+    return np.asarray(loss, dtype=x.dtype), dx
 
 
 def nll_loss(input, target, reduction: str = "mean", ignore_index: int = -100, *, out=None):

@@ -33,7 +33,8 @@ template <class T> struct LossKernels {
   int64_t (*cross_entropy_forward)(T* out, double* result, const T* logits, const int64_t* target,
                                    int64_t N, int64_t C, int64_t inner, Reduction reduction,
                                    int64_t ignore_index, T label_smoothing);
-  int64_t (*cross_entropy_backward)(T* dx, const T* dout, const T* logits, const int64_t* target,
+  // `loss`, when not null (mean or sum only), receives the forward's value from the same pass
+  int64_t (*cross_entropy_backward)(T* dx, double* loss, const T* dout, const T* logits, const int64_t* target,
                                     int64_t N, int64_t C, int64_t inner, Reduction reduction,
                                     int64_t ignore_index, T label_smoothing);
   // logp, dx: (N, C, inner); target, out, dout: (N, inner)

@@ -229,17 +229,55 @@ int64_t cross_entropy_forward(T* out, double* result, const T* logits, const int
   return -1;
 }
 
-// dx_c = scale (softmax_c - (1-eps) [c == y] - eps/C)
+// row[c] = f(row[c]) for one contiguous row
+template <class T, class F> void map_row(T* row, int64_t C, F f) {
+  constexpr int64_t L = Simd<T>::lanes;
+  int64_t c = 0;
+  for (; c + L <= C; c += L) vstore(row + c, f(vload(row + c)));
+  if (c < C) vstore_partial(row + c, f(vload_partial(row + c, C - c, T(0))), C - c);
+}
+
+// One row of logits at stride 1: max and sum of the row (one pass), then
+// e = exp(x - max) written to `e` and summed (second pass). Returns the sum.
+template <class T> T row_exp(T* e, const T* x, int64_t C, T* max_out, T* sum_out) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t L = Simd<T>::lanes;
+  const T ninf = -std::numeric_limits<T>::infinity();
+  V m = vsplat(ninf), s = vsplat(T(0));
+  int64_t c = 0;
+  for (; c + L <= C; c += L) { V v = vload(x + c); m = vmax_nan(m, v); s += v; }
+  if (c < C) { m = vmax_nan(m, vload_partial(x + c, C - c, ninf)); s += vload_partial(x + c, C - c, T(0)); }
+  const T mx = hmax(m);
+  V total = vsplat(T(0));
+  for (c = 0; c + L <= C; c += L) {
+    V v = vexp(vload(x + c) - mx);
+    vstore(e + c, v);
+    total += v;
+  }
+  if (c < C) {
+    V v = vexp(vload_partial(x + c, C - c, ninf) - mx);
+    vstore_partial(e + c, v, C - c);
+    total += v;
+  }
+  *max_out = mx;
+  *sum_out = hsum(s);
+  return hsum(total);
+}
+
+// dx_c = scale (softmax_c - (1-eps) [c == y] - eps/C). When `loss` is not
+// null (reduction mean or sum), the loss is computed in the same pass: a
+// training step's forward and backward in one call.
 template <class T>
-int64_t cross_entropy_backward(T* dx, const T* dout, const T* logits, const int64_t* target, int64_t N,
+int64_t cross_entropy_backward(T* dx, double* loss, const T* dout, const T* logits, const int64_t* target, int64_t N,
                                int64_t C, int64_t inner, Reduction reduction, int64_t ignore_index, T eps) {
   const int64_t samples = N * inner;
   const int64_t bad = first_bad_target(target, samples, C, ignore_index);
   if (bad >= 0) return bad;
-  const double kept = double(count_kept(target, samples, ignore_index));
+  const int64_t kept = count_kept(target, samples, ignore_index);
   const T shared_scale = reduction == Reduction::none ? T(0)
-                         : reduction == Reduction::mean ? T(double(*dout) / kept) : *dout;
+                         : reduction == Reduction::mean ? T(double(*dout) / double(kept)) : *dout;
   const T off = eps / T(C);
+  std::vector<double> sample_loss(loss ? samples : 0, 0.0);
   parallel_for(samples, 6 * C, [&](int64_t s) {
     const int64_t y = target[s];
     const int64_t n = s / inner, i = s % inner;
@@ -251,17 +289,24 @@ int64_t cross_entropy_backward(T* dx, const T* dout, const T* logits, const int6
     }
     const T scale = reduction == Reduction::none ? dout[s] : shared_scale;
     T lse, sum;
-    row_logsumexp(x, C, inner, &lse, &sum);
     if (inner == 1) {
-      constexpr int64_t L = Simd<T>::lanes;
-      int64_t c = 0;
-      for (; c + L <= C; c += L) vstore(d + c, (vexp(vload(x + c) - lse) - off) * scale);
-      if (c < C) vstore_partial(d + c, (vexp(vload_partial(x + c, C - c, T(0)) - lse) - off) * scale, C - c);
+      T mx;
+      const T total = row_exp(d, x, C, &mx, &sum);
+      lse = mx + std::log(total);
+      const T inv = T(1) / total;
+      map_row(d, C, [=](auto e) { return (e * inv - off) * scale; });
     } else {
+      row_logsumexp(x, C, inner, &lse, &sum);
       for (int64_t c = 0; c < C; ++c) d[c * inner] = (std::exp(x[c * inner] - lse) - off) * scale;
     }
     d[y * inner] -= (T(1) - eps) * scale;
+    if (loss) {
+      double l = (1.0 - double(eps)) * double(lse - x[y * inner]);
+      if (eps != T(0)) l += double(eps) / double(C) * (double(C) * double(lse) - double(sum));
+      sample_loss[s] = l;
+    }
   });
+  if (loss) reduce_samples<T>(nullptr, loss, sample_loss, reduction, kept);
   return -1;
 }
 
