@@ -163,7 +163,7 @@ def _cross_entropy_case():
             xr = x.detach().requires_grad_(True)
             loss = torch.nn.functional.cross_entropy(xr, t)
             loss.backward()
-            return float(loss), xr.grad.numpy()
+            return float(loss.detach()), xr.grad.numpy()
         return run
 
     # the loss and its gradient in one pass, as a training step takes them
