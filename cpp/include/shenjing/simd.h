@@ -122,24 +122,29 @@ static inline vfloat vexp_reduced(vfloat r) {
   p = p * r + 5.0000001201e-1f;
   return p * (r * r) + r + 1.0f;
 }
-static inline vfloat vexp(vfloat x, vfloat lo) {
-  x = x > 88.8f ? vsplat(88.8f) : x;  // NaN compares false and stays NaN
+// Clamping keeps inf - inf out of the reduction (NaN compares false and stays
+// NaN); kUpper = false skips the upper clamp for arguments known to be <= 0.
+template <bool kWithLo, bool kUpper = true> static inline vfloat vexp_impl(vfloat x, vfloat lo) {
+  if (kUpper) x = x > 88.8f ? vsplat(88.8f) : x;
   x = x < -104.0f ? vsplat(-104.0f) : x;
+  const vfloat arg = kWithLo ? x + lo : x;
 #if defined(__AVX512F__)
   // vscalefps multiplies by 2^n with one rounding, overflow to inf and
   // gradual underflow included
-  vfloat n = _mm512_roundscale_ps((x + lo) * 1.44269504088896341f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  vfloat n = _mm512_roundscale_ps(arg * 1.44269504088896341f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   vfloat r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f + lo;
+  r = r - n * -2.12194440e-4f;
+  if (kWithLo) r = r + lo;
   return _mm512_scalef_ps(vexp_reduced(r), n);
 #else
   const float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  vfloat t = (x + lo) * 1.44269504088896341f + round_magic;
+  vfloat t = arg * 1.44269504088896341f + round_magic;
   vfloat n = t - round_magic;
   vint ni = (vint)t - (vint)vsplat(round_magic);
   vfloat r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f + lo;
-  // 2^n built in the exponent bits in two halves, so n in [-150, 128]
+  r = r - n * -2.12194440e-4f;
+  if (kWithLo) r = r + lo;
+  // 2^n built in the exponent bits in two halves, so n in [-152, 131]
   // gives gradual underflow and overflow to inf
   vint n1 = ni >> 1;
   vint n2 = ni - n1;
@@ -148,7 +153,9 @@ static inline vfloat vexp(vfloat x, vfloat lo) {
   return vexp_reduced(r) * s1 * s2;
 #endif
 }
-static inline vfloat vexp(vfloat x) { return vexp(x, vsplat(0.0f)); }
+static inline vfloat vexp(vfloat x, vfloat lo) { return vexp_impl<true>(x, lo); }
+static inline vfloat vexp(vfloat x) { return vexp_impl<false>(x, x); }
+static inline vfloat vexp_nonpositive(vfloat x) { return vexp_impl<false, false>(x, x); }
 static inline double vexp(double x) { return std::exp(x); }
 
 // --- log -----------------------------------------------------------------------
@@ -205,7 +212,7 @@ static inline double vlog1p(double u) { return std::log1p(u); }
 // sigmoid through e = exp(-|x|) <= 1: 1/(1+e) for x >= 0, e/(1+e) for x < 0,
 // so tiny results for very negative x keep their relative accuracy.
 static inline vfloat vsigmoid(vfloat x) {
-  vfloat e = vexp(-vabs(x));
+  vfloat e = vexp_nonpositive(-vabs(x));
   vfloat s = vrecip(e + 1.0f);  // 1 + e in (1, 2]
   return x >= 0.0f ? s : e * s;
 }
