@@ -158,3 +158,12 @@ def test_core_checks_sizes_dtypes_and_writability():
         core.sgd_step([[1.0, 2.0]], [x], [None], [True], 0.1, 0.0, 0.0, 0.0, False, False)
     with raises(ValueError, "adam_step", "steps"):
         core.adam_step([x], [x], [x.copy()], [x.copy()], None, [0], 0.1, 0.9, 0.99, 1e-8, 0.0, False, False, False)
+
+
+def test_binary_cross_entropy_needs_probabilities():
+    p = np.array([0.2, 1.5, 0.3], np.float32)
+    with raises(ValueError, "binary_cross_entropy", "input", "[0, 1]", "1.5", "index 1", "(3,)"):
+        ops.binary_cross_entropy(p, np.zeros(3, np.float32))
+    with raises(ValueError, "binary_cross_entropy_backward", "input", "-0.5"):
+        ops.binary_cross_entropy_backward(np.float32(1), np.array([-0.5, 0.5]), np.zeros(2))
+    assert np.isnan(ops.binary_cross_entropy(np.array([0.5, np.nan], np.float32), np.zeros(2, np.float32)))

@@ -29,6 +29,13 @@ const int64_t* targets(const py::array& target, int64_t samples, const char* op)
   return static_cast<const int64_t*>(target.data());
 }
 
+[[noreturn]] void bad_probability(const char* op, const py::array& x, int64_t index) {
+  const double value = x.itemsize() == 4 ? double(static_cast<const float*>(x.data())[index])
+                                         : static_cast<const double*>(x.data())[index];
+  fail_value(op, "input", "must hold probabilities in [0, 1]; it holds " + std::to_string(value) + " at flat index " +
+                              std::to_string(index) + " (input shape " + shape_of(x) + ")");
+}
+
 [[noreturn]] void bad_target(const char* op, const py::array& target, int64_t index, int64_t C, int64_t ignore_index) {
   const int64_t value = static_cast<const int64_t*>(target.data())[index];
   fail_value(op, "target", "holds class " + std::to_string(value) + " at flat index " + std::to_string(index) +
@@ -56,10 +63,12 @@ void bind_losses(py::module_& m) {
       }
       const int64_t n = x.size();
       double result = 0.0;
+      int64_t bad;
       {
         py::gil_scoped_release release;
-        kernels<T>().loss.pointwise_loss_forward(po, &result, px, pt, n, k, r, T(param), batch);
+        bad = kernels<T>().loss.pointwise_loss_forward(po, &result, px, pt, n, k, r, T(param), batch);
       }
+      if (bad >= 0) bad_probability("binary_cross_entropy", x, bad);
       return result_or_none(r, result);
     });
   });
@@ -77,8 +86,12 @@ void bind_losses(py::module_& m) {
       check_size(dx, x.size(), op, "out");
       check_size(dout, r == Reduction::none ? int64_t(x.size()) : 1, op, "grad");
       const int64_t n = x.size();
-      py::gil_scoped_release release;
-      kernels<T>().loss.pointwise_loss_backward(pdx, pg, px, pt, n, k, r, T(param), batch);
+      int64_t bad;
+      {
+        py::gil_scoped_release release;
+        bad = kernels<T>().loss.pointwise_loss_backward(pdx, pg, px, pt, n, k, r, T(param), batch);
+      }
+      if (bad >= 0) bad_probability("binary_cross_entropy_backward", x, bad);
     });
   });
   m.def("cross_entropy_forward", [](py::object out, py::array logits, py::array target, int64_t N, int64_t C, int64_t inner,

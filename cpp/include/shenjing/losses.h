@@ -22,11 +22,12 @@ enum class PointwiseLoss : int {
 
 template <class T> struct LossKernels {
   // x, t, out, dout, dx: (n,). `param` is smooth_l1's beta. `batch` divides
-  // the sum for Reduction::batchmean.
-  void (*pointwise_loss_forward)(T* out, double* result, const T* x, const T* t, int64_t n,
-                                 PointwiseLoss kind, Reduction reduction, T param, int64_t batch);
-  void (*pointwise_loss_backward)(T* dx, const T* dout, const T* x, const T* t, int64_t n,
-                                  PointwiseLoss kind, Reduction reduction, T param, int64_t batch);
+  // the sum for Reduction::batchmean. Return -1, or for binary_cross_entropy
+  // the index of the first input outside [0, 1] (nothing is written then).
+  int64_t (*pointwise_loss_forward)(T* out, double* result, const T* x, const T* t, int64_t n,
+                                    PointwiseLoss kind, Reduction reduction, T param, int64_t batch);
+  int64_t (*pointwise_loss_backward)(T* dx, const T* dout, const T* x, const T* t, int64_t n,
+                                     PointwiseLoss kind, Reduction reduction, T param, int64_t batch);
   // logits, dx: (N, C, inner); target, out, dout: (N, inner). Returns -1, or
   // the flat index of the first target outside [0, C) that is not ignore_index
   // (nothing is written then).

@@ -128,25 +128,45 @@ void pointwise_backward(T* dx, const T* dout, const T* x, const T* t, int64_t n,
   map_binary(dx, x, t, n, [beta, scale](auto a, auto b) { return loss_grad<K, T>(a, b, beta) * scale; });
 }
 
+// binary_cross_entropy takes probabilities: -1, or the first index outside
+// [0, 1] (NaN passes and propagates)
+template <class T> int64_t first_outside_unit_interval(const T* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (x[i] < T(0) || x[i] > T(1)) return i;
+  return -1;
+}
+
 template <class T>
-void pointwise_loss_forward(T* out, double* result, const T* x, const T* t, int64_t n, PointwiseLoss kind,
-                            Reduction reduction, T param, int64_t batch) {
+int64_t pointwise_loss_forward(T* out, double* result, const T* x, const T* t, int64_t n, PointwiseLoss kind,
+                               Reduction reduction, T param, int64_t batch) {
   switch (kind) {
-#define SJ_CASE(K) case PointwiseLoss::K: return pointwise_forward<PointwiseLoss::K, T>(out, result, x, t, n, reduction, param, batch);
-    SJ_CASE(mse) SJ_CASE(l1) SJ_CASE(smooth_l1) SJ_CASE(binary_cross_entropy)
-    SJ_CASE(binary_cross_entropy_with_logits) SJ_CASE(kl_div) SJ_CASE(kl_div_log_target)
+#define SJ_CASE(K) case PointwiseLoss::K: pointwise_forward<PointwiseLoss::K, T>(out, result, x, t, n, reduction, param, batch); break;
+    SJ_CASE(mse) SJ_CASE(l1) SJ_CASE(smooth_l1) SJ_CASE(binary_cross_entropy_with_logits) SJ_CASE(kl_div) SJ_CASE(kl_div_log_target)
+    case PointwiseLoss::binary_cross_entropy: {
+      const int64_t bad = first_outside_unit_interval(x, n);
+      if (bad >= 0) return bad;
+      pointwise_forward<PointwiseLoss::binary_cross_entropy, T>(out, result, x, t, n, reduction, param, batch);
+      break;
+    }
 #undef SJ_CASE
   }
+  return -1;
 }
 template <class T>
-void pointwise_loss_backward(T* dx, const T* dout, const T* x, const T* t, int64_t n, PointwiseLoss kind,
-                             Reduction reduction, T param, int64_t batch) {
+int64_t pointwise_loss_backward(T* dx, const T* dout, const T* x, const T* t, int64_t n, PointwiseLoss kind,
+                                Reduction reduction, T param, int64_t batch) {
   switch (kind) {
-#define SJ_CASE(K) case PointwiseLoss::K: return pointwise_backward<PointwiseLoss::K, T>(dx, dout, x, t, n, reduction, param, batch);
-    SJ_CASE(mse) SJ_CASE(l1) SJ_CASE(smooth_l1) SJ_CASE(binary_cross_entropy)
-    SJ_CASE(binary_cross_entropy_with_logits) SJ_CASE(kl_div) SJ_CASE(kl_div_log_target)
+#define SJ_CASE(K) case PointwiseLoss::K: pointwise_backward<PointwiseLoss::K, T>(dx, dout, x, t, n, reduction, param, batch); break;
+    SJ_CASE(mse) SJ_CASE(l1) SJ_CASE(smooth_l1) SJ_CASE(binary_cross_entropy_with_logits) SJ_CASE(kl_div) SJ_CASE(kl_div_log_target)
+    case PointwiseLoss::binary_cross_entropy: {
+      const int64_t bad = first_outside_unit_interval(x, n);
+      if (bad >= 0) return bad;
+      pointwise_backward<PointwiseLoss::binary_cross_entropy, T>(dx, dout, x, t, n, reduction, param, batch);
+      break;
+    }
 #undef SJ_CASE
   }
+  return -1;
 }
 
 // --- classification losses: logits (N, C, inner), target (N, inner) --------------
