@@ -147,9 +147,9 @@ def test_core_checks_sizes_dtypes_and_writability():
     with raises(ValueError, "softmax", "overflows"):
         core.softmax_forward(x, x, 2**40, 2**40, 2**40)
     with raises(ValueError, "gemm", "a"):
-        core.gemm(np.zeros(4, np.float32), x, x, 2, 2, 3, False, False, 1.0, 0.0, None, 0, 0)
+        core.gemm(np.zeros(4, np.float32), x, x, 2, 2, 3, False, False, 1.0, 0.0, None, 0, 0, False)
     with raises(ValueError, "gemm", "activation"):
-        core.gemm(np.zeros(4, np.float32), x, x, 2, 2, 5, False, False, 1.0, 0.0, None, 0, 9)
+        core.gemm(np.zeros(4, np.float32), x, x, 2, 2, 5, False, False, 1.0, 0.0, None, 0, 9, False)
     with raises(ValueError, "cross_entropy", "target"):
         core.cross_entropy_forward(None, x, np.zeros(3, np.int64), 2, 5, 1, 1, -100, 0.0)
     with raises(ValueError, "pointwise_loss", "kind"):

@@ -6,7 +6,7 @@ namespace bindings {
 
 void bind_gemm(py::module_& m) {
   m.def("gemm", [](py::array c, py::array a, py::array b, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b,
-                   double alpha, double beta, py::object bias, int bias_kind, int activation) {
+                   double alpha, double beta, py::object bias, int bias_kind, int activation, bool reference) {
     const char* op = "gemm";
     checked_volume(M, N, K, op);
     if (bias_kind < 0 || bias_kind > 2) fail_value(op, "bias_kind", "must be 0, 1 or 2");
@@ -28,7 +28,9 @@ void bind_gemm(py::module_& m) {
         check_size(bias_array, kind == GemmBias::per_column ? N : M, op, "bias");
       }
       py::gil_scoped_release release;
-      kernels<T>().gemm.gemm(pc, pa, pb, M, N, K, trans_a, trans_b, T(alpha), T(beta), pbias, kind, GemmActivation(activation));
+      const auto& k = kernels<T>().gemm;
+      (reference ? k.gemm_reference : k.gemm)(pc, pa, pb, M, N, K, trans_a, trans_b, T(alpha), T(beta), pbias, kind,
+                                              GemmActivation(activation));
     });
   });
 }

@@ -615,13 +615,14 @@ _ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "sigmoid": 4, "ta
 
 
 def gemm(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0,
-         c=None, bias=None, activation: Optional[str] = None, out=None) -> np.ndarray:
+         c=None, bias=None, activation: Optional[str] = None, out=None, _reference_kernel: bool = False) -> np.ndarray:
     """act(alpha * op(a) @ op(b) + beta * c + bias), op = transpose where asked.
 
     a: (M, K) or (K, M) with trans_a; b: (K, N) or (N, K) with trans_b;
     c: (M, N), read only when beta != 0; bias: (N,) added to every row, or
     (M, 1) added to every column; activation: None, 'relu', 'gelu',
     'gelu_tanh', 'sigmoid' or 'tanh'. ``out`` may be ``c`` itself.
+    (``_reference_kernel`` runs the plain C++ loops the tests hold the fast kernel to.)
     """
     op = "gemm"
     a = _float_array(a, op, "a")
@@ -661,5 +662,5 @@ def gemm(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1
         if c_arr is not result:
             np.copyto(result, c_arr)
     _core.gemm(result, a, b, M, N, K, bool(trans_a), bool(trans_b), alpha, beta, bias_arr, bias_kind,
-               _ACTIVATIONS[activation])
+               _ACTIVATIONS[activation], bool(_reference_kernel))
     return result

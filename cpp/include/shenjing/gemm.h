@@ -14,6 +14,10 @@ template <class T> struct GemmKernels {
   void (*gemm)(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool trans_a,
                bool trans_b, T alpha, T beta, const T* bias, GemmBias bias_kind,
                GemmActivation activation);
+  // the same contract in plain loops: what the tests hold the fast one to
+  void (*gemm_reference)(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool trans_a,
+                         bool trans_b, T alpha, T beta, const T* bias, GemmBias bias_kind,
+                         GemmActivation activation);
 };
 
 }  // namespace shenjing

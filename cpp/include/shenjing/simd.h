@@ -16,7 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <cmath>
-#if defined(__AVX512F__)
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
 
@@ -44,7 +44,21 @@ template <> struct Simd<double> {
 // --- load / store / broadcast ----------------------------------------------
 static inline vfloat vload(const float* p) { vfloat v; std::memcpy(&v, p, sizeof v); return v; }
 static inline void vstore(float* p, vfloat v) { std::memcpy(p, &v, sizeof v); }
-static inline vfloat vsplat(float s) { return vfloat{} + s; }
+// one broadcast (vfloat{} + s would add 0.0f first, which the compiler must
+// keep: -0.0f + 0.0f is +0.0f)
+static inline vfloat vsplat(float s) {
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  return _mm512_set1_ps(s);
+#elif defined(__AVX__) && SJ_VECTOR_BYTES == 32
+  return _mm256_set1_ps(s);
+#elif defined(__SSE2__) && SJ_VECTOR_BYTES == 16
+  return _mm_set1_ps(s);
+#else
+  vfloat v;
+  for (int64_t i = 0; i < kFloatLanes; ++i) v[i] = s;
+  return v;
+#endif
+}
 static inline double vload(const double* p) { return *p; }
 static inline void vstore(double* p, double v) { *p = v; }
 static inline double vsplat(double s) { return s; }

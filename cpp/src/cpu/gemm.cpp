@@ -1,27 +1,28 @@
-// GEMM, first version (see shenjing/gemm.h): cache-blocked, OpenMP over
-// output tiles, the inner loop vectorised by the compiler. The BLIS-style
-// packed micro-kernel replaces this in its own issue; this one is the
-// correct baseline and fallback.
+// GEMM (see shenjing/gemm.h), BLIS-style: A and B packed into panels (the
+// packing absorbs transposes), loops around one register-tile micro-kernel,
+// block sizes in shenjing/gemm_config.h. Small products read B in place.
+// gemm_reference below is the plain version the tests compare with.
 //
-// Each output tile is computed by one thread, summing over k in the same
-// order whatever the thread count, so results are bit-identical with 1 or N
-// threads.
+// Every element of C is computed by one thread, summing over k in one fixed
+// order, so results are bit-identical with any thread count.
 #include "shenjing/gemm.h"
 
 #include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "shenjing/dispatch.h"
 #include "shenjing/elementwise.h"
+#include "shenjing/gemm_config.h"
 
 namespace shenjing {
 namespace SJ_ISA {
 namespace {
 
-constexpr int64_t kTileRows = 16;   // rows of C per task
-constexpr int64_t kTileCols = 256;  // columns of C per task (1 KiB of floats: an accumulator row stays in L1)
-constexpr int64_t kDepth = 256;     // k per pass, so the B panel (kDepth x kTileCols) stays in L2
+// --- epilogue: bias and activation on one row of C -------------------------------
 
-template <class T> void apply_activation(T* row, int64_t n, GemmActivation act) {
+template <class T> void epilogue_row(T* row, int64_t n, const T* col_bias, T row_bias, GemmActivation act) {
   using V = typename Simd<T>::V;
   constexpr int64_t L = Simd<T>::lanes;
   auto f = [act](V v) -> V {
@@ -34,60 +35,261 @@ template <class T> void apply_activation(T* row, int64_t n, GemmActivation act) 
       default: return v;
     }
   };
-  int64_t i = 0;
-  for (; i + L <= n; i += L) vstore(row + i, f(vload(row + i)));
-  if (i < n) vstore_partial(row + i, f(vload_partial(row + i, n - i, T(0))), n - i);
+  int64_t j = 0;
+  for (; j + L <= n; j += L) {
+    V v = vload(row + j) + row_bias;
+    if (col_bias) v += vload(col_bias + j);
+    vstore(row + j, f(v));
+  }
+  if (j < n) {
+    V v = vload_partial(row + j, n - j, T(0)) + row_bias;
+    if (col_bias) v += vload_partial(col_bias + j, n - j, T(0));
+    vstore_partial(row + j, f(v), n - j);
+  }
+}
+
+struct Epilogue {
+  GemmBias bias_kind;
+  GemmActivation activation;
+  bool needed() const { return bias_kind != GemmBias::none || activation != GemmActivation::none; }
+};
+
+template <class T>
+void epilogue_tile(T* c, int64_t ldc, int64_t row0, int64_t col0, int64_t m, int64_t n, const T* bias,
+                   const Epilogue& ep) {
+  for (int64_t i = 0; i < m; ++i) {
+    const T* col_bias = ep.bias_kind == GemmBias::per_column ? bias + col0 : nullptr;
+    const T row_bias = ep.bias_kind == GemmBias::per_row ? bias[row0 + i] : T(0);
+    epilogue_row(c + i * ldc, n, col_bias, row_bias, ep.activation);
+  }
+}
+
+// --- reference ---------------------------------------------------------------------
+
+// op(A)(i, k) and op(B)(k, j) for row-major A and B
+template <class T> inline T a_at(const T* a, bool trans_a, int64_t M, int64_t K, int64_t i, int64_t k) {
+  return trans_a ? a[k * M + i] : a[i * K + k];
+}
+template <class T> inline T b_at(const T* b, bool trans_b, int64_t N, int64_t K, int64_t k, int64_t j) {
+  return trans_b ? b[j * K + k] : b[k * N + j];
+}
+
+template <class T>
+void gemm_reference(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b,
+                    T alpha, T beta, const T* bias, GemmBias bias_kind, GemmActivation activation) {
+  for (int64_t i = 0; i < M; ++i) {
+    for (int64_t j = 0; j < N; ++j) {
+      T s = 0;
+      for (int64_t k = 0; k < K; ++k) s += a_at(a, trans_a, M, K, i, k) * b_at(b, trans_b, N, K, k, j);
+      c[i * N + j] = beta != T(0) ? alpha * s + beta * c[i * N + j] : alpha * s;
+    }
+  }
+  const Epilogue ep{bias_kind, activation};
+  if (ep.needed()) epilogue_tile(c, N, 0, 0, M, N, bias, ep);
+}
+
+// --- packing -----------------------------------------------------------------------
+
+// A block (rows i0 .. i0+m, depth k0 .. k0+kc) into MR-row panels:
+// panel p holds op(A)(i0 + p MR + r, k0 + k) at [p kc MR + k MR + r], rows past m are 0.
+template <class T>
+void pack_a(T* dst, const T* a, bool trans_a, int64_t M, int64_t K, int64_t i0, int64_t m, int64_t k0, int64_t kc) {
+  constexpr int MR = GemmBlocking<T>::MR;
+  for (int64_t p = 0; p * MR < m; ++p) {
+    T* panel = dst + p * kc * MR;
+    const int64_t rows = m - p * MR < MR ? m - p * MR : MR;
+    for (int64_t r = 0; r < MR; ++r) {
+      const int64_t i = i0 + p * MR + r;
+      if (r >= rows) {
+        for (int64_t k = 0; k < kc; ++k) panel[k * MR + r] = T(0);
+      } else if (trans_a) {  // op(A)(i, k) = a[k M + i]
+        for (int64_t k = 0; k < kc; ++k) panel[k * MR + r] = a[(k0 + k) * M + i];
+      } else {
+        const T* src = a + i * K + k0;
+        for (int64_t k = 0; k < kc; ++k) panel[k * MR + r] = src[k];
+      }
+    }
+  }
+}
+
+// One NR-column panel of op(B) (depth k0 .. k0+kc, columns j0 .. j0+n):
+// [k NR + j], columns past n are 0.
+template <class T>
+void pack_b_panel(T* dst, const T* b, bool trans_b, int64_t N, int64_t K, int64_t k0, int64_t kc, int64_t j0, int64_t n) {
+  constexpr int64_t NR = GemmBlocking<T>::NV * Simd<T>::lanes;
+  if (trans_b) {  // op(B)(k, j) = b[j K + k]
+    for (int64_t j = 0; j < NR; ++j) {
+      if (j < n) {
+        const T* src = b + (j0 + j) * K + k0;
+        for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = src[k];
+      } else {
+        for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = T(0);
+      }
+    }
+  } else {
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* src = b + (k0 + k) * N + j0;
+      T* row = dst + k * NR;
+      for (int64_t j = 0; j < NR; ++j) row[j] = j < n ? src[j] : T(0);
+    }
+  }
+}
+
+// --- micro-kernel --------------------------------------------------------------------
+
+// c[0:MR, 0:NR] (row stride ldc) = alpha * A_panel B_panel + (first ? beta c : c)
+// A_panel: packed (kc x MR, [k MR + r]); B_panel: kc rows of NR values, b_ks apart.
+// Never reads c when first and beta == 0 (it may hold NaN).
+template <class T>
+inline void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, int64_t b_ks, T* c, int64_t ldc,
+                         T alpha, T beta, bool first) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t L = Simd<T>::lanes;
+  constexpr int MR = GemmBlocking<T>::MR, NV = GemmBlocking<T>::NV;
+  V acc[MR][NV];
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = vsplat(T(0));
+  for (int64_t k = 0; k < kc; ++k) {
+    V bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) bv[v] = vload(b + k * b_ks + v * L);
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      const V ai = vsplat(a[k * MR + i]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] += ai * bv[v];
+    }
+  }
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      T* cp = c + i * ldc + v * L;
+      V r = acc[i][v] * alpha;
+      if (!first) r += vload(cp);
+      else if (beta != T(0)) r += beta * vload(cp);
+      vstore(cp, r);
+    }
+  }
+}
+
+// A tile of m <= MR rows and n <= NR columns: full tiles go straight to C,
+// edge tiles through a local MR x NR buffer.
+template <class T>
+void compute_tile(int64_t kc, const T* a_panel, const T* b_panel, int64_t b_ks, T* c, int64_t ldc, int64_t m,
+                  int64_t n, T alpha, T beta, bool first) {
+  constexpr int MR = GemmBlocking<T>::MR;
+  constexpr int64_t NR = GemmBlocking<T>::NV * Simd<T>::lanes;
+  if (m == MR && n == NR) {
+    micro_kernel(kc, a_panel, b_panel, b_ks, c, ldc, alpha, beta, first);
+    return;
+  }
+  T tile[MR * NR];
+  const bool reads_c = !first || beta != T(0);
+  for (int64_t i = 0; i < MR; ++i)
+    for (int64_t j = 0; j < NR; ++j) tile[i * NR + j] = reads_c && i < m && j < n ? c[i * ldc + j] : T(0);
+  micro_kernel(kc, a_panel, b_panel, b_ks, tile, NR, alpha, beta, first);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = tile[i * NR + j];
+}
+
+// Per-thread scratch kept between calls: packing buffers are not reallocated
+// (and page-faulted) on every GEMM.
+template <class T> T* scratch(std::vector<T>& buffer, size_t n) {
+  if (buffer.size() < n) buffer.resize(n);
+  return buffer.data();
 }
 
 template <class T>
 void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b, T alpha,
           T beta, const T* bias, GemmBias bias_kind, GemmActivation activation) {
+  using Blk = GemmBlocking<T>;
+  constexpr int MR = Blk::MR;
+  constexpr int64_t NR = Blk::NV * Simd<T>::lanes;
   if (M == 0 || N == 0) return;
-  // op(B) as a row-major (K, N) matrix: B itself, or its transpose copied once
-  std::vector<T> b_transposed;
-  const T* B = b;
-  if (trans_b && K > 0) {
-    b_transposed.resize(size_t(K) * size_t(N));
-    parallel_for(N, K, [&](int64_t j) {
-      for (int64_t k = 0; k < K; ++k) b_transposed[k * N + j] = b[j * K + k];
+  const Epilogue ep{bias_kind, activation};
+  if (K == 0) {  // C = beta C (+ bias, activation)
+    parallel_for(M, N, [&](int64_t i) {
+      for (int64_t j = 0; j < N; ++j) c[i * N + j] = beta != T(0) ? beta * c[i * N + j] : T(0);
     });
-    B = b_transposed.data();
+    if (ep.needed()) epilogue_tile(c, N, 0, 0, M, N, bias, ep);
+    return;
   }
-  const int64_t row_tiles = ceil_div(M, kTileRows), col_tiles = ceil_div(N, kTileCols);
-  parallel_for(row_tiles * col_tiles, kTileRows * kTileCols * (K + 1), [&](int64_t task) {
-    const int64_t i0 = (task / col_tiles) * kTileRows, j0 = (task % col_tiles) * kTileCols;
-    const int64_t mi = M - i0 < kTileRows ? M - i0 : kTileRows;
-    const int64_t nj = N - j0 < kTileCols ? N - j0 : kTileCols;
-    T acc[kTileRows][kTileCols];
-    for (int64_t i = 0; i < mi; ++i)
-      for (int64_t j = 0; j < nj; ++j) acc[i][j] = T(0);
-    for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
-      const int64_t k1 = k0 + kDepth < K ? k0 + kDepth : K;
-      for (int64_t i = 0; i < mi; ++i) {
-        T* __restrict acc_row = acc[i];
-        for (int64_t k = k0; k < k1; ++k) {
-          const T aik = trans_a ? a[k * M + i0 + i] : a[(i0 + i) * K + k];
-          const T* __restrict b_row = B + k * N + j0;
-          for (int64_t j = 0; j < nj; ++j) acc_row[j] += aik * b_row[j];
+
+  const int threads = thread_count();
+  const bool pack_b = trans_b || 2.0 * double(M) * double(N) * double(K) > kGemmDirectFlops;
+  // rows per task: MC, or fewer so that a short M still gives every thread work
+  int64_t mc = Blk::MC;
+  if (ceil_div(M, mc) < threads) mc = ceil_div(ceil_div(M, int64_t(threads)), int64_t(MR)) * MR;
+  const int64_t m_blocks = ceil_div(M, mc);
+
+  static thread_local std::vector<T> b_buffer;
+  for (int64_t jc = 0; jc < N; jc += Blk::NC) {
+    const int64_t nc = N - jc < Blk::NC ? N - jc : Blk::NC;
+    const int64_t n_panels = ceil_div(nc, NR);
+    // column groups per row block: enough tasks to balance the threads (4 per thread)
+    int64_t groups = ceil_div(4 * int64_t(threads), m_blocks);
+    groups = groups < 1 ? 1 : (groups > n_panels ? n_panels : groups);
+    const int64_t panels_per_group = ceil_div(n_panels, groups);
+    groups = ceil_div(n_panels, panels_per_group);
+    const int64_t tasks = m_blocks * groups;
+
+    for (int64_t pc = 0; pc < K; pc += Blk::KC) {
+      const int64_t kc = K - pc < Blk::KC ? K - pc : Blk::KC;
+      const bool first = pc == 0, last = pc + kc == K;
+      T* bp = nullptr;
+      if (pack_b) {  // the KC x NC panel of op(B), shared by all tasks
+        bp = scratch(b_buffer, size_t(n_panels) * size_t(kc) * NR);
+        parallel_for(n_panels, kc * NR, [&](int64_t p) {
+          const int64_t j0 = jc + p * NR;
+          pack_b_panel(bp + p * kc * NR, b, trans_b, N, K, pc, kc, j0, N - j0 < NR ? N - j0 : NR);
+        });
+      }
+      const bool parallel = tasks > 1 && 2.0 * double(M) * double(nc) * double(kc) >= 64.0 * kParallelMinWork;
+#pragma omp parallel for schedule(dynamic, 1) if (parallel) num_threads(threads)
+      for (int64_t task = 0; task < tasks; ++task) {
+        static thread_local std::vector<T> a_buffer, edge_buffer;
+        const int64_t ib = task / groups, g = task % groups;
+        const int64_t i0 = ib * mc, m = M - i0 < mc ? M - i0 : mc;
+        const int64_t p_begin = g * panels_per_group;
+        const int64_t p_end = p_begin + panels_per_group < n_panels ? p_begin + panels_per_group : n_panels;
+        T* ap = scratch(a_buffer, size_t(ceil_div(m, int64_t(MR)) * MR) * size_t(kc));
+        pack_a(ap, a, trans_a, M, K, i0, m, pc, kc);
+        for (int64_t p = p_begin; p < p_end; ++p) {
+          const int64_t j0 = jc + p * NR;
+          const int64_t n = N - j0 < NR ? N - j0 : NR;
+          const T* b_panel;
+          int64_t b_ks;
+          if (pack_b) {
+            b_panel = bp + p * kc * NR;
+            b_ks = NR;
+          } else if (n == NR) {  // read B in place
+            b_panel = b + pc * N + j0;
+            b_ks = N;
+          } else {  // the right edge: pad a copy so the kernel never reads past a row
+            T* eb = scratch(edge_buffer, size_t(kc) * NR);
+            pack_b_panel(eb, b, trans_b, N, K, pc, kc, j0, n);
+            b_panel = eb;
+            b_ks = NR;
+          }
+          for (int64_t r = 0; r * MR < m; ++r) {
+            const int64_t rows = m - r * MR < MR ? m - r * MR : MR;
+            T* c_tile = c + (i0 + r * MR) * N + j0;
+            compute_tile(kc, ap + r * kc * MR, b_panel, b_ks, c_tile, N, rows, n, alpha, beta, first);
+            if (last && ep.needed()) epilogue_tile(c_tile, N, i0 + r * MR, j0, rows, n, bias, ep);
+          }
         }
       }
     }
-    // epilogue: alpha, beta (C not read when beta == 0), bias, activation
-    for (int64_t i = 0; i < mi; ++i) {
-      T* c_row = c + (i0 + i) * N + j0;
-      const T row_bias = bias_kind == GemmBias::per_row ? bias[i0 + i] : T(0);
-      for (int64_t j = 0; j < nj; ++j) {
-        T v = alpha * acc[i][j];
-        if (beta != T(0)) v += beta * c_row[j];
-        if (bias_kind == GemmBias::per_column) v += bias[j0 + j];
-        c_row[j] = v + row_bias;
-      }
-      if (activation != GemmActivation::none) apply_activation(c_row, nj, activation);
-    }
-  });
+  }
 }
 
-template <class T> void fill(GemmKernels<T>& k) { k.gemm = gemm<T>; }
+template <class T> void fill(GemmKernels<T>& k) {
+  k.gemm = gemm<T>;
+  k.gemm_reference = gemm_reference<T>;
+}
 
 }  // namespace
 
