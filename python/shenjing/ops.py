@@ -47,6 +47,8 @@ def _float_array(x, op: str, arg: str, dtype=None) -> np.ndarray:
     float32 and float64 keep their type (unless ``dtype`` says otherwise);
     integer and boolean arrays become float32; anything else is a TypeError.
     """
+    if type(x) is np.ndarray and x.flags.c_contiguous and (x.dtype == dtype if dtype is not None else x.dtype in _FLOAT_TYPES):
+        return x  # the common case, decided without building anything
     a = x if isinstance(x, np.ndarray) else np.asarray(x)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{op}: {arg} must be a real numeric array, got dtype {a.dtype} with shape {a.shape}")
@@ -93,6 +95,8 @@ def _split_at(shape, axis: int):
 
 
 def _real(value, op: str, name: str) -> float:
+    if type(value) is float and value == value:
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{op}: {name} must be a real number, got {type(value).__name__}")
     value = float(value)

@@ -229,15 +229,19 @@ void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool tr
   for (int64_t jc = 0; jc < N; jc += Blk::NC) {
     const int64_t nc = N - jc < Blk::NC ? N - jc : Blk::NC;
     const int64_t n_panels = ceil_div(nc, NR);
-    // column groups per row block: enough tasks to balance the threads (4 per thread)
-    int64_t groups = ceil_div(4 * int64_t(threads), m_blocks);
+    // column groups per row block: enough tasks to balance the threads (4 per
+    // thread on large products; one per thread on small ones, where every
+    // group re-packs its rows of A)
+    int64_t groups = ceil_div((pack_b ? 4 : 1) * int64_t(threads), m_blocks);
     groups = groups < 1 ? 1 : (groups > n_panels ? n_panels : groups);
     const int64_t panels_per_group = ceil_div(n_panels, groups);
     groups = ceil_div(n_panels, panels_per_group);
     const int64_t tasks = m_blocks * groups;
 
-    for (int64_t pc = 0; pc < K; pc += Blk::KC) {
-      const int64_t kc = K - pc < Blk::KC ? K - pc : Blk::KC;
+    // unpacked, B is read in place: a deeper pass costs nothing and saves passes over C
+    const int64_t depth = pack_b ? Blk::KC : 4 * Blk::KC;
+    for (int64_t pc = 0; pc < K; pc += depth) {
+      const int64_t kc = K - pc < depth ? K - pc : depth;
       const bool first = pc == 0, last = pc + kc == K;
       T* bp = nullptr;
       if (pack_b) {  // the KC x NC panel of op(B), shared by all tasks
