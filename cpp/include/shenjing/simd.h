@@ -63,13 +63,25 @@ static inline double vload(const double* p) { return *p; }
 static inline void vstore(double* p, double v) { *p = v; }
 static inline double vsplat(double s) { return s; }
 
-// The last, partial vector of a row: lanes past n hold `fill`.
+// The last, partial vector of a row (0 < n < lanes): lanes past n hold
+// `fill` on load and are not written on store. Masked loads and stores where
+// the instruction set has them (no memory past n is touched), memcpy else.
 static inline vfloat vload_partial(const float* p, int64_t n, float fill) {
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  return _mm512_mask_loadu_ps(vsplat(fill), __mmask16((1u << n) - 1), p);
+#else
   vfloat v = vsplat(fill);
   std::memcpy(&v, p, sizeof(float) * n);
   return v;
+#endif
 }
-static inline void vstore_partial(float* p, vfloat v, int64_t n) { std::memcpy(p, &v, sizeof(float) * n); }
+static inline void vstore_partial(float* p, vfloat v, int64_t n) {
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1), v);
+#else
+  std::memcpy(p, &v, sizeof(float) * n);
+#endif
+}
 static inline double vload_partial(const double* p, int64_t, double) { return *p; }
 static inline void vstore_partial(double* p, double v, int64_t) { *p = v; }
 
