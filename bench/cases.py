@@ -260,9 +260,37 @@ def _gemm_case(M, N, K):
         rtol=1e-4, atol=1e-3 * math.sqrt(K))
 
 
+# --- the FMA peak: GEMM's yardstick --------------------------------------------------------
+
+PEAK_ITERATIONS = 4_000_000
+
+
+def _peak_case():
+    import shenjing
+    from shenjing import _core
+
+    threads = shenjing.get_num_threads()
+    lanes = _core.fma_peak(0, False)[1]
+
+    def expected(d):
+        # every chain c runs x <- m x + a from x = c 1e-3 (in float32: m and a rounded); the
+        # closed form, summed. float32 rounding at the fixed point a/(1-m) drifts by up to a
+        # few percent, so this checks that the loop ran, not its last bits.
+        m, a, n = float(np.float32(0.999999)), float(np.float32(1e-7)), PEAK_ITERATIONS
+        per_lane = sum(m**n * (c * 1e-3) + a * (1 - m**n) / (1 - m) for c in range(12))
+        return np.asarray(per_lane * (lanes // 12) * threads)
+
+    return Case(
+        "fma peak", "GFLOP/s", 2.0 * lanes * PEAK_ITERATIONS * threads, lambda rng: {},
+        expected=expected,
+        runners={"shenjing": lambda d: (lambda: np.asarray(_core.fma_peak(PEAK_ITERATIONS, False)[0]))},
+        rtol=5e-2, atol=0)
+
+
 def all_cases():
-    return ([_copy_case()] + _activation_cases() + [_softmax_case(), _cross_entropy_case(), _adam_case()]
-            + [_gemm_case(64, 128, 784), _gemm_case(1024, 1024, 1024)])
+    return ([_copy_case(), _peak_case()] + _activation_cases() + [_softmax_case(), _cross_entropy_case(), _adam_case()]
+            + [_gemm_case(64, 128, 784), _gemm_case(128, 10, 256), _gemm_case(37, 613, 1511),
+               _gemm_case(1024, 1024, 1024), _gemm_case(2048, 2048, 2048)])
 
 
 def check(case: Case, data: dict, result) -> Optional[str]:

@@ -1,4 +1,4 @@
-// Bindings of the reductions (shenjing/reduce.h) and the copy (shenjing/memory.h).
+// Bindings of the reductions (shenjing/reduce.h) and the copy (shenjing/probes.h).
 #include "checks.h"
 
 namespace shenjing {
@@ -26,8 +26,25 @@ void bind_reduce(py::module_& m) {
       check_size(y, x.size(), "copy", "out");
       const int64_t n = x.size();
       py::gil_scoped_release release;
-      kernels<T>().memory.copy(py_, px, n);
+      kernels<T>().probes.copy(py_, px, n);
     });
+  });
+  // (checksum, lanes): flops = 2 * lanes * iterations * threads
+  m.def("fma_peak", [](int64_t iterations, bool float64) {
+    if (iterations < 0) fail_value("fma_peak", "iterations", "must be >= 0");
+    double checksum;
+    int64_t lanes;
+    {
+      py::gil_scoped_release release;
+      if (float64) {
+        const auto& k = kernels<double>().probes;
+        checksum = k.fma_peak(iterations), lanes = k.fma_peak_lanes();
+      } else {
+        const auto& k = kernels<float>().probes;
+        checksum = double(k.fma_peak(iterations)), lanes = k.fma_peak_lanes();
+      }
+    }
+    return py::make_tuple(checksum, lanes);
   });
   m.def("sum_all", [](py::array x) {
     return with_float_type(x, "sum", "x", [&](auto tag) {

@@ -8,7 +8,7 @@
 #include "shenjing/activations.h"
 #include "shenjing/gemm.h"
 #include "shenjing/losses.h"
-#include "shenjing/memory.h"
+#include "shenjing/probes.h"
 #include "shenjing/optim.h"
 #include "shenjing/reduce.h"
 
@@ -20,7 +20,7 @@ template <class T> struct Kernels {
   OptimKernels<T> optim;
   ReduceKernels<T> reduce;
   GemmKernels<T> gemm;
-  MemoryKernels<T> memory;
+  ProbeKernels<T> probes;
 };
 
 struct KernelSet {

@@ -15,7 +15,7 @@
   void register_optim(KernelSet& k);              \
   void register_reduce(KernelSet& k);             \
   void register_gemm(KernelSet& k);               \
-  void register_memory(KernelSet& k);             \
+  void register_probes(KernelSet& k);             \
   }                                               \
   }
 
@@ -36,7 +36,7 @@ namespace {
   ns::register_optim(k);        \
   ns::register_reduce(k);       \
   ns::register_gemm(k);         \
-  ns::register_memory(k);
+  ns::register_probes(k);
 
 struct Tables {
   KernelSet generic_set{}, avx2_set{}, avx512_set{};

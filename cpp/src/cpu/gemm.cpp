@@ -205,9 +205,12 @@ inline void micro_kernel(int64_t kc, const T* a, int64_t a_rs, const T* b, int64
 
 // Per-thread scratch kept between calls: packing buffers are not reallocated
 // (and page-faulted) on every GEMM.
+// Packed panels start on a cache line, so no vector load of them is split.
 template <class T> T* scratch(std::vector<T>& buffer, size_t n) {
-  if (buffer.size() < n) buffer.resize(n);
-  return buffer.data();
+  constexpr size_t line = 64 / sizeof(T);
+  if (buffer.size() < n + line) buffer.resize(n + line);
+  const uintptr_t address = reinterpret_cast<uintptr_t>(buffer.data());
+  return buffer.data() + ((64 - address % 64) % 64) / sizeof(T);
 }
 
 template <class T>
