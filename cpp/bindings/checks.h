@@ -97,6 +97,7 @@ void bind_losses(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_gemm(py::module_& m);
 void bind_reduce(py::module_& m);
+void bind_conv(py::module_& m);
 
 }  // namespace bindings
 }  // namespace shenjing

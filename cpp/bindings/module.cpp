@@ -75,4 +75,5 @@ PYBIND11_MODULE(_core, m) {
   bindings::bind_optim(m);
   bindings::bind_reduce(m);
   bindings::bind_gemm(m);
+  bindings::bind_conv(m);
 }

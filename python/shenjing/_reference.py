@@ -348,3 +348,213 @@ def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, c=None, bia
     elif activation == "tanh":
         r = np.tanh(r)
     return r
+
+
+# --- convolution: sliding windows and einsum ---------------------------------------------
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _conv_pads(w_shape, padding, dilation):
+    KH, KW = w_shape[2:]
+    dh, dw = _pair(dilation)
+    if padding == "valid":
+        return (0, 0), (0, 0)
+    if padding == "same":
+        th, tw = dh * (KH - 1), dw * (KW - 1)
+        return (th // 2, th - th // 2), (tw // 2, tw - tw // 2)
+    ph, pw = _pair(padding)
+    return (ph, ph), (pw, pw)
+
+
+def _windows(xp, KH, KW, stride, dilation, OH, OW):
+    """(N, C, OH, OW, KH, KW) views of the padded input's windows."""
+    sh, sw = stride
+    dh, dw = dilation
+    win = np.lib.stride_tricks.sliding_window_view(xp, (dh * (KH - 1) + 1, dw * (KW - 1) + 1), axis=(2, 3))
+    return win[:, :, : (OH - 1) * sh + 1 : sh, : (OW - 1) * sw + 1 : sw, ::dh, ::dw]
+
+
+def _conv_setup(x, w, stride, padding, dilation):
+    pads = _conv_pads(w.shape, padding, dilation)
+    xp = np.pad(x, ((0, 0), (0, 0)) + pads)
+    KH, KW = w.shape[2:]
+    sh, sw = _pair(stride)
+    dh, dw = _pair(dilation)
+    OH = (xp.shape[2] - dh * (KH - 1) - 1) // sh + 1
+    OW = (xp.shape[3] - dw * (KW - 1) - 1) // sw + 1
+    return xp, pads, (sh, sw), (dh, dw), OH, OW
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    x, w = input, weight
+    unbatched = x.ndim == 3
+    if unbatched:
+        x = x[None]
+    xp, _, st, dl, OH, OW = _conv_setup(x, w, stride, padding, dilation)
+    win = _windows(xp, w.shape[2], w.shape[3], st, dl, OH, OW)
+    Cg, Og = x.shape[1] // groups, w.shape[0] // groups
+    y = np.concatenate([np.einsum("ncpqhw,ochw->nopq", win[:, g * Cg:(g + 1) * Cg], w[g * Og:(g + 1) * Og])
+                        for g in range(groups)], axis=1)
+    if bias is not None:
+        y = y + bias[None, :, None, None]
+    return y[0] if unbatched else y
+
+
+def conv2d_backward(grad, input, weight, stride=1, padding=0, dilation=1, groups=1):
+    x, w, g = input, weight, grad
+    unbatched = x.ndim == 3
+    if unbatched:
+        x, g = x[None], g[None]
+    xp, pads, (sh, sw), (dh, dw), OH, OW = _conv_setup(x, w, stride, padding, dilation)
+    KH, KW = w.shape[2:]
+    win = _windows(xp, KH, KW, (sh, sw), (dh, dw), OH, OW)
+    Cg, Og = x.shape[1] // groups, w.shape[0] // groups
+    dw_ = np.concatenate([np.einsum("nopq,ncpqhw->ochw", g[:, k * Og:(k + 1) * Og], win[:, k * Cg:(k + 1) * Cg])
+                          for k in range(groups)], axis=0)
+    dxp = np.zeros_like(xp)
+    for k in range(groups):
+        dcols = np.einsum("nopq,ochw->ncpqhw", g[:, k * Og:(k + 1) * Og], w[k * Og:(k + 1) * Og])
+        for kh in range(KH):
+            for kw in range(KW):
+                h0, w0 = kh * dh, kw * dw
+                dxp[:, k * Cg:(k + 1) * Cg, h0:h0 + (OH - 1) * sh + 1:sh, w0:w0 + (OW - 1) * sw + 1:sw] += dcols[..., kh, kw]
+    dx = dxp[:, :, pads[0][0]:pads[0][0] + x.shape[2], pads[1][0]:pads[1][0] + x.shape[3]]
+    db = g.sum(axis=(0, 2, 3))
+    return (dx[0] if unbatched else dx), dw_, db
+
+
+def _as_2d(x, w, stride, padding, dilation):
+    padding = padding if isinstance(padding, str) else (0, padding)
+    return x[..., None, :], w[:, :, None, :], (1, stride), padding, (1, dilation)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    x, w, st, pd, dl = _as_2d(input, weight, stride, padding, dilation)
+    return conv2d(x, w, bias, st, pd, dl, groups)[..., 0, :]
+
+
+def conv1d_backward(grad, input, weight, stride=1, padding=0, dilation=1, groups=1):
+    x, w, st, pd, dl = _as_2d(input, weight, stride, padding, dilation)
+    dx, dw, db = conv2d_backward(grad[..., None, :], x, w, st, pd, dl, groups)
+    return dx[..., 0, :], dw[:, :, 0, :], db
+
+
+# --- pooling -------------------------------------------------------------------------------
+
+def _pool_out(size, k, s, p, d, ceil_mode):
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def _pool_setup(x, kernel_size, stride, padding, dilation, ceil_mode, fill):
+    KH, KW = _pair(kernel_size)
+    sh, sw = _pair(kernel_size if stride is None else stride)
+    ph, pw = _pair(padding)
+    dh, dw = _pair(dilation)
+    H, W = x.shape[-2:]
+    OH, OW = _pool_out(H, KH, sh, ph, dh, ceil_mode), _pool_out(W, KW, sw, pw, dw, ceil_mode)
+    # pad enough on the far side for ceil_mode's last window
+    extra_h = max(0, (OH - 1) * sh + dh * (KH - 1) + 1 - (H + 2 * ph))
+    extra_w = max(0, (OW - 1) * sw + dw * (KW - 1) + 1 - (W + 2 * pw))
+    xp = np.pad(x, ((0, 0),) * (x.ndim - 2) + ((ph, ph + extra_h), (pw, pw + extra_w)), constant_values=fill)
+    win = np.lib.stride_tricks.sliding_window_view(xp, (dh * (KH - 1) + 1, dw * (KW - 1) + 1), axis=(-2, -1))
+    win = win[..., : (OH - 1) * sh + 1 : sh, : (OW - 1) * sw + 1 : sw, ::dh, ::dw]
+    return win, (KH, KW, sh, sw, ph, pw, dh, dw, OH, OW)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    win, (KH, KW, sh, sw, ph, pw, dh, dw, OH, OW) = _pool_setup(input, kernel_size, stride, padding, dilation,
+                                                                 ceil_mode, -np.inf)
+    flat = win.reshape(win.shape[:-2] + (KH * KW,))
+    # NaN wins, as in PyTorch (argmax finds the first NaN, the kernel the last: both give NaN)
+    y = np.max(flat, axis=-1)
+    if not return_indices:
+        return y
+    pick = np.argmax(flat, axis=-1)
+    kh, kw = pick // KW, pick % KW
+    oh = np.arange(OH)[:, None]
+    ow = np.arange(OW)[None, :]
+    ih = oh * sh - ph + kh * dh
+    iw = ow * sw - pw + kw * dw
+    return y, (ih * input.shape[-1] + iw).astype(np.int64)
+
+
+def max_pool2d_backward(grad, input, indices, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    H, W = input.shape[-2:]
+    planes = grad.reshape(-1, grad.shape[-2] * grad.shape[-1])
+    idx = indices.reshape(planes.shape)
+    dx = np.zeros((planes.shape[0], H * W), dtype=grad.dtype)
+    for p in range(planes.shape[0]):
+        np.add.at(dx[p], idx[p], planes[p])
+    return dx.reshape(input.shape)
+
+
+def _avg_divisors(H, W, KH, KW, sh, sw, ph, pw, OH, OW, count_include_pad, divisor_override):
+    if divisor_override:
+        return np.full((OH, OW), float(divisor_override))
+
+    def counts(size, k, s, p, out):
+        start = np.arange(out) * s - p
+        end = np.minimum(start + k, size + p)
+        padded = end - start
+        valid = np.minimum(end, size) - np.maximum(start, 0)
+        return padded if count_include_pad else valid
+
+    return np.outer(counts(H, KH, sh, ph, OH), counts(W, KW, sw, pw, OW)).astype(float)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    win, (KH, KW, sh, sw, ph, pw, _, _, OH, OW) = _pool_setup(input, kernel_size, stride, padding, 1, ceil_mode, 0.0)
+    div = _avg_divisors(*input.shape[-2:], KH, KW, sh, sw, ph, pw, OH, OW, count_include_pad, divisor_override)
+    return (win.sum(axis=(-2, -1)) / div).astype(input.dtype)
+
+
+def avg_pool2d_backward(grad, input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                        divisor_override=None):
+    _, (KH, KW, sh, sw, ph, pw, _, _, OH, OW) = _pool_setup(input, kernel_size, stride, padding, 1, ceil_mode, 0.0)
+    H, W = input.shape[-2:]
+    div = _avg_divisors(H, W, KH, KW, sh, sw, ph, pw, OH, OW, count_include_pad, divisor_override)
+    g = grad / div
+    Hp, Wp = (OH - 1) * sh + KH, (OW - 1) * sw + KW
+    dxp = np.zeros(input.shape[:-2] + (max(Hp, H + ph), max(Wp, W + pw)), dtype=grad.dtype)
+    for kh in range(KH):
+        for kw in range(KW):
+            dxp[..., kh:kh + (OH - 1) * sh + 1:sh, kw:kw + (OW - 1) * sw + 1:sw] += g
+    return dxp[..., ph:ph + H, pw:pw + W]
+
+
+def _adaptive_bounds(size, out):
+    i = np.arange(out)
+    return (i * size) // out, -((-(i + 1) * size) // out)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    H, W = input.shape[-2:]
+    OH, OW = _pair(output_size)
+    OH, OW = (H if OH is None else OH), (W if OW is None else OW)
+    h0, h1 = _adaptive_bounds(H, OH)
+    w0, w1 = _adaptive_bounds(W, OW)
+    y = np.empty(input.shape[:-2] + (OH, OW), dtype=input.dtype)
+    for i in range(OH):
+        for j in range(OW):
+            y[..., i, j] = input[..., h0[i]:h1[i], w0[j]:w1[j]].mean(axis=(-2, -1))
+    return y
+
+
+def adaptive_avg_pool2d_backward(grad, input, output_size=None):
+    H, W = input.shape[-2:]
+    OH, OW = grad.shape[-2:]
+    h0, h1 = _adaptive_bounds(H, OH)
+    w0, w1 = _adaptive_bounds(W, OW)
+    dx = np.zeros(input.shape, dtype=grad.dtype)
+    for i in range(OH):
+        for j in range(OW):
+            area = (h1[i] - h0[i]) * (w1[j] - w0[j])
+            dx[..., h0[i]:h1[i], w0[j]:w1[j]] += grad[..., i, j][..., None, None] / area
+    return dx

@@ -34,6 +34,9 @@ __all__ = [
     "sgd_step", "adam_step",
     "sum", "mean", "sum_of_squares", "copy",
     "gemm",
+    "conv2d", "conv2d_backward", "conv1d", "conv1d_backward",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
 ]
 
 _FLOAT_TYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -668,3 +671,266 @@ def gemm(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1
     _core.gemm(result, a, b, M, N, K, bool(trans_a), bool(trans_b), alpha, beta, bias_arr, bias_kind,
                _ACTIVATIONS[activation], bool(_reference_kernel))
     return result
+
+
+# --- convolution ---------------------------------------------------------------------
+
+def _pair(value, op: str, name: str, minimum: int):
+    """An int or a pair of ints, each >= minimum, as a pair."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(items) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in items):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if any(v < minimum for v in items):
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+def _batched(x: np.ndarray, dims: int, op: str, name: str = "input"):
+    """(x with a batch axis, whether one was added) for an input of `dims` spatial dims."""
+    if x.ndim == dims + 1:
+        return x[None], True
+    if x.ndim != dims + 2:
+        expected = "(N, C, H, W) or (C, H, W)" if dims == 2 else "(N, C, L) or (C, L)"
+        raise ValueError(f"{op}: {name} must be {expected}, got shape {x.shape}")
+    return x, False
+
+
+def _conv_geometry(x, w, stride, padding, dilation, groups, op):
+    """ConvShape tuple and the (before, after) paddings for 4-D x and w."""
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"{op}: groups must be an int >= 1, got {groups!r}")
+    N, C, H, W = x.shape
+    if w.ndim != 4:
+        raise ValueError(f"{op}: weight must be (O, C/groups, KH, KW), got shape {w.shape}")
+    O, Cg, KH, KW = w.shape
+    if C % groups or O % groups:
+        raise ValueError(f"{op}: groups={groups} must divide the input channels ({C}) and the output channels ({O})")
+    if Cg * groups != C:
+        raise ValueError(f"{op}: weight {w.shape} expects {Cg * groups} input channels (C/groups = {Cg}, "
+                         f"groups = {groups}), input {x.shape} has {C}")
+    sh, sw = _pair(stride, op, "stride", 1)
+    dh, dw = _pair(dilation, op, "dilation", 1)
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = ((0, 0), (0, 0))
+        elif padding == "same":
+            if (sh, sw) != (1, 1):
+                raise ValueError(f"{op}: padding='same' needs stride 1, got stride {stride!r}")
+            th, tw = dh * (KH - 1), dw * (KW - 1)
+            pads = ((th // 2, th - th // 2), (tw // 2, tw - tw // 2))  # PyTorch's split, the extra after
+        else:
+            raise ValueError(f"{op}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+    else:
+        ph, pw = _pair(padding, op, "padding", 0)
+        pads = ((ph, ph), (pw, pw))
+    ext_h, ext_w = dh * (KH - 1) + 1, dw * (KW - 1) + 1
+    padded_h, padded_w = H + pads[0][0] + pads[0][1], W + pads[1][0] + pads[1][1]
+    if ext_h > padded_h or ext_w > padded_w:
+        raise ValueError(f"{op}: kernel {KH}x{KW} (dilated {ext_h}x{ext_w}) is larger than the padded input "
+                         f"{padded_h}x{padded_w} (input {x.shape}, padding {padding!r})")
+    OH = (padded_h - ext_h) // sh + 1
+    OW = (padded_w - ext_w) // sw + 1
+    shape = (N, C, H, W, O, KH, KW, OH, OW, sh, sw, pads[0][0], pads[1][0], dh, dw, int(groups))
+    return shape
+
+
+def _conv_inputs(input, weight, op, dims):
+    x = _float_array(input, op, "input")
+    w = _float_array(weight, op, "weight", x.dtype)
+    xb, added = _batched(x, dims, op)
+    if dims == 1:
+        if w.ndim != 3:
+            raise ValueError(f"{op}: weight must be (O, C/groups, K), got shape {w.shape}")
+        xb, w = xb[:, :, None, :], w[:, :, None, :]
+    return xb, w, added
+
+
+def _conv_forward(input, weight, bias, stride, padding, dilation, groups, out, op, dims):
+    x, w, added = _conv_inputs(input, weight, op, dims)
+    if dims == 1:
+        stride, dilation = (1, stride), (1, dilation)
+        padding = padding if isinstance(padding, str) else (0, padding)
+    shape = _conv_geometry(x, w, stride, padding, dilation, groups, op)
+    N, O, OH, OW = shape[0], shape[4], shape[7], shape[8]
+    b = None
+    if bias is not None:
+        b = _float_array(bias, op, "bias", x.dtype)
+        if b.shape != (O,):
+            raise ValueError(f"{op}: bias has shape {b.shape}, expected ({O},)")
+    out_shape = (N, O, OW) if dims == 1 else (N, O, OH, OW)
+    if added:
+        out_shape = out_shape[1:]
+    y = _output(out, out_shape, x.dtype, op)
+    _core.conv2d_forward(y, x, w, b, shape)
+    return y
+
+
+def _conv_backward(grad, input, weight, stride, padding, dilation, groups, op, dims):
+    x, w, added = _conv_inputs(input, weight, op, dims)
+    if dims == 1:
+        stride, dilation = (1, stride), (1, dilation)
+        padding = padding if isinstance(padding, str) else (0, padding)
+    shape = _conv_geometry(x, w, stride, padding, dilation, groups, op)
+    N, O, OH, OW = shape[0], shape[4], shape[7], shape[8]
+    expected = (N, O, OW) if dims == 1 else (N, O, OH, OW)
+    if added:
+        expected = expected[1:]
+    g = _float_array(grad, op, "grad", x.dtype)
+    if g.shape != expected:
+        raise ValueError(f"{op}: grad has shape {g.shape}, expected {expected} (the output's shape)")
+    dx = np.empty(np.shape(input), dtype=x.dtype)
+    dw = np.empty(np.shape(weight), dtype=x.dtype)
+    db = np.empty((O,), dtype=x.dtype)
+    _core.conv2d_backward(dx, dw, db, g, x, w, shape)
+    return dx, dw, db
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, out=None) -> np.ndarray:
+    """2-D convolution (cross-correlation, as PyTorch): input (N, C, H, W) or (C, H, W),
+    weight (O, C/groups, KH, KW), bias (O,); padding an int, a pair, 'same' or 'valid'."""
+    return _conv_forward(input, weight, bias, stride, padding, dilation, groups, out, "conv2d", 2)
+
+
+def conv2d_backward(grad, input, weight, stride=1, padding=0, dilation=1, groups=1):
+    """(d input, d weight, d bias) of conv2d for the output gradient ``grad``."""
+    return _conv_backward(grad, input, weight, stride, padding, dilation, groups, "conv2d_backward", 2)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, out=None) -> np.ndarray:
+    """1-D convolution: input (N, C, L) or (C, L), weight (O, C/groups, K), bias (O,)."""
+    return _conv_forward(input, weight, bias, stride, padding, dilation, groups, out, "conv1d", 1)
+
+
+def conv1d_backward(grad, input, weight, stride=1, padding=0, dilation=1, groups=1):
+    """(d input, d weight, d bias) of conv1d for the output gradient ``grad``."""
+    return _conv_backward(grad, input, weight, stride, padding, dilation, groups, "conv1d_backward", 1)
+
+
+# --- pooling ---------------------------------------------------------------------------
+
+def _pool_size(size, kernel, stride, pad, dilation, ceil_mode):
+    """PyTorch's pooling output size (a window must start inside the input or its left padding)."""
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, op):
+    xb, added = _batched(x, 2, op)
+    N, C, H, W = xb.shape
+    KH, KW = _pair(kernel_size, op, "kernel_size", 1)
+    sh, sw = _pair(kernel_size if stride is None else stride, op, "stride", 1)
+    ph, pw = _pair(padding, op, "padding", 0)
+    dh, dw = _pair(dilation, op, "dilation", 1)
+    if ph > KH // 2 or pw > KW // 2:
+        raise ValueError(f"{op}: padding {padding!r} must be at most half the kernel size {kernel_size!r}")
+    OH = _pool_size(H, KH, sh, ph, dh, ceil_mode)
+    OW = _pool_size(W, KW, sw, pw, dw, ceil_mode)
+    if OH < 1 or OW < 1:
+        raise ValueError(f"{op}: input {x.shape} is too small for kernel {KH}x{KW} with padding {padding!r} "
+                         f"and dilation {dilation!r}: the output would be {OH}x{OW}")
+    shape = (N * C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw)
+    out_shape = (C, OH, OW) if added else (N, C, OH, OW)
+    return xb, shape, out_shape
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """Max over each window (input (N, C, H, W) or (C, H, W)); with return_indices, also
+    the flat index h W + w of each maximum in its plane, as PyTorch returns."""
+    op = "max_pool2d"
+    x = _float_array(input, op, "input")
+    xb, shape, out_shape = _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, op)
+    y = np.empty(out_shape, dtype=x.dtype)
+    indices = np.empty(out_shape, dtype=np.int64)
+    _core.max_pool2d_forward(y, indices, xb, shape)
+    return (y, indices) if return_indices else y
+
+
+def max_pool2d_backward(grad, input, indices, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """d input of max_pool2d: ``grad`` added at the ``indices`` max_pool2d returned."""
+    op = "max_pool2d_backward"
+    x = _float_array(input, op, "input")
+    xb, shape, out_shape = _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, op)
+    g = _float_array(grad, op, "grad", x.dtype)
+    idx = np.asarray(indices)
+    if g.shape != out_shape or idx.shape != out_shape:
+        raise ValueError(f"{op}: grad {g.shape} and indices {idx.shape} must have the output's shape {out_shape}")
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"{op}: indices must be integers, got {idx.dtype}")
+    dx = np.empty(x.shape, dtype=x.dtype)
+    _core.max_pool2d_backward(dx, g, np.asarray(idx, dtype=np.int64, order="C"), shape)
+    return dx
+
+
+def _divisor(divisor_override, op):
+    if divisor_override is None:
+        return 0
+    if isinstance(divisor_override, bool) or not isinstance(divisor_override, numbers.Integral) or divisor_override < 1:
+        raise ValueError(f"{op}: divisor_override must be a positive int, got {divisor_override!r}")
+    return int(divisor_override)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """Mean over each window, as PyTorch's avg_pool2d (padding counted unless
+    count_include_pad=False; divisor_override replaces the count)."""
+    op = "avg_pool2d"
+    x = _float_array(input, op, "input")
+    xb, shape, out_shape = _pool_geometry(x, kernel_size, stride, padding, 1, ceil_mode, op)
+    y = np.empty(out_shape, dtype=x.dtype)
+    _core.avg_pool2d_forward(y, xb, shape, bool(count_include_pad), _divisor(divisor_override, op))
+    return y
+
+
+def avg_pool2d_backward(grad, input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                        divisor_override=None):
+    op = "avg_pool2d_backward"
+    x = _float_array(input, op, "input")
+    xb, shape, out_shape = _pool_geometry(x, kernel_size, stride, padding, 1, ceil_mode, op)
+    g = _float_array(grad, op, "grad", x.dtype)
+    if g.shape != out_shape:
+        raise ValueError(f"{op}: grad has shape {g.shape}, expected the output's shape {out_shape}")
+    dx = np.empty(x.shape, dtype=x.dtype)
+    _core.avg_pool2d_backward(dx, g, shape, bool(count_include_pad), _divisor(divisor_override, op))
+    return dx
+
+
+def _adaptive_geometry(x, output_size, op):
+    xb, added = _batched(x, 2, op)
+    N, C, H, W = xb.shape
+    sizes = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    if len(sizes) != 2:
+        raise ValueError(f"{op}: output_size must be an int or a pair, got {output_size!r}")
+    OH, OW = (H if sizes[0] is None else sizes[0]), (W if sizes[1] is None else sizes[1])
+    for v in (OH, OW):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"{op}: output_size must hold positive ints (or None), got {output_size!r}")
+    if (H == 0 or W == 0) and N * C:
+        raise ValueError(f"{op}: input {x.shape} has an empty plane")
+    shape = (N * C, H, W, 1, 1, int(OH), int(OW), 1, 1, 0, 0, 1, 1)
+    return xb, shape, ((C, OH, OW) if added else (N, C, OH, OW))
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """Average over the adaptive windows [floor(i H/OH), ceil((i+1) H/OH)); output_size (1, 1)
+    is global average pooling."""
+    op = "adaptive_avg_pool2d"
+    x = _float_array(input, op, "input")
+    xb, shape, out_shape = _adaptive_geometry(x, output_size, op)
+    y = np.empty(out_shape, dtype=x.dtype)
+    _core.adaptive_avg_pool2d_forward(y, xb, shape)
+    return y
+
+
+def adaptive_avg_pool2d_backward(grad, input, output_size=None):
+    op = "adaptive_avg_pool2d_backward"
+    x = _float_array(input, op, "input")
+    g = _float_array(grad, op, "grad", x.dtype)
+    xb, shape, out_shape = _adaptive_geometry(x, g.shape[-2:] if output_size is None else output_size, op)
+    if g.shape != out_shape:
+        raise ValueError(f"{op}: grad has shape {g.shape}, expected {out_shape}")
+    dx = np.empty(x.shape, dtype=x.dtype)
+    _core.adaptive_avg_pool2d_backward(dx, g, shape)
+    return dx

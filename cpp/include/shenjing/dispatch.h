@@ -6,10 +6,12 @@
 #include <vector>
 
 #include "shenjing/activations.h"
+#include "shenjing/conv.h"
 #include "shenjing/gemm.h"
 #include "shenjing/losses.h"
 #include "shenjing/probes.h"
 #include "shenjing/optim.h"
+#include "shenjing/pool.h"
 #include "shenjing/reduce.h"
 
 namespace shenjing {
@@ -21,6 +23,8 @@ template <class T> struct Kernels {
   ReduceKernels<T> reduce;
   GemmKernels<T> gemm;
   ProbeKernels<T> probes;
+  ConvKernels<T> conv;
+  PoolKernels<T> pool;
 };
 
 struct KernelSet {

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "shenjing/dispatch.h"
 #ifdef _OPENMP
@@ -48,6 +49,16 @@ static inline void parallel_for(int64_t n, int64_t work_per_item, F f) {
   const bool parallel = n > 1 && n * work_per_item >= kParallelMinWork;
 #pragma omp parallel for schedule(static) if (parallel) num_threads(thread_count())
   for (int64_t i = 0; i < n; ++i) f(i);
+}
+
+// n elements of a work buffer that the caller keeps between calls (declare it
+// `static thread_local std::vector<T>`), so scratch is not reallocated and
+// page-faulted on every call; the start is aligned to a cache line.
+template <class T> static inline T* scratch(std::vector<T>& buffer, size_t n) {
+  constexpr size_t line = 64 / sizeof(T);
+  if (buffer.size() < n + line) buffer.resize(n + line);
+  const uintptr_t address = reinterpret_cast<uintptr_t>(buffer.data());
+  return buffer.data() + ((64 - address % 64) % 64) / sizeof(T);
 }
 
 }  // namespace SJ_ISA

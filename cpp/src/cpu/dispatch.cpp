@@ -16,6 +16,8 @@
   void register_reduce(KernelSet& k);             \
   void register_gemm(KernelSet& k);               \
   void register_probes(KernelSet& k);             \
+  void register_conv(KernelSet& k);               \
+  void register_pool(KernelSet& k);               \
   }                                               \
   }
 
@@ -36,7 +38,9 @@ namespace {
   ns::register_optim(k);        \
   ns::register_reduce(k);       \
   ns::register_gemm(k);         \
-  ns::register_probes(k);
+  ns::register_probes(k);       \
+  ns::register_conv(k);         \
+  ns::register_pool(k);
 
 struct Tables {
   KernelSet generic_set{}, avx2_set{}, avx512_set{};

@@ -15,6 +15,7 @@
 #include "shenjing/dispatch.h"
 #include "shenjing/elementwise.h"
 #include "shenjing/gemm_config.h"
+#include "shenjing/gemm_internal.h"
 
 namespace shenjing {
 namespace SJ_ISA {
@@ -203,33 +204,24 @@ inline void micro_kernel(int64_t kc, const T* a, int64_t a_rs, const T* b, int64
   else micro_kernel_impl<T, false>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
 }
 
-// Per-thread scratch kept between calls: packing buffers are not reallocated
-// (and page-faulted) on every GEMM.
-// Packed panels start on a cache line, so no vector load of them is split.
-template <class T> T* scratch(std::vector<T>& buffer, size_t n) {
-  constexpr size_t line = 64 / sizeof(T);
-  if (buffer.size() < n + line) buffer.resize(n + line);
-  const uintptr_t address = reinterpret_cast<uintptr_t>(buffer.data());
-  return buffer.data() + ((64 - address % 64) % 64) / sizeof(T);
-}
+}  // namespace
 
+// The driver, on `threads` threads (1 when the caller parallelises itself,
+// as convolution does over samples). Declared in gemm_internal.h.
 template <class T>
-void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b, T alpha,
-          T beta, const T* bias, GemmBias bias_kind, GemmActivation activation) {
+void gemm_blocked(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b, T alpha,
+                  T beta, const T* bias, GemmBias bias_kind, GemmActivation activation, int threads) {
   using Blk = GemmBlocking<T>;
   constexpr int MR = Blk::MR;
   constexpr int64_t NR = Blk::NV * Simd<T>::lanes;
   if (M == 0 || N == 0) return;
   const Epilogue ep{bias_kind, activation};
   if (K == 0) {  // C = beta C (+ bias, activation)
-    parallel_for(M, N, [&](int64_t i) {
-      for (int64_t j = 0; j < N; ++j) c[i * N + j] = beta != T(0) ? beta * c[i * N + j] : T(0);
-    });
+    for (int64_t i = 0; i < M * N; ++i) c[i] = beta != T(0) ? beta * c[i] : T(0);
     if (ep.needed()) epilogue_tile(c, N, 0, 0, M, N, bias, ep);
     return;
   }
 
-  const int threads = thread_count();
   // Large products pack each KC x NC panel of B once, shared by all tasks.
   // Small ones skip that pass: B is read in place, or (transposed) each task
   // packs the few panels it uses; tasks then split the rows of C when B is
@@ -262,12 +254,14 @@ void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool tr
       T* bp = nullptr;
       if (shared_b) {  // the KC x NC panel of op(B), shared by all tasks
         bp = scratch(b_buffer, size_t(n_panels) * size_t(kc) * NR);
-        parallel_for(n_panels, kc * NR, [&](int64_t p) {
+        auto pack = [&](int64_t p) {
           const int64_t j0 = jc + p * NR;
           pack_b_panel(bp + p * kc * NR, b, trans_b, N, K, pc, kc, j0, N - j0 < NR ? N - j0 : NR);
-        });
+        };
+        if (threads > 1) parallel_for(n_panels, kc * NR, pack);
+        else for (int64_t p = 0; p < n_panels; ++p) pack(p);
       }
-      const bool parallel = tasks > 1 && 2.0 * double(M) * double(nc) * double(kc) >= 64.0 * kParallelMinWork;
+      const bool parallel = threads > 1 && tasks > 1 && 2.0 * double(M) * double(nc) * double(kc) >= 64.0 * kParallelMinWork;
 #pragma omp parallel for schedule(dynamic, 1) if (parallel) num_threads(threads)
       for (int64_t task = 0; task < tasks; ++task) {
         static thread_local std::vector<T> a_buffer, edge_buffer;
@@ -312,6 +306,19 @@ void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool tr
       }
     }
   }
+}
+
+template void gemm_blocked<float>(float*, const float*, const float*, int64_t, int64_t, int64_t, bool, bool, float,
+                                  float, const float*, GemmBias, GemmActivation, int);
+template void gemm_blocked<double>(double*, const double*, const double*, int64_t, int64_t, int64_t, bool, bool,
+                                   double, double, const double*, GemmBias, GemmActivation, int);
+
+namespace {
+
+template <class T>
+void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b, T alpha,
+          T beta, const T* bias, GemmBias bias_kind, GemmActivation activation) {
+  gemm_blocked(c, a, b, M, N, K, trans_a, trans_b, alpha, beta, bias, bias_kind, activation, thread_count());
 }
 
 template <class T> void fill(GemmKernels<T>& k) {

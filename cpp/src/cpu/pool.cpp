@@ -1,0 +1,170 @@
+// Pooling (see shenjing/pool.h): one plane per task; within a plane the
+// backward scatters in a fixed order, so results do not depend on threads.
+#include "shenjing/pool.h"
+
+#include <cstring>
+#include <limits>
+
+#include "shenjing/dispatch.h"
+#include "shenjing/elementwise.h"
+
+namespace shenjing {
+namespace SJ_ISA {
+namespace {
+
+template <class F> void for_planes(const PoolShape& s, int64_t work_per_plane, F f) {
+  parallel_for(s.planes, work_per_plane, f);
+}
+
+template <class T> void max_pool2d_forward(T* y, int64_t* indices, const T* x, const PoolShape& s) {
+  for_planes(s, s.OH * s.OW * s.KH * s.KW, [&](int64_t p) {
+    const T* xp = x + p * s.H * s.W;
+    T* yp = y + p * s.OH * s.OW;
+    int64_t* ip = indices + p * s.OH * s.OW;
+    for (int64_t oh = 0; oh < s.OH; ++oh) {
+      for (int64_t ow = 0; ow < s.OW; ++ow) {
+        T best = -std::numeric_limits<T>::infinity();
+        int64_t best_index = -1;
+        for (int64_t kh = 0; kh < s.KH; ++kh) {
+          const int64_t ih = oh * s.sh - s.ph + kh * s.dh;
+          if (ih < 0 || ih >= s.H) continue;
+          for (int64_t kw = 0; kw < s.KW; ++kw) {
+            const int64_t iw = ow * s.sw - s.pw + kw * s.dw;
+            if (iw < 0 || iw >= s.W) continue;
+            const T v = xp[ih * s.W + iw];
+            if (v > best || v != v || best_index < 0) {  // NaN wins (the last one), as in PyTorch
+              best = v;
+              best_index = ih * s.W + iw;
+            }
+          }
+        }
+        yp[oh * s.OW + ow] = best;
+        ip[oh * s.OW + ow] = best_index;
+      }
+    }
+  });
+}
+
+template <class T> int64_t max_pool2d_backward(T* dx, const T* dy, const int64_t* indices, const PoolShape& s) {
+  const int64_t outputs = s.planes * s.OH * s.OW, plane = s.H * s.W;
+  for (int64_t o = 0; o < outputs; ++o)
+    if (indices[o] < -1 || indices[o] >= plane) return o;
+  for_planes(s, s.H * s.W + s.OH * s.OW, [&](int64_t p) {
+    T* dxp = dx + p * s.H * s.W;
+    std::memset(dxp, 0, sizeof(T) * size_t(s.H * s.W));
+    const T* dyp = dy + p * s.OH * s.OW;
+    const int64_t* ip = indices + p * s.OH * s.OW;
+    for (int64_t o = 0; o < s.OH * s.OW; ++o)
+      if (ip[o] >= 0) dxp[ip[o]] += dyp[o];
+  });
+  return -1;
+}
+
+// The window of output (oh, ow) clipped to the input, and its divisor.
+struct AvgWindow {
+  int64_t h0, h1, w0, w1, divisor;
+};
+inline AvgWindow avg_window(const PoolShape& s, int64_t oh, int64_t ow, bool count_include_pad, int64_t divisor) {
+  // PyTorch: the padded window ends at most at H + pad, and counts padding when asked
+  int64_t h0 = oh * s.sh - s.ph, w0 = ow * s.sw - s.pw;
+  int64_t h1 = h0 + s.KH < s.H + s.ph ? h0 + s.KH : s.H + s.ph;
+  int64_t w1 = w0 + s.KW < s.W + s.pw ? w0 + s.KW : s.W + s.pw;
+  const int64_t padded_count = (h1 - h0) * (w1 - w0);
+  h0 = h0 > 0 ? h0 : 0;
+  w0 = w0 > 0 ? w0 : 0;
+  h1 = h1 < s.H ? h1 : s.H;
+  w1 = w1 < s.W ? w1 : s.W;
+  const int64_t count = divisor > 0 ? divisor : count_include_pad ? padded_count : (h1 - h0) * (w1 - w0);
+  return {h0, h1, w0, w1, count};
+}
+
+template <class T>
+void avg_pool2d_forward(T* y, const T* x, const PoolShape& s, bool count_include_pad, int64_t divisor) {
+  for_planes(s, s.OH * s.OW * s.KH * s.KW, [&](int64_t p) {
+    const T* xp = x + p * s.H * s.W;
+    T* yp = y + p * s.OH * s.OW;
+    for (int64_t oh = 0; oh < s.OH; ++oh) {
+      for (int64_t ow = 0; ow < s.OW; ++ow) {
+        const AvgWindow wnd = avg_window(s, oh, ow, count_include_pad, divisor);
+        T sum = 0;
+        for (int64_t h = wnd.h0; h < wnd.h1; ++h)
+          for (int64_t w = wnd.w0; w < wnd.w1; ++w) sum += xp[h * s.W + w];
+        yp[oh * s.OW + ow] = wnd.divisor > 0 ? sum / T(wnd.divisor) : std::numeric_limits<T>::quiet_NaN();
+      }
+    }
+  });
+}
+
+template <class T>
+void avg_pool2d_backward(T* dx, const T* dy, const PoolShape& s, bool count_include_pad, int64_t divisor) {
+  for_planes(s, s.H * s.W + s.OH * s.OW * s.KH * s.KW, [&](int64_t p) {
+    T* dxp = dx + p * s.H * s.W;
+    std::memset(dxp, 0, sizeof(T) * size_t(s.H * s.W));
+    const T* dyp = dy + p * s.OH * s.OW;
+    for (int64_t oh = 0; oh < s.OH; ++oh) {
+      for (int64_t ow = 0; ow < s.OW; ++ow) {
+        const AvgWindow wnd = avg_window(s, oh, ow, count_include_pad, divisor);
+        if (wnd.divisor <= 0) continue;
+        const T g = dyp[oh * s.OW + ow] / T(wnd.divisor);
+        for (int64_t h = wnd.h0; h < wnd.h1; ++h)
+          for (int64_t w = wnd.w0; w < wnd.w1; ++w) dxp[h * s.W + w] += g;
+      }
+    }
+  });
+}
+
+inline int64_t adaptive_start(int64_t i, int64_t in, int64_t out) { return (i * in) / out; }
+inline int64_t adaptive_end(int64_t i, int64_t in, int64_t out) { return ((i + 1) * in + out - 1) / out; }
+
+template <class T> void adaptive_avg_pool2d_forward(T* y, const T* x, const PoolShape& s) {
+  for_planes(s, s.H * s.W + s.OH * s.OW, [&](int64_t p) {
+    const T* xp = x + p * s.H * s.W;
+    T* yp = y + p * s.OH * s.OW;
+    for (int64_t oh = 0; oh < s.OH; ++oh) {
+      const int64_t h0 = adaptive_start(oh, s.H, s.OH), h1 = adaptive_end(oh, s.H, s.OH);
+      for (int64_t ow = 0; ow < s.OW; ++ow) {
+        const int64_t w0 = adaptive_start(ow, s.W, s.OW), w1 = adaptive_end(ow, s.W, s.OW);
+        T sum = 0;
+        for (int64_t h = h0; h < h1; ++h)
+          for (int64_t w = w0; w < w1; ++w) sum += xp[h * s.W + w];
+        yp[oh * s.OW + ow] = sum / T((h1 - h0) * (w1 - w0));
+      }
+    }
+  });
+}
+
+template <class T> void adaptive_avg_pool2d_backward(T* dx, const T* dy, const PoolShape& s) {
+  for_planes(s, s.H * s.W + s.OH * s.OW, [&](int64_t p) {
+    T* dxp = dx + p * s.H * s.W;
+    std::memset(dxp, 0, sizeof(T) * size_t(s.H * s.W));
+    const T* dyp = dy + p * s.OH * s.OW;
+    for (int64_t oh = 0; oh < s.OH; ++oh) {
+      const int64_t h0 = adaptive_start(oh, s.H, s.OH), h1 = adaptive_end(oh, s.H, s.OH);
+      for (int64_t ow = 0; ow < s.OW; ++ow) {
+        const int64_t w0 = adaptive_start(ow, s.W, s.OW), w1 = adaptive_end(ow, s.W, s.OW);
+        const T g = dyp[oh * s.OW + ow] / T((h1 - h0) * (w1 - w0));
+        for (int64_t h = h0; h < h1; ++h)
+          for (int64_t w = w0; w < w1; ++w) dxp[h * s.W + w] += g;
+      }
+    }
+  });
+}
+
+template <class T> void fill(PoolKernels<T>& k) {
+  k.max_pool2d_forward = max_pool2d_forward<T>;
+  k.max_pool2d_backward = max_pool2d_backward<T>;
+  k.avg_pool2d_forward = avg_pool2d_forward<T>;
+  k.avg_pool2d_backward = avg_pool2d_backward<T>;
+  k.adaptive_avg_pool2d_forward = adaptive_avg_pool2d_forward<T>;
+  k.adaptive_avg_pool2d_backward = adaptive_avg_pool2d_backward<T>;
+}
+
+}  // namespace
+
+void register_pool(KernelSet& k) {
+  fill(k.f32.pool);
+  fill(k.f64.pool);
+}
+
+}  // namespace SJ_ISA
+}  // namespace shenjing
