@@ -1,0 +1,147 @@
+"""Convolution: forward and the three gradients against the float64
+reference and PyTorch, at odd shapes, every ISA, 1 and 2 threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import shenjing
+import shenjing._reference as R
+from shenjing import ops
+
+from helpers import assert_close, finite_difference, raises
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # PyTorch is an optional test dependency
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+
+# (x shape, w shape, kwargs)
+CASES = [
+    ((2, 3, 9, 11), (4, 3, 3, 2), dict()),
+    ((1, 1, 1, 1), (1, 1, 1, 1), dict()),
+    ((3, 5, 7, 7), (6, 5, 1, 1), dict()),                                # pointwise: no im2col
+    ((2, 4, 8, 9), (6, 2, 3, 3), dict(groups=2, padding=1)),
+    ((2, 6, 8, 9), (6, 1, 3, 3), dict(groups=6, padding=1)),             # depthwise
+    ((2, 3, 10, 12), (5, 3, 3, 3), dict(stride=2, padding=(1, 2), dilation=(2, 1))),
+    ((2, 3, 9, 11), (4, 3, 4, 2), dict(padding="same")),                 # asymmetric 'same'
+    ((1, 2, 5, 5), (3, 2, 5, 5), dict()),                                # kernel = input
+    ((5, 1, 28, 28), (8, 1, 5, 5), dict()),                              # LeNet conv1 shape, small batch
+    ((3, 16, 12, 12), (32, 16, 5, 5), dict(stride=1, padding=2)),
+    ((0, 3, 5, 5), (2, 3, 3, 3), dict()),                                # empty batch
+    ((5, 7, 6), (4, 5, 3, 3), dict(padding=1)),                          # unbatched (C, H, W)
+]
+
+
+def _run(module, x, w, b, kw, g):
+    y = module.conv2d(x, w, b, **kw)
+    return (y,) + tuple(module.conv2d_backward(g, x, w, **kw))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs,ws,kw", CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in CASES])
+def test_conv2d_matches_reference(backend, rng, xs, ws, kw, dtype):
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    y_ref = R.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **kw)
+    g = rng.standard_normal(y_ref.shape).astype(dtype)
+    got = _run(ops, x, w, b, kw, g)
+    expected = (y_ref,) + tuple(R.conv2d_backward(g.astype(np.float64), x.astype(np.float64), w.astype(np.float64), **kw))
+    depth = max(ws[1] * ws[2] * ws[3], xs[0] * 9, 1)
+    tol = dict(rtol=1e-4, atol=2e-5 * np.sqrt(depth)) if dtype == np.float32 else None
+    for name, a, e in zip(["y", "dx", "dw", "db"], got, expected):
+        assert_close(a, e, dtype, tol=tol, what=f"conv2d {name}")
+
+
+CONV1D = [((2, 3, 17), (4, 3, 3), dict()), ((2, 4, 16), (4, 2, 5), dict(groups=2, padding=2, stride=3)),
+          ((1, 2, 9), (3, 2, 4), dict(padding="same", dilation=2)), ((3, 20), (2, 3, 1), dict())]
+
+
+@pytest.mark.parametrize("xs,ws,kw", CONV1D, ids=[str(c) for c in CONV1D])
+def test_conv1d_matches_reference(backend, rng, xs, ws, kw):
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    y = ops.conv1d(x, w, b, **kw)
+    y_ref = R.conv1d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **kw)
+    assert_close(y, y_ref, np.float32, tol=dict(rtol=1e-4, atol=1e-4), what="conv1d")
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    for a, e in zip(ops.conv1d_backward(g, x, w, **kw),
+                    R.conv1d_backward(g.astype(np.float64), x.astype(np.float64), w.astype(np.float64), **kw)):
+        assert_close(a, e, np.float32, tol=dict(rtol=1e-4, atol=1e-4), what="conv1d backward")
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(stride=2, padding=1, groups=2), dict(dilation=2, padding="same")], ids=str)
+def test_conv2d_gradients_by_finite_differences(rng, kw):
+    x = rng.standard_normal((2, 4, 6, 5))
+    w = rng.standard_normal((4, 4 // kw.get("groups", 1), 3, 3))
+    b = rng.standard_normal(4)
+    y = ops.conv2d(x, w, b, **kw)
+    weights = rng.standard_normal(y.shape)
+    dx, dw, db = ops.conv2d_backward(weights, x, w, **kw)
+    f = lambda x_, w_, b_: ops.conv2d(x_, w_, b_, **kw)
+    np.testing.assert_allclose(dx, finite_difference(f, [x, w, b], 0, weights), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(dw, finite_difference(f, [x, w, b], 1, weights), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(db, finite_difference(f, [x, w, b], 2, weights), rtol=1e-6, atol=1e-7)
+
+
+def test_conv2d_is_bit_identical_with_1_and_2_threads(rng):
+    x = rng.standard_normal((5, 6, 13, 11)).astype(np.float32)
+    w = rng.standard_normal((8, 6, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((5, 8, 13, 11)).astype(np.float32)
+    results = []
+    old = shenjing.get_num_threads()
+    try:
+        for threads in (1, 2):
+            shenjing.set_num_threads(threads)
+            results.append((ops.conv2d(x, w, padding=1),) + ops.conv2d_backward(g, x, w, padding=1))
+    finally:
+        shenjing.set_num_threads(old)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_conv2d_bad_input():
+    x = np.zeros((2, 4, 5, 5), np.float32)
+    with raises(ValueError, "conv2d", "groups=3", "(4)"):
+        ops.conv2d(x, np.zeros((6, 1, 3, 3), np.float32), groups=3)
+    with raises(ValueError, "conv2d", "weight", "(6, 3, 3, 3)", "input", "4"):
+        ops.conv2d(x, np.zeros((6, 3, 3, 3), np.float32))
+    with raises(ValueError, "conv2d", "kernel 7x7", "larger than the padded input 5x5"):
+        ops.conv2d(x, np.zeros((2, 4, 7, 7), np.float32))
+    with raises(ValueError, "conv2d", "stride", ">= 1"):
+        ops.conv2d(x, np.zeros((2, 4, 3, 3), np.float32), stride=0)
+    with raises(ValueError, "conv2d", "padding='same'", "stride 1"):
+        ops.conv2d(x, np.zeros((2, 4, 3, 3), np.float32), stride=2, padding="same")
+    with raises(ValueError, "conv2d", "input", "(N, C, H, W)", "(5, 5)"):
+        ops.conv2d(np.zeros((5, 5), np.float32), np.zeros((2, 4, 3, 3), np.float32))
+    with raises(ValueError, "conv2d", "bias", "(3,)", "(2,)"):
+        ops.conv2d(x, np.zeros((2, 4, 3, 3), np.float32), np.zeros(3, np.float32))
+    with raises(ValueError, "conv2d_backward", "grad", "(2, 2, 4, 4)", "(2, 2, 3, 3)"):
+        ops.conv2d_backward(np.zeros((2, 2, 4, 4), np.float32), x, np.zeros((2, 4, 3, 3), np.float32))
+    with raises(ValueError, "conv2d", "padding", "'full'"):
+        ops.conv2d(x, np.zeros((2, 4, 3, 3), np.float32), padding="full")
+
+
+@needs_torch
+@pytest.mark.parametrize("xs,ws,kw", [c for c in CASES if c[0][0] > 0], ids=[str(c[2]) for c in CASES if c[0][0] > 0])
+def test_conv2d_matches_pytorch(rng, xs, ws, kw):
+    import warnings
+
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    with warnings.catch_warnings():  # 'same' with an even kernel warns that it copies
+        warnings.simplefilter("ignore", UserWarning)
+        yt = F.conv2d(xt, wt, bt, **kw)
+    g = rng.standard_normal(tuple(yt.shape)).astype(np.float32)
+    yt.backward(torch.tensor(g))
+    got = _run(ops, x, w, b, kw, g)
+    for name, a, t in zip(["y", "dx", "dw", "db"], got, [yt.detach(), xt.grad, wt.grad, bt.grad]):
+        np.testing.assert_allclose(a, t.numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
