@@ -1,14 +1,18 @@
-// Convolution (see shenjing/conv.h) as GEMM on an im2col buffer of one
-// (sample, group) at a time, so extra memory stays bounded by one sample's
-// columns per thread: forward  y_ng = W_g col_ng (+ bias),
-//                     backward dcol = W_g^T dy_ng -> col2im -> dx_ng,
-//                              dW_g = sum_n dy_ng col_ng^T.
-// 1x1 convolutions with stride 1 and no padding use x itself as the columns.
+// Convolution (see shenjing/conv.h) as GEMM through the driver of
+// gemm_driver.h, whose B panels are packed straight from the image (no
+// im2col buffer for the forward or the weight gradient):
+//   forward  y_ng (Og, P)  = W_g (Og, Kc) col_ng (Kc, P) + bias
+//   weight   dW_g^T (Kc, Og) = col (Kc, S P) dy^T (S P, Og) over a chunk of S samples
+//   input    dcol (Kc, P)  = W_g^T dy_ng, scattered back by col2im (one
+//            sample's columns per thread)
+// with col(k = (c, kh, kw), p = (oh, ow)) = x[c, oh sh - ph + kh dh, ow sw - pw + kw dw]
+// (0 outside the image). 1x1 convolutions with stride 1 and no padding read x
+// as the columns.
 //
-// Threads take (sample, group) tasks with one-thread GEMMs when there are
-// enough of them, else the GEMMs use every thread. dW and db are summed per
-// fixed chunk of samples and the chunks added in order, so every result is
-// bit-identical with any thread count.
+// Threads take (sample, group) or (chunk, group) tasks with one-thread GEMMs
+// when there are enough of them, else the GEMMs use every thread. dW and db
+// are summed per fixed chunk of samples and the chunks added in order, so
+// every result is bit-identical with any thread count.
 #include "shenjing/conv.h"
 
 #include <cstring>
@@ -16,6 +20,7 @@
 
 #include "shenjing/dispatch.h"
 #include "shenjing/elementwise.h"
+#include "shenjing/gemm_driver.h"
 #include "shenjing/gemm_internal.h"
 
 namespace shenjing {
@@ -48,35 +53,7 @@ inline void valid_range(int64_t offset, int64_t stride, int64_t size, int64_t ou
   if (*hi < *lo) *hi = *lo;
 }
 
-// col: (Cg KH KW, OH OW) from x: (Cg, H, W) of one sample and group
-template <class T> void im2col(T* col, const T* x, const ConvShape& s, int64_t Cg) {
-  const int64_t P = s.OH * s.OW;
-  for (int64_t c = 0; c < Cg; ++c) {
-    const T* xc = x + c * s.H * s.W;
-    for (int64_t kh = 0; kh < s.KH; ++kh) {
-      for (int64_t kw = 0; kw < s.KW; ++kw) {
-        T* row = col + ((c * s.KH + kh) * s.KW + kw) * P;
-        int64_t lo, hi;
-        valid_range(kw * s.dw - s.pw, s.sw, s.W, s.OW, &lo, &hi);
-        for (int64_t oh = 0; oh < s.OH; ++oh) {
-          T* out = row + oh * s.OW;
-          const int64_t ih = oh * s.sh - s.ph + kh * s.dh;
-          if (ih < 0 || ih >= s.H) {
-            std::memset(out, 0, sizeof(T) * s.OW);
-            continue;
-          }
-          const T* xr = xc + ih * s.W + kw * s.dw - s.pw;  // xr[ow * sw] is x[ih, iw]
-          for (int64_t ow = 0; ow < lo; ++ow) out[ow] = T(0);
-          if (s.sw == 1) std::memcpy(out + lo, xr + lo, sizeof(T) * (hi - lo));
-          else for (int64_t ow = lo; ow < hi; ++ow) out[ow] = xr[ow * s.sw];
-          for (int64_t ow = hi; ow < s.OW; ++ow) out[ow] = T(0);
-        }
-      }
-    }
-  }
-}
-
-// dx: (Cg, H, W) += the columns scattered back (the adjoint of im2col)
+// dx: (Cg, H, W) += the columns col (Kc, P) scattered back (the adjoint of im2col)
 template <class T> void col2im_add(T* dx, const T* col, const ConvShape& s, int64_t Cg) {
   const int64_t P = s.OH * s.OW;
   for (int64_t c = 0; c < Cg; ++c) {
@@ -102,6 +79,132 @@ template <class T> void col2im_add(T* dx, const T* col, const ConvShape& s, int6
   }
 }
 
+
+// op(B) = col of one (sample, group): (Kc, P), k = (c, kh, kw), j = (oh, ow)
+template <class T> struct ImageColumnsB {
+  const T* x;  // (Cg, H, W)
+  const ConvShape* s;
+  bool in_place() const { return false; }
+  const T* at(int64_t, int64_t) const { return nullptr; }
+  int64_t row_stride() const { return 0; }
+  // Each k row of a panel holds the output columns j0 .. j0+n: runs of
+  // consecutive ow within one output row, which read one input row at stride sw.
+  void pack(T* dst, int64_t k0, int64_t kc, int64_t j0, int64_t n) const {
+    constexpr int64_t NR = GemmBlocking<T>::NV * Simd<T>::lanes;
+    const ConvShape& c = *s;
+    int64_t run_start[NR], run_length[NR], run_ih[NR], run_iw[NR], runs = 0;
+    for (int64_t j = 0; j < n;) {
+      const int64_t p = j0 + j, oh = p / c.OW, ow = p % c.OW;
+      const int64_t length = n - j < c.OW - ow ? n - j : c.OW - ow;
+      run_start[runs] = j, run_length[runs] = length;
+      run_ih[runs] = oh * c.sh - c.ph, run_iw[runs] = ow * c.sw - c.pw;
+      ++runs;
+      j += length;
+    }
+    const int64_t taps = c.KH * c.KW;
+    int64_t ch = k0 / taps, kh = (k0 % taps) / c.KW, kw = k0 % c.KW;
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* xc = x + ch * c.H * c.W;
+      T* row = dst + k * NR;
+      for (int64_t r = 0; r < runs; ++r) {
+        T* out = row + run_start[r];
+        const int64_t length = run_length[r];
+        const int64_t ih = run_ih[r] + kh * c.dh;
+        if (uint64_t(ih) >= uint64_t(c.H)) {
+          for (int64_t t = 0; t < length; ++t) out[t] = T(0);
+          continue;
+        }
+        const int64_t iw0 = run_iw[r] + kw * c.dw;  // input column of out[t] is iw0 + t sw
+        int64_t lo, hi;
+        valid_range(iw0, c.sw, c.W, length, &lo, &hi);
+        const T* in = xc + ih * c.W + iw0;
+        for (int64_t t = 0; t < lo; ++t) out[t] = T(0);
+        if (c.sw == 1) std::memcpy(out + lo, in + lo, sizeof(T) * size_t(hi - lo));
+        else for (int64_t t = lo; t < hi; ++t) out[t] = in[t * c.sw];
+        for (int64_t t = hi; t < length; ++t) out[t] = T(0);
+      }
+      for (int64_t j = n; j < NR; ++j) row[j] = T(0);
+      if (++kw == c.KW) {
+        kw = 0;
+        if (++kh == c.KH) kh = 0, ++ch;
+      }
+    }
+  }
+};
+
+// op(A) = col over S consecutive samples: (Kc, S P), row q = (c, kh, kw),
+// column k = (sample, oh, ow). A row of a block reads runs of consecutive ow
+// from one input row; the runs are found once per block.
+template <class T> struct ImageColumnsA {
+  const T* x;  // (Cg, H, W) of the first sample; the next one is sample_stride further
+  const ConvShape* s;
+  int64_t sample_stride;
+  bool in_place() const { return false; }
+  const T* at(int64_t, int64_t) const { return nullptr; }
+  int64_t row_stride() const { return 0; }
+  void pack(T* dst, int64_t i0, int64_t m, int64_t k0, int64_t kc) const {
+    constexpr int MR = GemmBlocking<T>::MR;
+    const ConvShape& c = *s;
+    const int64_t P = c.OH * c.OW, taps = c.KH * c.KW;
+    struct Run {
+      int64_t k, length, sample_offset, ih, iw;
+    };
+    static thread_local std::vector<Run> runs;
+    runs.clear();
+    for (int64_t k = 0; k < kc;) {
+      const int64_t kk = k0 + k, sample = kk / P, p = kk % P, oh = p / c.OW, ow = p % c.OW;
+      const int64_t length = kc - k < c.OW - ow ? kc - k : c.OW - ow;
+      runs.push_back({k, length, sample * sample_stride, oh * c.sh - c.ph, ow * c.sw - c.pw});
+      k += length;
+    }
+    for (int64_t t = 0; t * MR < m; ++t) {
+      T* panel = dst + t * kc * MR;
+      for (int64_t r = 0; r < MR; ++r) {
+        const int64_t q = i0 + t * MR + r;
+        if (t * MR + r >= m) {
+          for (int64_t k = 0; k < kc; ++k) panel[k * MR + r] = T(0);
+          continue;
+        }
+        const int64_t channel = (q / taps) * c.H * c.W, dh = ((q % taps) / c.KW) * c.dh, dw = (q % c.KW) * c.dw;
+        for (const Run& run : runs) {
+          T* out = panel + run.k * MR + r;  // out[t MR] is column run.k + t
+          const int64_t ih = run.ih + dh;
+          if (uint64_t(ih) >= uint64_t(c.H)) {
+            for (int64_t u = 0; u < run.length; ++u) out[u * MR] = T(0);
+            continue;
+          }
+          const int64_t iw = run.iw + dw;  // input column of out[u MR] is iw + u sw
+          int64_t lo, hi;
+          valid_range(iw, c.sw, c.W, run.length, &lo, &hi);
+          const T* in = x + run.sample_offset + channel + ih * c.W + iw;
+          for (int64_t u = 0; u < lo; ++u) out[u * MR] = T(0);
+          for (int64_t u = lo; u < hi; ++u) out[u * MR] = in[u * c.sw];
+          for (int64_t u = hi; u < run.length; ++u) out[u * MR] = T(0);
+        }
+      }
+    }
+  }
+};
+
+// op(B) = dy^T over S consecutive samples: (S P, Og), B((sample, p), o) = dy[sample, o, p]
+template <class T> struct SamplesTransposedB {
+  const T* dy;  // (Og, P) of the first sample; the next one is sample_stride further
+  int64_t P, sample_stride;
+  bool in_place() const { return false; }
+  const T* at(int64_t, int64_t) const { return nullptr; }
+  int64_t row_stride() const { return 0; }
+  void pack(T* dst, int64_t k0, int64_t kc, int64_t j0, int64_t n) const {
+    constexpr int64_t NR = GemmBlocking<T>::NV * Simd<T>::lanes;
+    int64_t sample = k0 / P, p = k0 % P;
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* src = dy + sample * sample_stride + j0 * P + p;
+      T* row = dst + k * NR;
+      for (int64_t j = 0; j < NR; ++j) row[j] = j < n ? src[j * P] : T(0);
+      if (++p == P) p = 0, ++sample;
+    }
+  }
+};
+
 // Runs f(task, gemm_threads) for task in [0, tasks): in parallel with
 // one-thread GEMMs when every thread gets a task, else in order with the
 // GEMMs on every thread.
@@ -119,19 +222,18 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
   const Geometry g = geometry(s);
   if (s.N == 0 || s.O == 0 || g.P == 0) return;
   for_tasks(s.N * s.groups, 2.0 * g.Og * g.Kc * g.P, [&](int64_t task, int gemm_threads) {
-    static thread_local std::vector<T> col_buffer;
     const int64_t n = task / s.groups, grp = task % s.groups;
     const T* x_ng = x + (n * s.C + grp * g.Cg) * g.HW;
-    const T* col = x_ng;
-    if (!g.pointwise) {
-      T* buffer = scratch(col_buffer, size_t(g.Kc) * size_t(g.P));
-      im2col(buffer, x_ng, s, g.Cg);
-      col = buffer;
-    }
-    // y_ng (Og, P) = W_g (Og, Kc) col (Kc, P) + bias_g
-    gemm_blocked(y + (n * s.O + grp * g.Og) * g.P, w + grp * g.Og * g.Kc, col, g.Og, g.P, g.Kc, false, false, T(1),
-                 T(0), bias ? bias + grp * g.Og : nullptr, bias ? GemmBias::per_row : GemmBias::none,
-                 GemmActivation::none, gemm_threads);
+    T* y_ng = y + (n * s.O + grp * g.Og) * g.P;
+    const gemm_detail::MatrixA<T> weights{w + grp * g.Og * g.Kc, false, g.Og, g.Kc};
+    const T* b = bias ? bias + grp * g.Og : nullptr;
+    const GemmBias bias_kind = bias ? GemmBias::per_row : GemmBias::none;
+    if (g.pointwise)
+      gemm_detail::gemm_driver(y_ng, weights, gemm_detail::MatrixB<T>{x_ng, false, g.P, g.Kc}, g.Og, g.P, g.Kc, T(1),
+                               T(0), b, bias_kind, GemmActivation::none, gemm_threads);
+    else
+      gemm_detail::gemm_driver(y_ng, weights, ImageColumnsB<T>{x_ng, &s}, g.Og, g.P, g.Kc, T(1), T(0), b, bias_kind,
+                               GemmActivation::none, gemm_threads);
   });
 }
 
@@ -142,63 +244,63 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   if (dx) std::memset(dx, 0, sizeof(T) * size_t(s.N * s.C * g.HW));
   if (dw) std::memset(dw, 0, sizeof(T) * size_t(weight_size));
   if (db) std::memset(db, 0, sizeof(T) * size_t(s.O));
-  if (s.N == 0 || s.O == 0) return;
-  // fixed chunks of samples: the sums of dW and db do not depend on the threads
+  if (s.N == 0 || s.O == 0 || g.P == 0) return;
+  // dW and db: fixed chunks of samples, one GEMM each (depth S P), added in order
   const int64_t chunks = s.N < 16 ? s.N : 16;
   const int64_t per_chunk = ceil_div(s.N, chunks);
-  std::vector<T> dw_partial(dw ? size_t(chunks) * size_t(weight_size) : 0);
-  std::vector<double> db_partial(db ? size_t(chunks) * size_t(s.O) : 0, 0.0);
-  if (g.P > 0) {
-    for_tasks(chunks * s.groups, 4.0 * g.Og * g.Kc * g.P * per_chunk, [&](int64_t task, int gemm_threads) {
-      static thread_local std::vector<T> col_buffer;
+  if (dw || db) {
+    std::vector<T> dw_partial(dw ? size_t(chunks) * size_t(weight_size) : 0);
+    std::vector<double> db_partial(db ? size_t(chunks) * size_t(s.O) : 0, 0.0);
+    for_tasks(chunks * s.groups, 2.0 * g.Og * g.Kc * g.P * per_chunk, [&](int64_t task, int gemm_threads) {
       const int64_t chunk = task / s.groups, grp = task % s.groups;
-      const int64_t n_end = (chunk + 1) * per_chunk < s.N ? (chunk + 1) * per_chunk : s.N;
-      const T* w_g = w + grp * g.Og * g.Kc;
-      for (int64_t n = chunk * per_chunk; n < n_end; ++n) {
-        const T* dy_ng = dy + (n * s.O + grp * g.Og) * g.P;
-        const int64_t x_offset = (n * s.C + grp * g.Cg) * g.HW;
-        T* col = g.pointwise ? nullptr : scratch(col_buffer, size_t(g.Kc) * size_t(g.P));
-        if (dw) {
-          // dW_g (Og, Kc) += dy_ng (Og, P) col_ng^T (P, Kc)
-          const T* cols = x + x_offset;
-          if (!g.pointwise) {
-            im2col(col, x + x_offset, s, g.Cg);
-            cols = col;
-          }
-          T* partial = dw_partial.data() + chunk * weight_size + grp * g.Og * g.Kc;
-          gemm_blocked(partial, dy_ng, cols, g.Og, g.Kc, g.P, false, true, T(1), n == chunk * per_chunk ? T(0) : T(1),
-                       static_cast<const T*>(nullptr), GemmBias::none, GemmActivation::none, gemm_threads);
-        }
-        if (dx) {
-          // dcol (Kc, P) = W_g^T (Kc, Og) dy_ng (Og, P), scattered back into dx
-          if (g.pointwise) {
-            gemm_blocked(dx + x_offset, w_g, dy_ng, g.Kc, g.P, g.Og, true, false, T(1), T(0),
-                         static_cast<const T*>(nullptr), GemmBias::none, GemmActivation::none, gemm_threads);
-          } else {
-            gemm_blocked(col, w_g, dy_ng, g.Kc, g.P, g.Og, true, false, T(1), T(0), static_cast<const T*>(nullptr),
-                         GemmBias::none, GemmActivation::none, gemm_threads);
-            col2im_add(dx + x_offset, col, s, g.Cg);
-          }
-        }
-        if (db) {
-          double* partial = db_partial.data() + chunk * s.O + grp * g.Og;
+      const int64_t n0 = chunk * per_chunk;
+      const int64_t samples = (n0 + per_chunk < s.N ? n0 + per_chunk : s.N) - n0;
+      if (samples <= 0) return;
+      const T* dy0 = dy + (n0 * s.O + grp * g.Og) * g.P;
+      if (dw) {
+        // dW_g^T (Kc, Og) = col (Kc, S P) dy^T (S P, Og): the long image runs go to the packed A side
+        gemm_detail::gemm_driver(dw_partial.data() + chunk * weight_size + grp * g.Og * g.Kc,
+                                 ImageColumnsA<T>{x + (n0 * s.C + grp * g.Cg) * g.HW, &s, s.C * g.HW},
+                                 SamplesTransposedB<T>{dy0, g.P, s.O * g.P}, g.Kc, g.Og, samples * g.P, T(1), T(0),
+                                 static_cast<const T*>(nullptr), GemmBias::none, GemmActivation::none, gemm_threads);
+      }
+      if (db) {
+        double* partial = db_partial.data() + chunk * s.O + grp * g.Og;
+        for (int64_t n = 0; n < samples; ++n)
           for (int64_t o = 0; o < g.Og; ++o) {
+            const T* row = dy0 + n * s.O * g.P + o * g.P;
             double sum = 0.0;
-            for (int64_t p = 0; p < g.P; ++p) sum += double(dy_ng[o * g.P + p]);
+            for (int64_t p = 0; p < g.P; ++p) sum += double(row[p]);
             partial[o] += sum;
           }
-        }
       }
     });
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      if (dw) {  // each group's partial is dW_g^T (Kc, Og)
+        for (int64_t grp = 0; grp < s.groups; ++grp) {
+          const T* partial = dw_partial.data() + chunk * weight_size + grp * g.Og * g.Kc;
+          T* dw_g = dw + grp * g.Og * g.Kc;
+          for (int64_t q = 0; q < g.Kc; ++q)
+            for (int64_t o = 0; o < g.Og; ++o) dw_g[o * g.Kc + q] += partial[q * g.Og + o];
+        }
+      }
+      if (db)
+        for (int64_t o = 0; o < s.O; ++o) db[o] = T(double(db[o]) + db_partial[chunk * s.O + o]);
+    }
   }
-  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-    if (dw) {
-      const T* partial = dw_partial.data() + chunk * weight_size;
-      for (int64_t i = 0; i < weight_size; ++i) dw[i] += partial[i];
-    }
-    if (db) {
-      for (int64_t o = 0; o < s.O; ++o) db[o] = T(double(db[o]) + db_partial[chunk * s.O + o]);
-    }
+  if (dx) {
+    // dcol (Kc, P) = W_g^T dy_ng, scattered back into dx_ng
+    for_tasks(s.N * s.groups, 2.0 * g.Og * g.Kc * g.P, [&](int64_t task, int gemm_threads) {
+      static thread_local std::vector<T> col_buffer;
+      const int64_t n = task / s.groups, grp = task % s.groups;
+      const T* dy_ng = dy + (n * s.O + grp * g.Og) * g.P;
+      T* dx_ng = dx + (n * s.C + grp * g.Cg) * g.HW;
+      const T* w_g = w + grp * g.Og * g.Kc;
+      T* col = g.pointwise ? dx_ng : scratch(col_buffer, size_t(g.Kc) * size_t(g.P));
+      gemm_blocked(col, w_g, dy_ng, g.Kc, g.P, g.Og, true, false, T(1), T(0), static_cast<const T*>(nullptr),
+                   GemmBias::none, GemmActivation::none, gemm_threads);
+      if (!g.pointwise) col2im_add(dx_ng, col, s, g.Cg);
+    });
   }
 }
 

@@ -1,69 +1,19 @@
-// GEMM (see shenjing/gemm.h), BLIS-style: A and B packed into panels (the
-// packing absorbs transposes), loops around one register-tile micro-kernel,
-// block sizes in shenjing/gemm_config.h. Small products read B in place.
-// gemm_reference below is the plain version the tests compare with.
-//
-// Every element of C is computed by one thread, summing over k in one fixed
-// order, so results are bit-identical with any thread count.
+// GEMM (see shenjing/gemm.h): the BLIS-style driver of gemm_driver.h on
+// plain row-major matrices, and gemm_reference, the plain loops the tests
+// hold it to.
 #include "shenjing/gemm.h"
 
-#include <vector>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "shenjing/dispatch.h"
-#include "shenjing/elementwise.h"
-#include "shenjing/gemm_config.h"
+#include "shenjing/gemm_driver.h"
 #include "shenjing/gemm_internal.h"
 
 namespace shenjing {
 namespace SJ_ISA {
+
+using gemm_detail::Epilogue;
+using gemm_detail::epilogue_tile;
+
 namespace {
-
-// --- epilogue: bias and activation on one row of C -------------------------------
-
-template <class T> void epilogue_row(T* row, int64_t n, const T* col_bias, T row_bias, GemmActivation act) {
-  using V = typename Simd<T>::V;
-  constexpr int64_t L = Simd<T>::lanes;
-  auto f = [act](V v) -> V {
-    switch (act) {
-      case GemmActivation::relu: return v < T(0) ? vsplat(T(0)) : v;
-      case GemmActivation::gelu: return vgelu(v);
-      case GemmActivation::gelu_tanh: return vgelu_tanh(v);
-      case GemmActivation::sigmoid: return vsigmoid(v);
-      case GemmActivation::tanh: return vtanh(v);
-      default: return v;
-    }
-  };
-  int64_t j = 0;
-  for (; j + L <= n; j += L) {
-    V v = vload(row + j) + row_bias;
-    if (col_bias) v += vload(col_bias + j);
-    vstore(row + j, f(v));
-  }
-  if (j < n) {
-    V v = vload_partial(row + j, n - j, T(0)) + row_bias;
-    if (col_bias) v += vload_partial(col_bias + j, n - j, T(0));
-    vstore_partial(row + j, f(v), n - j);
-  }
-}
-
-struct Epilogue {
-  GemmBias bias_kind;
-  GemmActivation activation;
-  bool needed() const { return bias_kind != GemmBias::none || activation != GemmActivation::none; }
-};
-
-template <class T>
-void epilogue_tile(T* c, int64_t ldc, int64_t row0, int64_t col0, int64_t m, int64_t n, const T* bias,
-                   const Epilogue& ep) {
-  for (int64_t i = 0; i < m; ++i) {
-    const T* col_bias = ep.bias_kind == GemmBias::per_column ? bias + col0 : nullptr;
-    const T row_bias = ep.bias_kind == GemmBias::per_row ? bias[row0 + i] : T(0);
-    epilogue_row(c + i * ldc, n, col_bias, row_bias, ep.activation);
-  }
-}
 
 // --- reference ---------------------------------------------------------------------
 
@@ -89,223 +39,13 @@ void gemm_reference(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t 
   if (ep.needed()) epilogue_tile(c, N, 0, 0, M, N, bias, ep);
 }
 
-// --- packing -----------------------------------------------------------------------
-
-// A block (rows i0 .. i0+m, depth k0 .. k0+kc) into MR-row panels:
-// panel p holds op(A)(i0 + p MR + r, k0 + k) at [p kc MR + k MR + r], rows past m are 0.
-template <class T>
-void pack_a(T* dst, const T* a, bool trans_a, int64_t M, int64_t K, int64_t i0, int64_t m, int64_t k0, int64_t kc) {
-  constexpr int MR = GemmBlocking<T>::MR;
-  for (int64_t p = 0; p * MR < m; ++p) {
-    T* panel = dst + p * kc * MR;
-    const int64_t rows = m - p * MR < MR ? m - p * MR : MR;
-    if (trans_a) {  // op(A)(i, k) = a[k M + i]: copy runs of each row of a
-      for (int64_t k = 0; k < kc; ++k) {
-        const T* src = a + (k0 + k) * M + i0 + p * MR;
-        for (int64_t r = 0; r < rows; ++r) panel[k * MR + r] = src[r];
-      }
-    }
-    for (int64_t r = 0; r < MR; ++r) {
-      const int64_t i = i0 + p * MR + r;
-      if (r >= rows) {
-        for (int64_t k = 0; k < kc; ++k) panel[k * MR + r] = T(0);
-      } else if (!trans_a) {
-        const T* src = a + i * K + k0;
-        for (int64_t k = 0; k < kc; ++k) panel[k * MR + r] = src[k];
-      }
-    }
-  }
-}
-
-// One NR-column panel of op(B) (depth k0 .. k0+kc, columns j0 .. j0+n):
-// [k NR + j], columns past n are 0.
-template <class T>
-void pack_b_panel(T* dst, const T* b, bool trans_b, int64_t N, int64_t K, int64_t k0, int64_t kc, int64_t j0, int64_t n) {
-  constexpr int64_t NR = GemmBlocking<T>::NV * Simd<T>::lanes;
-  if (trans_b) {  // op(B)(k, j) = b[j K + k]
-    for (int64_t j = 0; j < NR; ++j) {
-      if (j < n) {
-        const T* src = b + (j0 + j) * K + k0;
-        for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = src[k];
-      } else {
-        for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = T(0);
-      }
-    }
-  } else {  // row by row, vectors of B with the columns past n as 0
-    constexpr int64_t L = Simd<T>::lanes;
-    for (int64_t k = 0; k < kc; ++k) {
-      const T* src = b + (k0 + k) * N + j0;
-      T* row = dst + k * NR;
-      for (int64_t j = 0; j < NR; j += L) {
-        const int64_t cols = n - j;
-        vstore(row + j, cols >= L ? vload(src + j) : cols > 0 ? vload_partial(src + j, cols, T(0)) : vsplat(T(0)));
-      }
-    }
-  }
-}
-
-// --- micro-kernel --------------------------------------------------------------------
-
-// c[0:m, 0:n] (row stride ldc) = alpha * A_panel B_panel + (first ? beta c : c)
-// for m <= MR, n <= NR. A_panel: packed (kc x MR, [k MR + r], rows past m are 0);
-// B_panel: kc rows of NR values, b_ks apart. Only the m x n tile of c is read
-// or written, and c is not read at all when first and beta == 0 (it may hold NaN).
-template <class T, bool kPackedA>
-inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, const T* __restrict b, int64_t b_ks,
-                              T* c, int64_t ldc, int64_t m, int64_t n, T alpha, T beta, bool first) {
-  using V = typename Simd<T>::V;
-  constexpr int64_t L = Simd<T>::lanes;
-  constexpr int MR = GemmBlocking<T>::MR, NV = GemmBlocking<T>::NV;
-  V acc[MR][NV];
-#pragma GCC unroll 32
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[i][v] = vsplat(T(0));
-  for (int64_t k = 0; k < kc; ++k) {
-    V bv[NV];
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) bv[v] = vload(b + k * b_ks + v * L);
-#pragma GCC unroll 32
-    for (int i = 0; i < MR; ++i) {
-      const V ai = vsplat(kPackedA ? a[k * MR + i] : a[i * a_rs + k]);
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[i][v] += ai * bv[v];
-    }
-  }
-  const bool reads_c = !first || beta != T(0);
-  const T c_scale = first ? beta : T(1);
-#pragma GCC unroll 32
-  for (int i = 0; i < MR; ++i) {
-    if (i >= m) break;
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) {
-      T* cp = c + i * ldc + v * L;
-      const int64_t cols = n - v * L;
-      if (cols >= L) {
-        V r = acc[i][v] * alpha;
-        if (reads_c) r += c_scale * vload(cp);
-        vstore(cp, r);
-      } else if (cols > 0) {
-        V r = acc[i][v] * alpha;
-        if (reads_c) r += c_scale * vload_partial(cp, cols, T(0));
-        vstore_partial(cp, r, cols);
-      }
-    }
-  }
-}
-
-// A is either packed (a_rs == 0: [k MR + r]) or read in place from row-major
-// op(A) (a_rs = its row stride: a[r a_rs + k]), which saves packing A when N
-// is small and packing would cost as much as the product.
-template <class T>
-inline void micro_kernel(int64_t kc, const T* a, int64_t a_rs, const T* b, int64_t b_ks, T* c, int64_t ldc,
-                         int64_t m, int64_t n, T alpha, T beta, bool first) {
-  if (a_rs == 0) micro_kernel_impl<T, true>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
-  else micro_kernel_impl<T, false>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
-}
-
 }  // namespace
 
-// The driver, on `threads` threads (1 when the caller parallelises itself,
-// as convolution does over samples). Declared in gemm_internal.h.
 template <class T>
 void gemm_blocked(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b, T alpha,
                   T beta, const T* bias, GemmBias bias_kind, GemmActivation activation, int threads) {
-  using Blk = GemmBlocking<T>;
-  constexpr int MR = Blk::MR;
-  constexpr int64_t NR = Blk::NV * Simd<T>::lanes;
-  if (M == 0 || N == 0) return;
-  const Epilogue ep{bias_kind, activation};
-  if (K == 0) {  // C = beta C (+ bias, activation)
-    for (int64_t i = 0; i < M * N; ++i) c[i] = beta != T(0) ? beta * c[i] : T(0);
-    if (ep.needed()) epilogue_tile(c, N, 0, 0, M, N, bias, ep);
-    return;
-  }
-
-  // Large products pack each KC x NC panel of B once, shared by all tasks.
-  // Small ones skip that pass: B is read in place, or (transposed) each task
-  // packs the few panels it uses; tasks then split the rows of C when B is
-  // read in place, its columns when B is packed (whichever packs nothing twice).
-  const bool shared_b = 2.0 * double(M) * double(N) * double(K) > kGemmDirectFlops;
-  const bool split_columns = !shared_b && trans_b;
-  // rows per task: MC, or fewer so that a short M still gives every thread work
-  int64_t mc = Blk::MC;
-  if (!split_columns && ceil_div(M, mc) < threads) mc = ceil_div(ceil_div(M, int64_t(threads)), int64_t(MR)) * MR;
-  const int64_t m_blocks = ceil_div(M, mc);
-
-  static thread_local std::vector<T> b_buffer;
-  for (int64_t jc = 0; jc < N; jc += Blk::NC) {
-    const int64_t nc = N - jc < Blk::NC ? N - jc : Blk::NC;
-    const int64_t n_panels = ceil_div(nc, NR);
-    // column groups per row block: enough tasks to balance the threads (4 per
-    // thread on large products; one per thread on small ones, where every
-    // group re-packs its rows of A)
-    int64_t groups = ceil_div((shared_b ? 4 : 1) * int64_t(threads), m_blocks);
-    groups = groups < 1 ? 1 : (groups > n_panels ? n_panels : groups);
-    const int64_t panels_per_group = ceil_div(n_panels, groups);
-    groups = ceil_div(n_panels, panels_per_group);
-    const int64_t tasks = m_blocks * groups;
-
-    // unpacked, B is read in place: a deeper pass costs nothing and saves passes over C
-    const int64_t depth = shared_b ? Blk::KC : 4 * Blk::KC;
-    for (int64_t pc = 0; pc < K; pc += depth) {
-      const int64_t kc = K - pc < depth ? K - pc : depth;
-      const bool first = pc == 0, last = pc + kc == K;
-      T* bp = nullptr;
-      if (shared_b) {  // the KC x NC panel of op(B), shared by all tasks
-        bp = scratch(b_buffer, size_t(n_panels) * size_t(kc) * NR);
-        auto pack = [&](int64_t p) {
-          const int64_t j0 = jc + p * NR;
-          pack_b_panel(bp + p * kc * NR, b, trans_b, N, K, pc, kc, j0, N - j0 < NR ? N - j0 : NR);
-        };
-        if (threads > 1) parallel_for(n_panels, kc * NR, pack);
-        else for (int64_t p = 0; p < n_panels; ++p) pack(p);
-      }
-      const bool parallel = threads > 1 && tasks > 1 && 2.0 * double(M) * double(nc) * double(kc) >= 64.0 * kParallelMinWork;
-#pragma omp parallel for schedule(dynamic, 1) if (parallel) num_threads(threads)
-      for (int64_t task = 0; task < tasks; ++task) {
-        static thread_local std::vector<T> a_buffer, edge_buffer;
-        const int64_t ib = task / groups, g = task % groups;
-        const int64_t i0 = ib * mc, m = M - i0 < mc ? M - i0 : mc;
-        const int64_t p_begin = g * panels_per_group;
-        const int64_t p_end = p_begin + panels_per_group < n_panels ? p_begin + panels_per_group : n_panels;
-        // A: packed, or (small products, not transposed) read in place but
-        // for a last partial row tile, which is packed so no row past M is read
-        const bool a_in_place = !shared_b && !trans_a;
-        const int64_t full_tiles = m / MR;
-        T* ap = scratch(a_buffer, size_t(ceil_div(m, int64_t(MR)) * MR) * size_t(kc));
-        if (!a_in_place) pack_a(ap, a, trans_a, M, K, i0, m, pc, kc);
-        else if (m % MR) pack_a(ap + full_tiles * kc * MR, a, false, M, K, i0 + full_tiles * MR, m % MR, pc, kc);
-        for (int64_t p = p_begin; p < p_end; ++p) {
-          const int64_t j0 = jc + p * NR;
-          const int64_t n = N - j0 < NR ? N - j0 : NR;
-          const T* b_panel;
-          int64_t b_ks;
-          if (shared_b) {
-            b_panel = bp + p * kc * NR;
-            b_ks = NR;
-          } else if (!trans_b && n == NR) {  // read B in place
-            b_panel = b + pc * N + j0;
-            b_ks = N;
-          } else {  // transposed, or the right edge (padded so the kernel never reads past a row)
-            T* eb = scratch(edge_buffer, size_t(kc) * NR);
-            pack_b_panel(eb, b, trans_b, N, K, pc, kc, j0, n);
-            b_panel = eb;
-            b_ks = NR;
-          }
-          for (int64_t r = 0; r * MR < m; ++r) {
-            const int64_t rows = m - r * MR < MR ? m - r * MR : MR;
-            T* c_tile = c + (i0 + r * MR) * N + j0;
-            if (a_in_place && r < full_tiles)
-              micro_kernel(kc, a + (i0 + r * MR) * K + pc, K, b_panel, b_ks, c_tile, N, rows, n, alpha, beta, first);
-            else
-              micro_kernel(kc, ap + r * kc * MR, 0, b_panel, b_ks, c_tile, N, rows, n, alpha, beta, first);
-            if (last && ep.needed()) epilogue_tile(c_tile, N, i0 + r * MR, j0, rows, n, bias, ep);
-          }
-        }
-      }
-    }
-  }
+  gemm_detail::gemm_driver(c, gemm_detail::MatrixA<T>{a, trans_a, M, K}, gemm_detail::MatrixB<T>{b, trans_b, N, K}, M, N,
+                           K, alpha, beta, bias, bias_kind, activation, threads);
 }
 
 template void gemm_blocked<float>(float*, const float*, const float*, int64_t, int64_t, int64_t, bool, bool, float,
