@@ -287,10 +287,114 @@ def _peak_case():
         rtol=5e-2, atol=0)
 
 
+# --- convolution and pooling ------------------------------------------------------------------
+
+def _conv_case(N, C, H, O, K, pad):
+    OH = H + 2 * pad - K + 1
+
+    def make(rng):
+        return {"x": rng.standard_normal((N, C, H, H)).astype(np.float32),
+                "w": (rng.standard_normal((O, C, K, K)) / np.sqrt(C * K * K)).astype(np.float32),
+                "b": rng.standard_normal(O).astype(np.float32),
+                "g": rng.standard_normal((N, O, OH, OH)).astype(np.float32)}
+
+    def ours(d):
+        def run():
+            ops.conv2d(d["x"], d["w"], d["b"], padding=pad)
+            return ops.conv2d_backward(d["g"], d["x"], d["w"], padding=pad)
+        return run
+
+    def numpy_ref(d):
+        def run():
+            R.conv2d(d["x"], d["w"], d["b"], padding=pad)
+            return R.conv2d_backward(d["g"], d["x"], d["w"], padding=pad)
+        return run
+
+    def torch_conv(d):
+        torch = _torch()
+        x, w, b, g = (torch.from_numpy(d[k]) for k in "xwbg")
+
+        def run():
+            xr, wr, br = (t.detach().requires_grad_(True) for t in (x, w, b))
+            torch.nn.functional.conv2d(xr, wr, br, padding=pad).backward(g)
+            return xr.grad.numpy(), wr.grad.numpy(), br.grad.numpy()
+        return run
+
+    def expected(d):
+        return R.conv2d_backward(d["g"].astype(np.float64), d["x"].astype(np.float64), d["w"].astype(np.float64),
+                                 padding=pad)[1]
+
+    # forward, then the gradients of input and weight: 3 x 2 N O OH OW C KH KW
+    return Case(f"conv2d fwd+bwd {N}x{C}x{H}x{H} {O}@{K}x{K}", "GFLOP/s", 3 * 2.0 * N * O * OH * OH * C * K * K, make,
+                expected, runners={"shenjing": ours, "numpy": numpy_ref, "torch": torch_conv},
+                pick=lambda r: r[1], rtol=1e-3, atol=1e-3 * np.sqrt(N * OH * OH))
+
+
+def _pool_case(kind):
+    shape = (64, 32, 24, 24)
+
+    def make(rng):
+        return {"x": rng.standard_normal(shape).astype(np.float32),
+                "g": rng.standard_normal((64, 32, 12, 12)).astype(np.float32)}
+
+    if kind == "max":
+        def ours(d):
+            def run():
+                _, idx = ops.max_pool2d(d["x"], 2, return_indices=True)
+                return ops.max_pool2d_backward(d["g"], d["x"], idx, 2)
+            return run
+
+        def numpy_ref(d):
+            def run():
+                _, idx = R.max_pool2d(d["x"], 2, return_indices=True)
+                return R.max_pool2d_backward(d["g"], d["x"], idx, 2)
+            return run
+
+        def expected(d):
+            _, idx = R.max_pool2d(d["x"].astype(np.float64), 2, return_indices=True)
+            return R.max_pool2d_backward(d["g"].astype(np.float64), d["x"], idx, 2)
+
+        torch_fn = lambda t, x: t.nn.functional.max_pool2d(x, 2)
+    else:
+        def ours(d):
+            def run():
+                ops.avg_pool2d(d["x"], 2)
+                return ops.avg_pool2d_backward(d["g"], d["x"], 2)
+            return run
+
+        def numpy_ref(d):
+            def run():
+                R.avg_pool2d(d["x"], 2)
+                return R.avg_pool2d_backward(d["g"], d["x"], 2)
+            return run
+
+        def expected(d):
+            return R.avg_pool2d_backward(d["g"].astype(np.float64), d["x"].astype(np.float64), 2)
+
+        torch_fn = lambda t, x: t.nn.functional.avg_pool2d(x, 2)
+
+    def torch_pool(d):
+        torch = _torch()
+        x, g = torch.from_numpy(d["x"]), torch.from_numpy(d["g"])
+
+        def run():
+            xr = x.detach().requires_grad_(True)
+            torch_fn(torch, xr).backward(g)
+            return xr.grad.numpy()
+        return run
+
+    # forward reads x and writes y; backward reads dy (and the indices) and writes dx
+    x_bytes, y_bytes = 64 * 32 * 24 * 24 * F32, 64 * 32 * 12 * 12 * F32
+    return Case(f"{kind}_pool2d fwd+bwd 64x32x24x24 2x2", "GB/s", 2 * x_bytes + 2 * y_bytes, make, expected,
+                runners={"shenjing": ours, "numpy": numpy_ref, "torch": torch_pool}, rtol=1e-5, atol=1e-6)
+
+
 def all_cases():
     return ([_copy_case(), _peak_case()] + _activation_cases() + [_softmax_case(), _cross_entropy_case(), _adam_case()]
             + [_gemm_case(64, 128, 784), _gemm_case(128, 10, 256), _gemm_case(37, 613, 1511),
-               _gemm_case(1024, 1024, 1024), _gemm_case(2048, 2048, 2048)])
+               _gemm_case(1024, 1024, 1024), _gemm_case(2048, 2048, 2048)]
+            + [_conv_case(64, 1, 28, 32, 5, 0), _conv_case(64, 32, 12, 64, 5, 0), _conv_case(32, 64, 56, 64, 3, 1)]
+            + [_pool_case("max"), _pool_case("avg")])
 
 
 def check(case: Case, data: dict, result) -> Optional[str]:

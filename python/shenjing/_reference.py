@@ -395,7 +395,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     xp, _, st, dl, OH, OW = _conv_setup(x, w, stride, padding, dilation)
     win = _windows(xp, w.shape[2], w.shape[3], st, dl, OH, OW)
     Cg, Og = x.shape[1] // groups, w.shape[0] // groups
-    y = np.concatenate([np.einsum("ncpqhw,ochw->nopq", win[:, g * Cg:(g + 1) * Cg], w[g * Og:(g + 1) * Og])
+    y = np.concatenate([np.einsum("ncpqhw,ochw->nopq", win[:, g * Cg:(g + 1) * Cg], w[g * Og:(g + 1) * Og], optimize=True)
                         for g in range(groups)], axis=1)
     if bias is not None:
         y = y + bias[None, :, None, None]
@@ -411,11 +411,11 @@ def conv2d_backward(grad, input, weight, stride=1, padding=0, dilation=1, groups
     KH, KW = w.shape[2:]
     win = _windows(xp, KH, KW, (sh, sw), (dh, dw), OH, OW)
     Cg, Og = x.shape[1] // groups, w.shape[0] // groups
-    dw_ = np.concatenate([np.einsum("nopq,ncpqhw->ochw", g[:, k * Og:(k + 1) * Og], win[:, k * Cg:(k + 1) * Cg])
+    dw_ = np.concatenate([np.einsum("nopq,ncpqhw->ochw", g[:, k * Og:(k + 1) * Og], win[:, k * Cg:(k + 1) * Cg], optimize=True)
                           for k in range(groups)], axis=0)
     dxp = np.zeros_like(xp)
     for k in range(groups):
-        dcols = np.einsum("nopq,ochw->ncpqhw", g[:, k * Og:(k + 1) * Og], w[k * Og:(k + 1) * Og])
+        dcols = np.einsum("nopq,ochw->ncpqhw", g[:, k * Og:(k + 1) * Og], w[k * Og:(k + 1) * Og], optimize=True)
         for kh in range(KH):
             for kw in range(KW):
                 h0, w0 = kh * dh, kw * dw

@@ -43,14 +43,20 @@ Geometry geometry(const ConvShape& s) {
   return g;
 }
 
-// Output columns ow whose input column iw = ow sw - pw + kw dw lies in [0, W): [lo, hi).
-inline void valid_range(int64_t offset, int64_t stride, int64_t size, int64_t out_size, int64_t* lo, int64_t* hi) {
-  // iw = ow * stride + offset, offset = kw dw - pw
-  int64_t l = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
-  int64_t h = size - offset <= 0 ? 0 : (size - offset + stride - 1) / stride;
-  *lo = l < out_size ? l : out_size;
-  *hi = h < out_size ? (h > *lo ? h : *lo) : out_size;
-  if (*hi < *lo) *hi = *lo;
+// The u in [0, count) whose input column offset + u stride lies in [0, size): [lo, hi).
+inline void valid_range(int64_t offset, int64_t stride, int64_t size, int64_t count, int64_t* lo, int64_t* hi) {
+  int64_t l, h;
+  if (stride == 1) {  // the common case, without divisions
+    l = offset >= 0 ? 0 : -offset;
+    h = size - offset;
+  } else {
+    l = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+    h = size - offset <= 0 ? 0 : (size - offset + stride - 1) / stride;
+  }
+  l = l < count ? l : count;
+  h = h < count ? h : count;
+  *lo = l;
+  *hi = h > l ? h : l;
 }
 
 // dx: (Cg, H, W) += the columns col (Kc, P) scattered back (the adjoint of im2col)
