@@ -1,24 +1,31 @@
 """shenjing (神经): deep learning on the CPU with a C++ core.
 
-The kernels live in ``shenjing._core`` (C++, OpenMP, AVX2 / AVX-512 chosen
-at run time); ``shenjing.ops`` is their NumPy-in, NumPy-out interface and
-``shenjing._reference`` the same functions in plain NumPy (float64 oracle).
+The concepts of the text, one module each: ``data`` and ``datasets``,
+``layers`` (the model), ``activations``, ``losses``, ``optimizers``, and
+``Model`` for the training loop; ``nn`` and ``optim`` re-export them under
+PyTorch's names. Underneath, ``Tensor`` records a tape for autograd and
+``shenjing.ops`` calls the kernels of ``shenjing._core`` (C++, OpenMP, AVX2 /
+AVX-512 chosen at run time); ``shenjing._reference`` is the same functions in
+plain NumPy (the float64 oracle).
 """
 
 from __future__ import annotations
 
 from . import _core, _reference, ops
+from . import functional, init, data, datasets, layers, activations, losses, optimizers  # noqa: E401
+from . import nn, optim  # noqa: E401
+from .autograd import enable_grad, gradcheck, no_grad
+from .model import Callback, EarlyStopping, History, Model, ModelCheckpoint
+from .random import manual_seed
+from .tensor import Tensor, cat, matmul, stack, tensor
 
 __version__ = _core.backend_info()["version"]
 
 __all__ = [
-    "__version__",
-    "backend_info",
-    "get_isa",
-    "get_num_threads",
-    "ops",
-    "set_isa",
-    "set_num_threads",
+    "__version__", "backend_info", "get_isa", "get_num_threads", "set_isa", "set_num_threads",
+    "ops", "functional", "init", "data", "datasets", "layers", "activations", "losses", "optimizers", "nn", "optim",
+    "Tensor", "tensor", "cat", "stack", "matmul", "no_grad", "enable_grad", "gradcheck", "manual_seed",
+    "Model", "History", "Callback", "EarlyStopping", "ModelCheckpoint",
 ]
 
 

@@ -1,0 +1,137 @@
+"""Reverse-mode automatic differentiation: a tape of (parents, backward) pairs.
+
+Every differentiable op makes its output with ``record(data, parents,
+backward)``; ``backward(grad)`` returns one gradient per parent (or None).
+``Tensor.backward`` orders the graph once, iteratively (no recursion limit on
+deep graphs), and walks it in reverse. Gradients of broadcast operands are
+summed back to their shapes here, once for all ops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_state, "enabled", True)
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside, ops record nothing: no graph is built and outputs need no gradient."""
+    previous = is_grad_enabled()
+    _state.enabled = False
+    try:
+        yield
+    finally:
+        _state.enabled = previous
+
+
+@contextlib.contextmanager
+def enable_grad():
+    previous = is_grad_enabled()
+    _state.enabled = True
+    try:
+        yield
+    finally:
+        _state.enabled = previous
+
+
+def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum ``grad`` over the axes that broadcasting added or stretched to reach ``shape``."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad
+
+
+def record(data: np.ndarray, parents: Sequence, backward: Callable[[np.ndarray], Sequence[Optional[np.ndarray]]]):
+    """The output Tensor of an op: tracked when grad is enabled and a parent needs a gradient."""
+    from .tensor import Tensor
+
+    needs = is_grad_enabled() and any(p.requires_grad for p in parents)
+    out = Tensor(data, requires_grad=needs)
+    if needs:
+        out._parents = tuple(parents)
+        out._backward = backward
+    return out
+
+
+def _topological_order(root) -> list:
+    """Nodes that lead to ``root`` and need gradients, parents before children."""
+    order, seen = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        for parent in node._parents:
+            if parent.requires_grad and id(parent) not in seen:
+                stack.append((parent, False))
+    return order
+
+
+def run_backward(root, grad: np.ndarray) -> None:
+    grads = {id(root): grad}
+    for node in reversed(_topological_order(root)):
+        g = grads.pop(id(node), None)
+        if g is None:
+            continue
+        if node._backward is None:  # a leaf: accumulate, as PyTorch does
+            node.grad = g.copy() if node.grad is None else node.grad + g
+            continue
+        for parent, pg in zip(node._parents, node._backward(g)):
+            if pg is None or not parent.requires_grad:
+                continue
+            pg = unbroadcast(np.asarray(pg), parent.data.shape)
+            if pg.dtype != parent.data.dtype:
+                pg = pg.astype(parent.data.dtype)
+            key = id(parent)
+            grads[key] = pg if key not in grads else grads[key] + pg
+
+
+def gradcheck(fn: Callable, inputs: Sequence, eps: float = 1e-6, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
+    """Compare the gradients of ``sum(w * fn(*inputs))`` (random w) with central
+    finite differences in float64. Raises AssertionError naming the input on a mismatch."""
+    from .tensor import Tensor
+
+    rng = np.random.default_rng(0)
+    xs = [Tensor(np.array(x.data if isinstance(x, Tensor) else x, dtype=np.float64), requires_grad=True) for x in inputs]
+    out = fn(*xs)
+    weights = rng.standard_normal(out.shape)
+    (out * Tensor(weights)).sum().backward()
+    for index, x in enumerate(xs):
+        numeric = np.zeros_like(x.data)
+        flat, nflat = x.data.reshape(-1), numeric.reshape(-1)
+        for i in range(flat.size):
+            old = flat[i]
+            flat[i] = old + eps
+            with no_grad():
+                plus = float(np.sum(weights * fn(*xs).data))
+            flat[i] = old - eps
+            with no_grad():
+                minus = float(np.sum(weights * fn(*xs).data))
+            flat[i] = old
+            nflat[i] = (plus - minus) / (2 * eps)
+        analytic = x.grad if x.grad is not None else np.zeros_like(x.data)
+        if not np.allclose(analytic, numeric, rtol=rtol, atol=atol):
+            worst = np.max(np.abs(analytic - numeric))
+            raise AssertionError(f"gradcheck: input {index} (shape {x.shape}): analytic and numeric gradients "
+                                 f"differ by up to {worst:.3g}")
+    return True

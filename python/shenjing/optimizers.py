@@ -1,0 +1,240 @@
+"""Optimizers (torch.optim's names, arguments and update rules). ``step()``
+makes one C++ call per parameter group for all its parameters."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+
+from . import ops
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_", "lr_scheduler"]
+
+
+class Optimizer:
+    """Parameter groups (dicts with "params" and hyper-parameters) and per-parameter state."""
+
+    def __init__(self, params, defaults: dict):
+        params = list(params)
+        if not params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        self.defaults = defaults
+        self.param_groups = []
+        self.state = {}
+        for group in groups:
+            self.add_param_group(group)
+
+    def add_param_group(self, group: dict) -> None:
+        group = dict(group)
+        params = group["params"]
+        group["params"] = [params] if not isinstance(params, (list, tuple)) else list(params)
+        for key, value in self.defaults.items():
+            group.setdefault(key, value)
+        self._validate(group)
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        for p in group["params"]:
+            if id(p) in seen:
+                raise ValueError(f"{type(self).__name__}: a parameter appears in more than one group")
+        self.param_groups.append(group)
+
+    def _validate(self, group: dict) -> None:
+        if group["lr"] < 0:
+            raise ValueError(f"Invalid learning rate: {group['lr']}")
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if set_to_none:
+                    p.grad = None
+                elif p.grad is not None:
+                    p.grad = np.zeros_like(p.data)
+
+    def _with_grads(self, group):
+        return [p for p in group["params"] if p.grad is not None]
+
+    def state_dict(self) -> dict:
+        index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        state = {index[k]: {name: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v) for name, v in s.items()}
+                 for k, s in self.state.items() if k in index}
+        groups = [{k: v for k, v in g.items() if k != "params"} | {"params": [index[id(p)] for p in g["params"]]}
+                  for g in self.param_groups]
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        params = [p for g in self.param_groups for p in g["params"]]
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups) or any(len(a["params"]) != len(b["params"])
+                                                        for a, b in zip(groups, self.param_groups)):
+            raise ValueError("load_state_dict: the saved parameter groups do not match this optimizer's")
+        for group, saved in zip(self.param_groups, groups):
+            group.update({k: v for k, v in saved.items() if k != "params"})
+        self.state = {id(params[int(i)]): {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v)
+                                           for k, v in s.items()} for i, s in state_dict["state"].items()}
+
+    def step(self):
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """g = grad (+ weight_decay p); buf = momentum buf + (1 - dampening) g;
+    g = g + momentum buf (nesterov) or buf; p -= lr g"""
+
+    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False, maximize: bool = False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                                      nesterov=nesterov, maximize=maximize))
+
+    def _validate(self, group):
+        super()._validate(group)
+        if group["momentum"] < 0:
+            raise ValueError(f"Invalid momentum value: {group['momentum']}")
+        if group["weight_decay"] < 0:
+            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+
+    def step(self):
+        for group in self.param_groups:
+            params = self._with_grads(group)
+            if not params:
+                continue
+            buffers, firsts = [], []
+            for p in params:
+                state = self.state.setdefault(id(p), {})
+                if group["momentum"] != 0 and "momentum_buffer" not in state:
+                    state["momentum_buffer"] = np.zeros_like(p.data)
+                    firsts.append(True)
+                else:
+                    firsts.append(False)
+                buffers.append(state.get("momentum_buffer"))
+            ops.sgd_step([p.data for p in params], [p.grad for p in params],
+                         buffers if group["momentum"] != 0 else None, lr=group["lr"], momentum=group["momentum"],
+                         dampening=group["dampening"], nesterov=group["nesterov"],
+                         weight_decay=group["weight_decay"], maximize=group["maximize"], first_step=firsts)
+
+
+class Adam(Optimizer):
+    """m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;
+    p -= lr / (1 - beta1^t) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)"""
+
+    decoupled = False
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+                 amsgrad: bool = False, maximize: bool = False):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                                      maximize=maximize))
+
+    def _validate(self, group):
+        super()._validate(group)
+        if group["eps"] < 0:
+            raise ValueError(f"Invalid epsilon value: {group['eps']}")
+        for i, b in enumerate(group["betas"]):
+            if not 0.0 <= b < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {i}: {b}")
+        if group["weight_decay"] < 0:
+            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+
+    def step(self):
+        for group in self.param_groups:
+            params = self._with_grads(group)
+            if not params:
+                continue
+            states = []
+            for p in params:
+                state = self.state.setdefault(id(p), {})
+                if not state:
+                    state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
+                    if group["amsgrad"]:
+                        state["max_exp_avg_sq"] = np.zeros_like(p.data)
+                state["step"] += 1
+                states.append(state)
+            ops.adam_step([p.data for p in params], [p.grad for p in params], [s["exp_avg"] for s in states],
+                          [s["exp_avg_sq"] for s in states],
+                          [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else None,
+                          step=[s["step"] for s in states], lr=group["lr"], betas=group["betas"], eps=group["eps"],
+                          weight_decay=group["weight_decay"], amsgrad=group["amsgrad"], maximize=group["maximize"],
+                          decoupled_weight_decay=self.decoupled)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: p *= 1 - lr weight_decay before the Adam step."""
+
+    decoupled = True
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2,
+                 amsgrad: bool = False, maximize: bool = False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize)
+
+
+def clip_grad_norm_(parameters: Iterable, max_norm: float, norm_type: float = 2.0) -> float:
+    """Scale all gradients so their joint 2-norm is at most max_norm; returns the norm before."""
+    if norm_type != 2.0:
+        raise ValueError(f"clip_grad_norm_: only norm_type=2 is supported, got {norm_type}")
+    grads = [p.grad for p in parameters if p.grad is not None]
+    total = math.sqrt(sum(ops.sum_of_squares(g) for g in grads))
+    scale = max_norm / (total + 1e-6)
+    if scale < 1.0:
+        for g in grads:
+            g *= scale
+    return total
+
+
+class _Schedulers:
+    """torch.optim.lr_scheduler's StepLR, CosineAnnealingLR, ReduceLROnPlateau."""
+
+    class _Scheduler:
+        def __init__(self, optimizer: Optimizer):
+            self.optimizer = optimizer
+            self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+            self.last_epoch = 0
+
+        def get_last_lr(self):
+            return [g["lr"] for g in self.optimizer.param_groups]
+
+    class StepLR(_Scheduler):
+        def __init__(self, optimizer, step_size: int, gamma: float = 0.1):
+            super().__init__(optimizer)
+            self.step_size, self.gamma = step_size, gamma
+
+        def step(self):
+            self.last_epoch += 1
+            for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+                g["lr"] = base * self.gamma ** (self.last_epoch // self.step_size)
+
+    class CosineAnnealingLR(_Scheduler):
+        def __init__(self, optimizer, T_max: int, eta_min: float = 0.0):
+            super().__init__(optimizer)
+            self.T_max, self.eta_min = T_max, eta_min
+
+        def step(self):
+            self.last_epoch += 1
+            for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+                g["lr"] = self.eta_min + (base - self.eta_min) * (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
+
+    class ReduceLROnPlateau(_Scheduler):
+        def __init__(self, optimizer, mode: str = "min", factor: float = 0.1, patience: int = 10, min_lr: float = 0.0):
+            super().__init__(optimizer)
+            if mode not in ("min", "max"):
+                raise ValueError(f"ReduceLROnPlateau: mode must be 'min' or 'max', got {mode!r}")
+            if not 0 < factor < 1:
+                raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor}")
+            self.mode, self.factor, self.patience, self.min_lr = mode, factor, patience, min_lr
+            self.best, self.bad_epochs = None, 0
+
+        def step(self, metric: float):
+            metric = float(metric)
+            better = self.best is None or (metric < self.best if self.mode == "min" else metric > self.best)
+            if better:
+                self.best, self.bad_epochs = metric, 0
+            else:
+                self.bad_epochs += 1
+            if self.bad_epochs > self.patience:
+                for g in self.optimizer.param_groups:
+                    g["lr"] = max(g["lr"] * self.factor, self.min_lr)
+                self.bad_epochs = 0
+
+
+lr_scheduler = _Schedulers

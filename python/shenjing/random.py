@@ -1,0 +1,24 @@
+"""The random generator behind initialisation, dropout and shuffling.
+
+``manual_seed(n)`` makes every run that follows bit-identical: the same
+initial weights, dropout masks and batch orders.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_generator = np.random.default_rng()
+
+
+def manual_seed(seed: int) -> np.random.Generator:
+    """Reseed shenjing's generator; returns it."""
+    global _generator
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"manual_seed: seed must be an int, got {type(seed).__name__}")
+    _generator = np.random.default_rng(int(seed))
+    return _generator
+
+
+def default_generator() -> np.random.Generator:
+    return _generator

@@ -1,0 +1,412 @@
+"""Tensor: a NumPy array on the CPU, with a gradient and a place on the tape.
+
+``shenjing.tensor(a)`` shares memory with a float32 C-contiguous ``a``, and
+``t.numpy()`` is a view. Arithmetic broadcasts as NumPy does; every op is
+differentiable (see autograd.py). Elementwise arithmetic runs in NumPy; the
+layers' heavy ops (GEMM, convolution, pooling, activations, losses) call
+``shenjing.ops``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from . import autograd, ops
+
+ArrayLike = Union["Tensor", np.ndarray, numbers.Number, Sequence]
+
+
+def _as_data(value, dtype=None) -> np.ndarray:
+    if isinstance(value, Tensor):
+        return value.data
+    a = np.asarray(value)
+    if dtype is not None:
+        return np.asarray(a, dtype=dtype)
+    if a.dtype.kind == "f":
+        # Python floats and lists become float32, the default dtype (as in PyTorch)
+        return a if isinstance(value, np.ndarray) or a.dtype != np.float64 else a.astype(np.float32)
+    if a.dtype.kind in "biu":
+        return a
+    raise TypeError(f"tensor: data must be numeric, got dtype {a.dtype}")
+
+
+class Tensor:
+    """An n-dimensional array with an optional gradient."""
+
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "__weakref__")
+    __array_priority__ = 1000  # numpy_array + tensor calls Tensor.__radd__
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None):
+        a = _as_data(data, dtype)
+        if a.dtype.kind == "f" and a.dtype not in (np.float32, np.float64):
+            a = a.astype(np.float32)
+        if requires_grad and a.dtype.kind != "f":
+            raise TypeError(f"tensor: only floating-point tensors can require gradients, got dtype {a.dtype}")
+        self.data = a
+        self.grad: Optional[np.ndarray] = None
+        self.requires_grad = bool(requires_grad)
+        self._parents: tuple = ()
+        self._backward = None
+
+    # --- NumPy views and basic properties -----------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    def size(self, dim: Optional[int] = None):
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def numel(self) -> int:
+        return self.data.size
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def numpy(self) -> np.ndarray:
+        """The data itself (a view, not a copy)."""
+        return self.data
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item: only one-element tensors can be converted, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def detach(self) -> "Tensor":
+        """The same data, cut from the graph."""
+        return Tensor(self.data)
+
+    def requires_grad_(self, flag: bool = True) -> "Tensor":
+        if flag and self.data.dtype.kind != "f":
+            raise TypeError(f"requires_grad_: only floating-point tensors can require gradients, got {self.dtype}")
+        self.requires_grad = bool(flag)
+        return self
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._backward is None
+
+    def __repr__(self) -> str:
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"tensor({np.array2string(self.data, separator=', ', threshold=20)}{grad})"
+
+    def backward(self, grad=None) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``."""
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad and has no graph "
+                               "(was it made under no_grad, or from tensors without requires_grad=True?)")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward: grad can be implicitly created only for a scalar output, "
+                                   f"this one has shape {self.shape}; pass grad=")
+            g = np.ones_like(self.data)
+        else:
+            g = np.asarray(_as_data(grad), dtype=self.data.dtype)
+            if g.shape != self.shape:
+                raise ValueError(f"backward: grad has shape {g.shape}, expected {self.shape}")
+        autograd.run_backward(self, g)
+
+    # --- arithmetic ---------------------------------------------------------------------
+    def _other(self, other) -> "Tensor":
+        if isinstance(other, Tensor):
+            return other
+        return Tensor(np.asarray(other, dtype=self.data.dtype if self.data.dtype.kind == "f" else None))
+
+    def __add__(self, other):
+        o = self._other(other)
+        return autograd.record(self.data + o.data, (self, o), lambda g: (g, g))
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        o = self._other(other)
+        return autograd.record(self.data - o.data, (self, o), lambda g: (g, -g))
+
+    def __rsub__(self, other):
+        return self._other(other) - self
+
+    def __mul__(self, other):
+        o = self._other(other)
+        a, b = self.data, o.data
+        return autograd.record(a * b, (self, o), lambda g: (g * b, g * a))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        o = self._other(other)
+        a, b = self.data, o.data
+        return autograd.record(a / b, (self, o), lambda g: (g / b, -g * a / (b * b)))
+
+    def __rtruediv__(self, other):
+        return self._other(other) / self
+
+    def __neg__(self):
+        return autograd.record(-self.data, (self,), lambda g: (-g,))
+
+    def __pow__(self, exponent):
+        if isinstance(exponent, Tensor):
+            return exp(log(self) * exponent)
+        if not isinstance(exponent, numbers.Real):
+            raise TypeError(f"pow: exponent must be a number or a Tensor, got {type(exponent).__name__}")
+        a, e = self.data, exponent
+        return autograd.record(a ** e, (self,), lambda g: (g * e * a ** (e - 1),))
+
+    def __matmul__(self, other):
+        return matmul(self, self._other(other))
+
+    def __rmatmul__(self, other):
+        return matmul(self._other(other), self)
+
+    # comparisons give plain boolean arrays (no gradient)
+    def __lt__(self, other):
+        return Tensor(self.data < _as_data(other))
+
+    def __le__(self, other):
+        return Tensor(self.data <= _as_data(other))
+
+    def __gt__(self, other):
+        return Tensor(self.data > _as_data(other))
+
+    def __ge__(self, other):
+        return Tensor(self.data >= _as_data(other))
+
+    # --- reductions and shape -------------------------------------------------------------
+    def sum(self, axis=None, keepdims: bool = False):
+        return sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims: bool = False):
+        return mean(self, axis, keepdims)
+
+    def max(self, axis=None, keepdims: bool = False):
+        return max(self, axis, keepdims)
+
+    def reshape(self, *shape):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return reshape(self, tuple(shape))
+
+    view = reshape
+
+    def flatten(self, start_dim: int = 0):
+        lead = self.shape[:start_dim]
+        return reshape(self, lead + (-1,))
+
+    def transpose(self, dim0: int = 0, dim1: int = 1):
+        axes = list(range(self.ndim))
+        axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+        return permute(self, axes)
+
+    @property
+    def T(self):
+        return permute(self, list(reversed(range(self.ndim))))
+
+    def permute(self, *axes):
+        axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+        return permute(self, axes)
+
+    def __getitem__(self, index):
+        if isinstance(index, Tensor):
+            index = index.data
+        out = self.data[index]
+        shape, dtype = self.data.shape, self.data.dtype
+
+        def backward(g):
+            full = np.zeros(shape, dtype=dtype)
+            np.add.at(full, index, g)
+            return (full,)
+
+        return autograd.record(np.array(out, copy=True) if np.shares_memory(out, self.data) else out, (self,), backward)
+
+    # --- elementwise math ------------------------------------------------------------------
+    def exp(self):
+        return exp(self)
+
+    def log(self):
+        return log(self)
+
+    def sqrt(self):
+        return sqrt(self)
+
+    def abs(self):
+        return abs(self)
+
+    def clamp(self, min=None, max=None):
+        return clamp(self, min, max)
+
+    def relu(self):
+        from . import functional as F
+        return F.relu(self)
+
+    def sigmoid(self):
+        from . import functional as F
+        return F.sigmoid(self)
+
+    def tanh(self):
+        from . import functional as F
+        return F.tanh(self)
+
+    def softmax(self, dim: int = -1):
+        from . import functional as F
+        return F.softmax(self, dim)
+
+    def log_softmax(self, dim: int = -1):
+        from . import functional as F
+        return F.log_softmax(self, dim)
+
+
+def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
+    """A Tensor on ``data``; a float32 C-contiguous array is shared, not copied."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+# --- functions of tensors -----------------------------------------------------------------
+
+def _t(x) -> Tensor:
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def exp(x):
+    x = _t(x)
+    y = np.exp(x.data)
+    return autograd.record(y, (x,), lambda g: (g * y,))
+
+
+def log(x):
+    x = _t(x)
+    a = x.data
+    return autograd.record(np.log(a), (x,), lambda g: (g / a,))
+
+
+def sqrt(x):
+    x = _t(x)
+    y = np.sqrt(x.data)
+    return autograd.record(y, (x,), lambda g: (g / (2 * y),))
+
+
+def abs(x):  # noqa: A001 - the name users expect
+    x = _t(x)
+    a = x.data
+    return autograd.record(np.abs(a), (x,), lambda g: (g * np.sign(a),))
+
+
+def clamp(x, min=None, max=None):  # noqa: A002
+    x = _t(x)
+    a = x.data
+    y = np.clip(a, min, max)
+    inside = np.ones_like(a, dtype=bool)
+    if min is not None:
+        inside &= a >= min
+    if max is not None:
+        inside &= a <= max
+    return autograd.record(y, (x,), lambda g: (g * inside,))
+
+
+def _axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    return tuple(a % ndim for a in (axis if isinstance(axis, (tuple, list)) else (axis,)))
+
+
+def sum(x, axis=None, keepdims: bool = False):  # noqa: A001
+    x = _t(x)
+    shape = x.shape
+    axes = _axes(axis, x.ndim)
+    y = np.sum(x.data, axis=axes, keepdims=keepdims)
+
+    def backward(g):
+        if not keepdims:
+            g = np.expand_dims(g, axes)
+        return (np.broadcast_to(g, shape),)
+
+    return autograd.record(np.asarray(y), (x,), backward)
+
+
+def mean(x, axis=None, keepdims: bool = False):
+    x = _t(x)
+    axes = _axes(axis, x.ndim)
+    count = int(np.prod([x.shape[a] for a in axes])) if axes else 1
+    return sum(x, axis, keepdims) * (1.0 / builtins_max(count, 1))
+
+
+def max(x, axis=None, keepdims: bool = False):  # noqa: A001
+    x = _t(x)
+    axes = _axes(axis, x.ndim)
+    y = np.max(x.data, axis=axes, keepdims=True)
+    mask = x.data == y
+    share = mask / np.sum(mask, axis=axes, keepdims=True)  # ties split the gradient
+
+    def backward(g):
+        if not keepdims:
+            g = np.expand_dims(g, axes)
+        return (g * share,)
+
+    return autograd.record(y if keepdims else np.squeeze(y, axis=axes), (x,), backward)
+
+
+def reshape(x, shape):
+    x = _t(x)
+    old = x.shape
+    return autograd.record(x.data.reshape(shape), (x,), lambda g: (g.reshape(old),))
+
+
+def permute(x, axes):
+    x = _t(x)
+    axes = tuple(a % x.ndim for a in axes)
+    inverse = tuple(np.argsort(axes))
+    return autograd.record(np.transpose(x.data, axes), (x,), lambda g: (np.transpose(g, inverse),))
+
+
+def cat(tensors, dim: int = 0):
+    tensors = [_t(t) for t in tensors]
+    sizes = [t.shape[dim] for t in tensors]
+    bounds = np.cumsum(sizes)[:-1]
+    y = np.concatenate([t.data for t in tensors], axis=dim)
+    return autograd.record(y, tuple(tensors), lambda g: tuple(np.split(g, bounds, axis=dim)))
+
+
+def stack(tensors, dim: int = 0):
+    tensors = [_t(t) for t in tensors]
+    y = np.stack([t.data for t in tensors], axis=dim)
+    return autograd.record(y, tuple(tensors), lambda g: tuple(np.moveaxis(g, dim, 0)))
+
+
+def matmul(a, b):
+    """a @ b; 2-D products run on shenjing's GEMM, batched ones broadcast as NumPy."""
+    a, b = _t(a), _t(b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: both operands need at least one dimension, got shapes {a.shape} and {b.shape}")
+    if a.ndim == 1 and b.ndim == 1:
+        return sum(a * b)
+    if a.ndim == 1:
+        out = matmul(reshape(a, (1, -1)), b)
+        return reshape(out, out.shape[:-2] + out.shape[-1:])
+    if b.ndim == 1:
+        out = matmul(a, reshape(b, (-1, 1)))
+        return reshape(out, out.shape[:-1])
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match ({a.shape[-1]} != {b.shape[-2]})")
+    if a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.dtype.kind == "f":
+        A, B = a.data, b.data
+        y = ops.gemm(A, B)
+        return autograd.record(y, (a, b), lambda g: (ops.gemm(g, B, trans_b=True), ops.gemm(A, g, trans_a=True)))
+    A, B = a.data, b.data
+    y = np.matmul(A, B)
+
+    def backward(g):
+        return np.matmul(g, np.swapaxes(B, -1, -2)), np.matmul(np.swapaxes(A, -1, -2), g)
+
+    return autograd.record(y, (a, b), backward)
+
+
+import builtins as _builtins  # noqa: E402
+
+builtins_max = _builtins.max
