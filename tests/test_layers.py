@@ -1,0 +1,211 @@
+"""Layers, losses and optimizers against PyTorch with the same weights and
+inputs: values and every gradient to float32 rounding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import shenjing
+from shenjing import nn, optim, tensor
+
+from helpers import raises
+
+try:
+    import torch
+except ImportError:  # PyTorch is an optional test dependency
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+
+
+def _pair(ours_factory, theirs_factory):
+    """The same layer in both libraries, with our (random) weights copied into PyTorch's."""
+    ours, theirs = ours_factory(), theirs_factory()
+    with torch.no_grad():
+        for (name, p), (tname, tp) in zip(ours.named_parameters(), theirs.named_parameters()):
+            assert tuple(p.shape) == tuple(tp.shape), (name, tname)
+            tp.copy_(torch.from_numpy(p.data.copy()))
+    return ours, theirs
+
+
+LAYERS = [
+    ("Linear", lambda: nn.Linear(7, 5), lambda: torch.nn.Linear(7, 5), (4, 7)),
+    ("Linear3d", lambda: nn.Linear(7, 5, bias=False), lambda: torch.nn.Linear(7, 5, bias=False), (2, 3, 7)),
+    ("Conv2d", lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1), lambda: torch.nn.Conv2d(3, 4, 3, stride=2, padding=1),
+     (2, 3, 9, 8)),
+    ("Conv2d_groups", lambda: nn.Conv2d(4, 6, (3, 1), groups=2), lambda: torch.nn.Conv2d(4, 6, (3, 1), groups=2),
+     (2, 4, 6, 5)),
+    ("Conv1d", lambda: nn.Conv1d(3, 4, 5, padding=2), lambda: torch.nn.Conv1d(3, 4, 5, padding=2), (2, 3, 17)),
+    ("MaxPool2d", lambda: nn.MaxPool2d(2), lambda: torch.nn.MaxPool2d(2), (2, 3, 8, 8)),
+    ("AvgPool2d", lambda: nn.AvgPool2d(3, stride=2, padding=1), lambda: torch.nn.AvgPool2d(3, stride=2, padding=1),
+     (2, 3, 7, 7)),
+    ("AdaptiveAvgPool2d", lambda: nn.AdaptiveAvgPool2d((2, 3)), lambda: torch.nn.AdaptiveAvgPool2d((2, 3)), (2, 3, 7, 8)),
+    ("Flatten", lambda: nn.Flatten(), lambda: torch.nn.Flatten(), (2, 3, 4)),
+    ("ReLU", lambda: nn.ReLU(), lambda: torch.nn.ReLU(), (3, 5)),
+    ("LeakyReLU", lambda: nn.LeakyReLU(0.2), lambda: torch.nn.LeakyReLU(0.2), (3, 5)),
+    ("Sigmoid", lambda: nn.Sigmoid(), lambda: torch.nn.Sigmoid(), (3, 5)),
+    ("Tanh", lambda: nn.Tanh(), lambda: torch.nn.Tanh(), (3, 5)),
+    ("GELU", lambda: nn.GELU(), lambda: torch.nn.GELU(), (3, 5)),
+    ("GELU_tanh", lambda: nn.GELU("tanh"), lambda: torch.nn.GELU("tanh"), (3, 5)),
+    ("Softmax", lambda: nn.Softmax(dim=1), lambda: torch.nn.Softmax(dim=1), (3, 5)),
+    ("LogSoftmax", lambda: nn.LogSoftmax(dim=1), lambda: torch.nn.LogSoftmax(dim=1), (3, 5)),
+    ("BatchNorm1d", lambda: nn.BatchNorm1d(5), lambda: torch.nn.BatchNorm1d(5), (8, 5)),
+    ("BatchNorm2d", lambda: nn.BatchNorm2d(3), lambda: torch.nn.BatchNorm2d(3), (4, 3, 5, 5)),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("name,ours_f,theirs_f,shape", LAYERS, ids=[l[0] for l in LAYERS])
+def test_layer_matches_pytorch(rng, name, ours_f, theirs_f, shape):
+    ours, theirs = _pair(ours_f, theirs_f)
+    x = rng.standard_normal(shape).astype(np.float32)
+    xo = tensor(x.copy(), requires_grad=True)
+    xt = torch.tensor(x, requires_grad=True)
+    yo, yt = ours(xo), theirs(xt)
+    np.testing.assert_allclose(yo.data, yt.detach().numpy(), rtol=1e-4, atol=1e-5)
+    g = rng.standard_normal(yo.shape).astype(np.float32)
+    yo.backward(g)
+    yt.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(xo.grad, xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+    for (pn, p), (_, tp) in zip(ours.named_parameters(), theirs.named_parameters()):
+        np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-4, atol=1e-4, err_msg=pn)
+    for (bn, b), (_, tb) in zip(ours.named_buffers(), theirs.named_buffers()):
+        if tb.dtype.is_floating_point:
+            np.testing.assert_allclose(b, tb.numpy(), rtol=1e-5, atol=1e-6, err_msg=bn)
+
+
+LOSSES = [
+    ("CrossEntropyLoss", lambda: nn.CrossEntropyLoss(label_smoothing=0.1),
+     lambda: torch.nn.CrossEntropyLoss(label_smoothing=0.1), "classes"),
+    ("NLLLoss", lambda: nn.NLLLoss(), lambda: torch.nn.NLLLoss(), "classes"),
+    ("MSELoss", lambda: nn.MSELoss(), lambda: torch.nn.MSELoss(), "values"),
+    ("L1Loss", lambda: nn.L1Loss(reduction="sum"), lambda: torch.nn.L1Loss(reduction="sum"), "values"),
+    ("SmoothL1Loss", lambda: nn.SmoothL1Loss(beta=0.5), lambda: torch.nn.SmoothL1Loss(beta=0.5), "values"),
+    ("BCELoss", lambda: nn.BCELoss(), lambda: torch.nn.BCELoss(), "probabilities"),
+    ("BCEWithLogitsLoss", lambda: nn.BCEWithLogitsLoss(), lambda: torch.nn.BCEWithLogitsLoss(), "binary"),
+    ("KLDivLoss", lambda: nn.KLDivLoss(reduction="batchmean"), lambda: torch.nn.KLDivLoss(reduction="batchmean"),
+     "distributions"),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("name,ours_f,theirs_f,kind", LOSSES, ids=[l[0] for l in LOSSES])
+def test_loss_module_matches_pytorch(rng, name, ours_f, theirs_f, kind):
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    if kind == "classes":
+        t = rng.integers(0, 4, 6)
+        if name == "NLLLoss":
+            x = np.log(np.exp(x) / np.exp(x).sum(1, keepdims=True)).astype(np.float32)
+        tt = torch.from_numpy(t)
+    else:
+        if kind == "probabilities":
+            x = (1 / (1 + np.exp(-x))).astype(np.float32)
+        t = rng.uniform(0, 1, x.shape).astype(np.float32) if kind != "values" else rng.standard_normal(x.shape).astype(np.float32)
+        if kind == "distributions":
+            x = np.log(np.exp(x) / np.exp(x).sum(1, keepdims=True)).astype(np.float32)
+            t = (t / t.sum(1, keepdims=True)).astype(np.float32)
+        tt = torch.from_numpy(t)
+    xo, xt = tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    lo, lt = ours_f()(xo, t), theirs_f()(xt, tt)
+    np.testing.assert_allclose(lo.data, lt.detach().numpy(), rtol=1e-5, atol=1e-6)
+    (lo * 2.0).backward()
+    (lt * 2.0).backward()
+    np.testing.assert_allclose(xo.grad, xt.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+OPTIMIZERS = [
+    ("SGD", lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+     lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)),
+    ("Adam", lambda p: optim.Adam(p, lr=1e-2, amsgrad=True), lambda p: torch.optim.Adam(p, lr=1e-2, amsgrad=True, foreach=False)),
+    ("AdamW", lambda p: optim.AdamW(p, lr=1e-2), lambda p: torch.optim.AdamW(p, lr=1e-2, foreach=False)),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("name,ours_f,theirs_f", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
+def test_training_steps_match_pytorch(rng, name, ours_f, theirs_f):
+    ours, theirs = _pair(lambda: nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)),
+                         lambda: torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)))
+    opt_o, opt_t = ours_f(list(ours.parameters())), theirs_f(list(theirs.parameters()))
+    for _ in range(5):
+        x = rng.standard_normal((10, 6)).astype(np.float32)
+        y = rng.integers(0, 3, 10)
+        opt_o.zero_grad()
+        nn.functional.cross_entropy(ours(tensor(x)), y).backward()
+        opt_o.step()
+        opt_t.zero_grad()
+        torch.nn.functional.cross_entropy(theirs(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+        opt_t.step()
+    for (n, p), (_, tp) in zip(ours.named_parameters(), theirs.named_parameters()):
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=n)
+
+
+def test_module_parameters_state_dict_and_modes():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3))
+    names = [n for n, _ in net.named_parameters()]
+    assert names == ["0.weight", "0.bias", "1.weight", "1.bias", "4.weight", "4.bias"]
+    state = net.state_dict()
+    assert set(state) == set(names) | {"1.running_mean", "1.running_var"}
+    other = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3))
+    other.load_state_dict(state)
+    for (n, p), (_, q) in zip(net.named_parameters(), other.named_parameters()):
+        np.testing.assert_array_equal(p.data, q.data)
+    net.eval()
+    assert not any(m.training for m in net.modules())
+    assert "Conv2d(1, 2" in repr(net)
+    bad = dict(state)
+    bad["4.weight"] = np.zeros((3, 9), np.float32)
+    before = other[4].weight.data.copy()
+    with raises(ValueError, "load_state_dict", "4.weight", "(3, 9)", "(3, 8)"):
+        other.load_state_dict(bad)
+    np.testing.assert_array_equal(other[4].weight.data, before)  # left as it was
+    with raises(KeyError, "missing keys"):
+        other.load_state_dict({})
+
+
+def test_layer_shape_errors_name_the_layer():
+    with raises(ValueError, "Linear(8 -> 4)", "9 features", "expected 8", "(2, 9)"):
+        nn.Linear(8, 4)(tensor(np.zeros((2, 9), np.float32)))
+    with raises(ValueError, "Conv2d(3 -> 4)", "(2, 2, 5, 5)", "3 channels"):
+        nn.Conv2d(3, 4, 3)(tensor(np.zeros((2, 2, 5, 5), np.float32)))
+    with raises(ValueError, "groups=3", "in_channels (4)"):
+        nn.Conv2d(4, 6, 3, groups=3)
+
+
+def test_optimizer_validation():
+    p = [nn.Linear(2, 2).weight]
+    with raises(ValueError, "Invalid learning rate: -1"):
+        optim.SGD(p, lr=-1)
+    with raises(ValueError, "Invalid beta parameter at index 0"):
+        optim.Adam(p, betas=(1.0, 0.9))
+    with raises(ValueError, "empty parameter list"):
+        optim.Adam([])
+
+
+def test_parameter_groups_and_schedulers():
+    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    opt = optim.SGD([{"params": a.parameters()}, {"params": b.parameters(), "lr": 0.5}], lr=0.1)
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.5]
+    sched = optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.1)
+    for _ in range(2):
+        sched.step()
+    np.testing.assert_allclose(sched.get_last_lr(), [0.01, 0.05])
+    cos = optim.lr_scheduler.CosineAnnealingLR(optim.SGD(a.parameters(), lr=1.0), T_max=4)
+    for _ in range(4):
+        cos.step()
+    assert cos.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+    plateau = optim.lr_scheduler.ReduceLROnPlateau(optim.SGD(b.parameters(), lr=1.0), patience=1, factor=0.5)
+    for v in [1.0, 1.0, 1.0]:
+        plateau.step(v)
+    assert plateau.get_last_lr()[0] == 0.5
+
+
+def test_clip_grad_norm():
+    lin = nn.Linear(3, 2)
+    lin.weight.grad = np.full((2, 3), 3.0, np.float32)
+    lin.bias.grad = np.full(2, 4.0, np.float32)
+    norm = optim.clip_grad_norm_(lin.parameters(), 1.0)
+    assert norm == pytest.approx(np.sqrt(6 * 9 + 2 * 16))
+    total = np.sqrt((lin.weight.grad ** 2).sum() + (lin.bias.grad ** 2).sum())
+    assert total == pytest.approx(1.0, rel=1e-4)
