@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "shenjing/dispatch.h"
 #include "shenjing/elementwise.h"
@@ -12,29 +13,96 @@ namespace shenjing {
 namespace SJ_ISA {
 namespace {
 
+// take ? v : best through the bits, so the compiler cannot turn it into a
+// data-dependent jump (which mispredicts on every other tap of random data)
+template <class T> inline T select_by_mask(int64_t take, T v, T best) {
+  using Bits = typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type;
+  Bits a, b;
+  std::memcpy(&a, &v, sizeof a);
+  std::memcpy(&b, &best, sizeof b);
+  const Bits mask = Bits(take);
+  const Bits r = (a & mask) | (b & ~mask);
+  T out;
+  std::memcpy(&out, &r, sizeof out);
+  return out;
+}
+
 template <class F> void for_planes(const PoolShape& s, int64_t work_per_plane, F f) {
   parallel_for(s.planes, work_per_plane, f);
 }
 
-template <class T> void max_pool2d_forward(T* y, int64_t* indices, const T* x, const PoolShape& s) {
-  for_planes(s, s.OH * s.OW * s.KH * s.KW, [&](int64_t p) {
+// First and one-past-last window tap k with 0 <= o stride - pad + k dilation < size.
+inline void tap_range(int64_t o, int64_t stride, int64_t pad, int64_t dilation, int64_t taps, int64_t size,
+                      int64_t* k0, int64_t* k1) {
+  const int64_t start = o * stride - pad;
+  int64_t lo, hi;
+  if (dilation == 1) {  // without divisions
+    lo = start >= 0 ? 0 : -start;
+    hi = size - start;
+  } else {
+    lo = start >= 0 ? 0 : (-start + dilation - 1) / dilation;
+    hi = size - start <= 0 ? 0 : (size - start + dilation - 1) / dilation;
+  }
+  *k0 = lo < taps ? lo : taps;
+  *k1 = hi < taps ? (hi > *k0 ? hi : *k0) : taps;
+}
+
+// Branch-free over the taps: the window's valid taps are found first, the
+// maximum kept by masks (select_by_mask).
+template <class T> void max_pool2d_forward(T* y, int64_t* indices, const T* x, const PoolShape& shape) {
+  const PoolShape s = shape;  // captured by value below: stores through y cannot alias it
+  const bool windows_inside = s.ph == 0 && s.pw == 0 && (s.OH - 1) * s.sh + (s.KH - 1) * s.dh < s.H &&
+                              (s.OW - 1) * s.sw + (s.KW - 1) * s.dw < s.W;
+  if (windows_inside) {  // no padding and no window past the edge (the common case): no bounds to check
+    for_planes(s, s.OH * s.OW * s.KH * s.KW, [=](int64_t p) {
+      const T* xp = x + p * s.H * s.W;
+      T* yp = y + p * s.OH * s.OW;
+      int64_t* ip = indices + p * s.OH * s.OW;
+      for (int64_t oh = 0; oh < s.OH; ++oh) {
+        for (int64_t ow = 0; ow < s.OW; ++ow) {
+          const int64_t origin = oh * s.sh * s.W + ow * s.sw;
+          int64_t best_index = origin;
+          T best = xp[origin];
+          for (int64_t kh = 0; kh < s.KH; ++kh) {
+            for (int64_t kw = 0; kw < s.KW; ++kw) {
+              const int64_t at = origin + kh * s.dh * s.W + kw * s.dw;
+              const T v = xp[at];
+              const int64_t take = -int64_t((v > best) | (v != v));  // NaN wins (the last one), as in PyTorch
+              best_index = (at & take) | (best_index & ~take);
+              best = select_by_mask(take, v, best);
+            }
+          }
+          yp[oh * s.OW + ow] = best;
+          ip[oh * s.OW + ow] = best_index;
+        }
+      }
+    });
+    return;
+  }
+  for_planes(s, s.OH * s.OW * s.KH * s.KW, [=](int64_t p) {
     const T* xp = x + p * s.H * s.W;
     T* yp = y + p * s.OH * s.OW;
     int64_t* ip = indices + p * s.OH * s.OW;
     for (int64_t oh = 0; oh < s.OH; ++oh) {
+      int64_t kh0, kh1;
+      tap_range(oh, s.sh, s.ph, s.dh, s.KH, s.H, &kh0, &kh1);
       for (int64_t ow = 0; ow < s.OW; ++ow) {
+        int64_t kw0, kw1;
+        tap_range(ow, s.sw, s.pw, s.dw, s.KW, s.W, &kw0, &kw1);
         T best = -std::numeric_limits<T>::infinity();
         int64_t best_index = -1;
-        for (int64_t kh = 0; kh < s.KH; ++kh) {
-          const int64_t ih = oh * s.sh - s.ph + kh * s.dh;
-          if (ih < 0 || ih >= s.H) continue;
-          for (int64_t kw = 0; kw < s.KW; ++kw) {
-            const int64_t iw = ow * s.sw - s.pw + kw * s.dw;
-            if (iw < 0 || iw >= s.W) continue;
-            const T v = xp[ih * s.W + iw];
-            if (v > best || v != v || best_index < 0) {  // NaN wins (the last one), as in PyTorch
-              best = v;
-              best_index = ih * s.W + iw;
+        if (kh0 < kh1 && kw0 < kw1) {
+          const int64_t ih0 = oh * s.sh - s.ph, iw0 = ow * s.sw - s.pw;
+          best_index = (ih0 + kh0 * s.dh) * s.W + iw0 + kw0 * s.dw;
+          best = xp[best_index];
+          for (int64_t kh = kh0; kh < kh1; ++kh) {
+            const int64_t row = (ih0 + kh * s.dh) * s.W + iw0;
+            for (int64_t kw = kw0; kw < kw1; ++kw) {
+              const int64_t at = row + kw * s.dw;
+              const T v = xp[at];
+              const int64_t take = -int64_t((v > best) | (v != v));  // NaN wins (the last one), as in PyTorch
+              best_index = (at & take) | (best_index & ~take);
+              best = select_by_mask(take, v, best);
             }
           }
         }
