@@ -50,35 +50,7 @@ inline void tap_range(int64_t o, int64_t stride, int64_t pad, int64_t dilation, 
 // Branch-free over the taps: the window's valid taps are found first, the
 // maximum kept by masks (select_by_mask).
 template <class T> void max_pool2d_forward(T* y, int64_t* indices, const T* x, const PoolShape& shape) {
-  const PoolShape s = shape;  // captured by value below: stores through y cannot alias it
-  const bool windows_inside = s.ph == 0 && s.pw == 0 && (s.OH - 1) * s.sh + (s.KH - 1) * s.dh < s.H &&
-                              (s.OW - 1) * s.sw + (s.KW - 1) * s.dw < s.W;
-  if (windows_inside) {  // no padding and no window past the edge (the common case): no bounds to check
-    for_planes(s, s.OH * s.OW * s.KH * s.KW, [=](int64_t p) {
-      const T* xp = x + p * s.H * s.W;
-      T* yp = y + p * s.OH * s.OW;
-      int64_t* ip = indices + p * s.OH * s.OW;
-      for (int64_t oh = 0; oh < s.OH; ++oh) {
-        for (int64_t ow = 0; ow < s.OW; ++ow) {
-          const int64_t origin = oh * s.sh * s.W + ow * s.sw;
-          int64_t best_index = origin;
-          T best = xp[origin];
-          for (int64_t kh = 0; kh < s.KH; ++kh) {
-            for (int64_t kw = 0; kw < s.KW; ++kw) {
-              const int64_t at = origin + kh * s.dh * s.W + kw * s.dw;
-              const T v = xp[at];
-              const int64_t take = -int64_t((v > best) | (v != v));  // NaN wins (the last one), as in PyTorch
-              best_index = (at & take) | (best_index & ~take);
-              best = select_by_mask(take, v, best);
-            }
-          }
-          yp[oh * s.OW + ow] = best;
-          ip[oh * s.OW + ow] = best_index;
-        }
-      }
-    });
-    return;
-  }
+  const PoolShape s = shape;  // captured by value: stores through y cannot alias it
   for_planes(s, s.OH * s.OW * s.KH * s.KW, [=](int64_t p) {
     const T* xp = x + p * s.H * s.W;
     T* yp = y + p * s.OH * s.OW;
