@@ -4,7 +4,6 @@
 
 #include <cstring>
 #include <limits>
-#include <type_traits>
 
 #include "shenjing/dispatch.h"
 #include "shenjing/elementwise.h"
@@ -12,20 +11,6 @@
 namespace shenjing {
 namespace SJ_ISA {
 namespace {
-
-// take ? v : best through the bits, so the compiler cannot turn it into a
-// data-dependent jump (which mispredicts on every other tap of random data)
-template <class T> inline T select_by_mask(int64_t take, T v, T best) {
-  using Bits = typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type;
-  Bits a, b;
-  std::memcpy(&a, &v, sizeof a);
-  std::memcpy(&b, &best, sizeof b);
-  const Bits mask = Bits(take);
-  const Bits r = (a & mask) | (b & ~mask);
-  T out;
-  std::memcpy(&out, &r, sizeof out);
-  return out;
-}
 
 template <class F> void for_planes(const PoolShape& s, int64_t work_per_plane, F f) {
   parallel_for(s.planes, work_per_plane, f);
@@ -47,8 +32,7 @@ inline void tap_range(int64_t o, int64_t stride, int64_t pad, int64_t dilation, 
   *k1 = hi < taps ? (hi > *k0 ? hi : *k0) : taps;
 }
 
-// Branch-free over the taps: the window's valid taps are found first, the
-// maximum kept by masks (select_by_mask).
+// The window's valid taps are found first, so the tap loops check no bounds.
 template <class T> void max_pool2d_forward(T* y, int64_t* indices, const T* x, const PoolShape& shape) {
   const PoolShape s = shape;  // captured by value: stores through y cannot alias it
   for_planes(s, s.OH * s.OW * s.KH * s.KW, [=](int64_t p) {
@@ -65,18 +49,26 @@ template <class T> void max_pool2d_forward(T* y, int64_t* indices, const T* x, c
         int64_t best_index = -1;
         if (kh0 < kh1 && kw0 < kw1) {
           const int64_t ih0 = oh * s.sh - s.ph, iw0 = ow * s.sw - s.pw;
-          best_index = (ih0 + kh0 * s.dh) * s.W + iw0 + kw0 * s.dw;
-          best = xp[best_index];
+          // Two short passes instead of one long dependency chain through
+          // (value, index): the maximum (and whether a NaN is there), then the
+          // index of its first occurrence, or of the last NaN, as PyTorch reports.
+          bool nan = false;
           for (int64_t kh = kh0; kh < kh1; ++kh) {
-            const int64_t row = (ih0 + kh * s.dh) * s.W + iw0;
+            const T* row = xp + (ih0 + kh * s.dh) * s.W + iw0;
             for (int64_t kw = kw0; kw < kw1; ++kw) {
-              const int64_t at = row + kw * s.dw;
-              const T v = xp[at];
-              const int64_t take = -int64_t((v > best) | (v != v));  // NaN wins (the last one), as in PyTorch
-              best_index = (at & take) | (best_index & ~take);
-              best = select_by_mask(take, v, best);
+              const T v = row[kw * s.dw];
+              best = v > best ? v : best;
+              nan |= v != v;
             }
           }
+          for (int64_t kh = kh1 - 1; kh >= kh0; --kh) {  // backwards: the first match found last wins
+            const int64_t row = (ih0 + kh * s.dh) * s.W + iw0;
+            for (int64_t kw = kw1 - 1; kw >= kw0; --kw) {
+              const T v = xp[row + kw * s.dw];
+              best_index = (nan ? v != v && best_index < 0 : v == best) ? row + kw * s.dw : best_index;
+            }
+          }
+          if (nan) best = xp[best_index];
         }
         yp[oh * s.OW + ow] = best;
         ip[oh * s.OW + ow] = best_index;
