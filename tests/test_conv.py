@@ -145,3 +145,14 @@ def test_conv2d_matches_pytorch(rng, xs, ws, kw):
     got = _run(ops, x, w, b, kw, g)
     for name, a, t in zip(["y", "dx", "dw", "db"], got, [yt.detach(), xt.grad, wt.grad, bt.grad]):
         np.testing.assert_allclose(a, t.numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_conv2d_backward_can_skip_the_input_gradient(rng):
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((2, 4, 4, 4)).astype(np.float32)
+    dx, dw, db = ops.conv2d_backward(g, x, w, input_grad=False)
+    assert dx is None
+    _, dw_all, db_all = ops.conv2d_backward(g, x, w)
+    np.testing.assert_array_equal(dw, dw_all)
+    np.testing.assert_array_equal(db, db_all)

@@ -99,8 +99,8 @@ def _conv(x, weight, bias, stride, padding, dilation, groups, forward, backward_
     a, w = x.data, weight.data
     y = forward(a, w, b, stride, padding, dilation, groups)
 
-    def backward(g):
-        dx, dw, db = backward_op(g, a, w, stride, padding, dilation, groups)
+    def backward(g):  # no input gradient for a first layer, whose input needs none
+        dx, dw, db = backward_op(g, a, w, stride, padding, dilation, groups, input_grad=x.requires_grad)
         return (dx, dw) if bias is None else (dx, dw, db)
 
     return record(y, parents, backward)

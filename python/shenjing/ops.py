@@ -677,6 +677,11 @@ def gemm(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1
 
 def _pair(value, op: str, name: str, minimum: int):
     """An int or a pair of ints, each >= minimum, as a pair."""
+    if type(value) is int and value >= minimum:  # the common case, without the numbers ABCs
+        return value, value
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int \
+            and value[0] >= minimum and value[1] >= minimum:
+        return value
     items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(items) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in items):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
@@ -765,7 +770,7 @@ def _conv_forward(input, weight, bias, stride, padding, dilation, groups, out, o
     return y
 
 
-def _conv_backward(grad, input, weight, stride, padding, dilation, groups, op, dims):
+def _conv_backward(grad, input, weight, stride, padding, dilation, groups, op, dims, input_grad=True):
     x, w, added = _conv_inputs(input, weight, op, dims)
     if dims == 1:
         stride, dilation = (1, stride), (1, dilation)
@@ -778,7 +783,7 @@ def _conv_backward(grad, input, weight, stride, padding, dilation, groups, op, d
     g = _float_array(grad, op, "grad", x.dtype)
     if g.shape != expected:
         raise ValueError(f"{op}: grad has shape {g.shape}, expected {expected} (the output's shape)")
-    dx = np.empty(np.shape(input), dtype=x.dtype)
+    dx = np.empty(np.shape(input), dtype=x.dtype) if input_grad else None
     dw = np.empty(np.shape(weight), dtype=x.dtype)
     db = np.empty((O,), dtype=x.dtype)
     _core.conv2d_backward(dx, dw, db, g, x, w, shape)
@@ -791,9 +796,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return _conv_forward(input, weight, bias, stride, padding, dilation, groups, out, "conv2d", 2)
 
 
-def conv2d_backward(grad, input, weight, stride=1, padding=0, dilation=1, groups=1):
-    """(d input, d weight, d bias) of conv2d for the output gradient ``grad``."""
-    return _conv_backward(grad, input, weight, stride, padding, dilation, groups, "conv2d_backward", 2)
+def conv2d_backward(grad, input, weight, stride=1, padding=0, dilation=1, groups=1, *, input_grad=True):
+    """(d input, d weight, d bias) of conv2d for the output gradient ``grad``;
+    d input is None (and not computed) with input_grad=False, as for a first layer."""
+    return _conv_backward(grad, input, weight, stride, padding, dilation, groups, "conv2d_backward", 2, input_grad)
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, out=None) -> np.ndarray:
@@ -801,9 +807,9 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return _conv_forward(input, weight, bias, stride, padding, dilation, groups, out, "conv1d", 1)
 
 
-def conv1d_backward(grad, input, weight, stride=1, padding=0, dilation=1, groups=1):
-    """(d input, d weight, d bias) of conv1d for the output gradient ``grad``."""
-    return _conv_backward(grad, input, weight, stride, padding, dilation, groups, "conv1d_backward", 1)
+def conv1d_backward(grad, input, weight, stride=1, padding=0, dilation=1, groups=1, *, input_grad=True):
+    """(d input, d weight, d bias) of conv1d for the output gradient ``grad`` (see conv2d_backward)."""
+    return _conv_backward(grad, input, weight, stride, padding, dilation, groups, "conv1d_backward", 1, input_grad)
 
 
 # --- pooling ---------------------------------------------------------------------------
