@@ -235,8 +235,13 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
   const bool shared_b = 2.0 * double(M) * double(N) * double(K) > kGemmDirectFlops;
   const bool split_columns = !shared_b && !B.in_place();
   // rows per task: MC, or fewer so that a short M still gives every thread work
+  // When tasks split the rows, make the blocks even: a multiple of `threads`
+  // blocks of about equal height (256 rows as 192 + 64 would leave one thread idle).
   int64_t mc = Blk::MC;
-  if (!split_columns && ceil_div(M, mc) < threads) mc = ceil_div(ceil_div(M, int64_t(threads)), int64_t(MR)) * MR;
+  if (!split_columns && threads > 1) {
+    const int64_t blocks = ceil_div(M, int64_t(threads) * Blk::MC) * threads;
+    mc = ceil_div(ceil_div(M, blocks), int64_t(MR)) * MR;
+  }
   const int64_t m_blocks = ceil_div(M, mc);
 
   static thread_local std::vector<T> b_buffer;
