@@ -243,6 +243,36 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
   });
 }
 
+// With stride 1, the input gradient is itself a convolution: dy, padded by
+// d (k - 1) - p, against the weights flipped in space with input and output
+// channels swapped (per group). That runs on the forward path, packed straight
+// from dy, instead of a dcol buffer and a scatter. False when it does not
+// apply or would not pay.
+template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bias, const ConvShape& s);
+
+template <class T> bool input_gradient_as_convolution(T* dx, const T* dy, const T* w, const ConvShape& s) {
+  const int64_t ph = s.dh * (s.KH - 1) - s.ph, pw = s.dw * (s.KW - 1) - s.pw;
+  if (s.sh != 1 || s.sw != 1 || ph < 0 || pw < 0) return false;
+  if (s.OH + 2 * ph - s.dh * (s.KH - 1) != s.H || s.OW + 2 * pw - s.dw * (s.KW - 1) != s.W) return false;
+  // it multiplies by the padding too: worth it when dx is not much larger than dy ('same'-like
+  // padding); a small image under a large unpadded kernel keeps the dcol form
+  if (4 * s.H * s.W > 5 * s.OH * s.OW) return false;
+  const int64_t Cg = s.C / s.groups, Og = s.O / s.groups, taps = s.KH * s.KW;
+  // w: (O, Cg, KH, KW) -> flipped: (C, Og, KH, KW), group by group
+  std::vector<T> flipped(size_t(s.C) * size_t(Og) * size_t(taps));
+  for (int64_t grp = 0; grp < s.groups; ++grp)
+    for (int64_t o = 0; o < Og; ++o)
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t t = 0; t < taps; ++t)
+          flipped[((grp * Cg + c) * Og + o) * taps + (taps - 1 - t)] = w[((grp * Og + o) * Cg + c) * taps + t];
+  ConvShape t = s;
+  t.C = s.O, t.H = s.OH, t.W = s.OW;  // the input is dy
+  t.O = s.C, t.OH = s.H, t.OW = s.W;  // the output is dx
+  t.ph = ph, t.pw = pw;
+  conv2d_forward(dx, dy, flipped.data(), static_cast<const T*>(nullptr), t);
+  return true;
+}
+
 template <class T>
 void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const ConvShape& s) {
   const Geometry g = geometry(s);
@@ -294,6 +324,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         for (int64_t o = 0; o < s.O; ++o) db[o] = T(double(db[o]) + db_partial[chunk * s.O + o]);
     }
   }
+  if (dx && input_gradient_as_convolution(dx, dy, w, s)) return;
   if (dx) {
     // dcol (Kc, P) = W_g^T dy_ng, scattered back into dx_ng
     for_tasks(s.N * s.groups, 2.0 * g.Og * g.Kc * g.P, [&](int64_t task, int gemm_threads) {
