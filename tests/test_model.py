@@ -173,3 +173,12 @@ def test_data_loader_and_splits():
         DataLoader(TensorDataset(x), batch_size=0)
     with raises(ValueError, "different lengths"):
         TensorDataset(x, y[:3])
+
+
+def test_nan_guard_names_the_layer():
+    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2))
+    net[2].weight.data[0, 0] = np.inf
+    model = shenjing.Model(net)
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    with raises(FloatingPointError, "nan_guard", "layer 2", "Linear(in_features=3"):
+        model.fit(np.ones((4, 2), np.float32), np.zeros(4, np.int64), verbose=0, nan_guard=True)

@@ -127,3 +127,20 @@ def test_manual_seed_makes_initialisation_reproducible():
     shenjing.manual_seed(3)
     b = shenjing.nn.Linear(4, 3).weight.data.copy()
     np.testing.assert_array_equal(a, b)
+
+
+def test_detect_anomaly_names_the_first_op_that_made_nan():
+    x = tensor(np.array([1.0, -1.0, 4.0], np.float32), requires_grad=True)
+    with raises(FloatingPointError, "detect_anomaly", "sqrt", "forward", "1 NaN", "input 0"):
+        with shenjing.detect_anomaly():
+            (x.sqrt() * 2).sum()
+    y = (x.sqrt() * 2).sum()  # outside: NaN flows silently, as in NumPy
+    assert np.isnan(y.data)
+
+
+def test_detect_anomaly_checks_gradients():
+    x = tensor(np.array([0.0, 1.0], np.float32), requires_grad=True)
+    with shenjing.detect_anomaly():
+        y = x.sqrt().sum()  # sqrt(0) is fine; its gradient 1/(2 sqrt 0) is not
+        with raises(FloatingPointError, "sqrt", "backward", "Inf"):
+            y.backward()

@@ -43,6 +43,53 @@ def enable_grad():
         _state.enabled = previous
 
 
+def is_anomaly_enabled() -> bool:
+    return getattr(_state, "anomaly", False)
+
+
+@contextlib.contextmanager
+def detect_anomaly():
+    """Inside, every op checks its output (and every backward its gradients) for
+    NaN and Inf, and the first one that makes them raises FloatingPointError
+    naming the op and describing its inputs."""
+    previous = is_anomaly_enabled()
+    _state.anomaly = True
+    try:
+        yield
+    finally:
+        _state.anomaly = previous
+
+
+def _op_name(backward) -> str:
+    # the function that recorded the op: "relu.<locals>.<lambda>" -> "relu"
+    name = getattr(backward, "__qualname__", "op").split(".<locals>")[0]
+    return name.replace("Tensor.", "").strip("_") or "op"
+
+
+def _describe(arrays) -> str:
+    parts = []
+    for i, a in enumerate(arrays):
+        a = np.asarray(a)
+        if a.dtype.kind != "f" or a.size == 0:
+            parts.append(f"input {i}: shape {a.shape}, dtype {a.dtype}")
+            continue
+        finite = a[np.isfinite(a)]
+        stats = f"min {finite.min():.4g}, max {finite.max():.4g}, mean {finite.mean():.4g}" if finite.size else "no finite values"
+        parts.append(f"input {i}: shape {a.shape}, {int(np.isnan(a).sum())} NaN, {int(np.isinf(a).sum())} Inf, {stats}")
+    return "; ".join(parts)
+
+
+def _check_finite(data, arrays, backward, stage: str) -> None:
+    data = np.asarray(data)
+    if data.dtype.kind != "f" or np.isfinite(data).all():
+        return
+    already = [i for i, a in enumerate(arrays) if np.asarray(a).dtype.kind == "f" and not np.isfinite(a).all()]
+    origin = f" (input {already[0]} was already non-finite)" if already else ""
+    raise FloatingPointError(f"detect_anomaly: {_op_name(backward)} {stage} produced {int(np.isnan(data).sum())} NaN "
+                             f"and {int(np.isinf(data).sum())} Inf values in shape {data.shape}{origin}; "
+                             + _describe(arrays))
+
+
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     """Sum ``grad`` over the axes that broadcasting added or stretched to reach ``shape``."""
     if grad.shape == shape:
@@ -61,6 +108,8 @@ def record(data: np.ndarray, parents: Sequence, backward: Callable[[np.ndarray],
     from .tensor import Tensor
 
     needs = is_grad_enabled() and any(p.requires_grad for p in parents)
+    if is_anomaly_enabled():
+        _check_finite(data, [p.data for p in parents], backward, "forward")
     out = Tensor(data, requires_grad=needs)
     if needs:
         out._parents = tuple(parents)
@@ -96,9 +145,13 @@ def run_backward(root, grad: np.ndarray) -> None:
         if node._backward is None:  # a leaf: accumulate, as PyTorch does
             node.grad = g.copy() if node.grad is None else node.grad + g
             continue
-        for parent, pg in zip(node._parents, node._backward(g)):
+        with np.errstate(all="ignore"):  # NaN and Inf are values here; detect_anomaly reports them
+            parent_grads = node._backward(g)
+        for parent, pg in zip(node._parents, parent_grads):
             if pg is None or not parent.requires_grad:
                 continue
+            if is_anomaly_enabled():
+                _check_finite(pg, [g] + [p.data for p in node._parents], node._backward, "backward")
             pg = unbroadcast(np.asarray(pg), parent.data.shape)
             if pg.dtype != parent.data.dtype:
                 pg = pg.astype(parent.data.dtype)

@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 
 from . import activations, layers, losses, optimizers
-from .autograd import no_grad
+from .autograd import detect_anomaly, no_grad
 from .data import DataLoader, TensorDataset
 from .tensor import Tensor
 
@@ -204,8 +204,32 @@ class Model:
             yb_ = yb.reshape(-1, 1)
         return out, self.loss_fn(out, yb_)
 
+    def _guarded_step(self, xb, yb):
+        """One step under detect_anomaly; a non-finite value is traced to the layer that made it."""
+        try:
+            with detect_anomaly():
+                out, loss = self._batch_loss(xb, yb)
+                loss.backward()
+            return out, loss
+        except FloatingPointError as error:
+            layer = self._first_non_finite_layer(xb)
+            raise FloatingPointError(f"fit(nan_guard=True): {layer}: {error}" if layer else str(error)) from None
+
+    def _first_non_finite_layer(self, xb):
+        if not isinstance(self.module, layers.Sequential):
+            return None
+        h = Tensor(xb)
+        with no_grad():
+            for i, child in enumerate(self.module):
+                h = child(h)
+                if h.data.dtype.kind == "f" and not np.isfinite(h.data).all():
+                    return f"layer {i} ({child!r}) produced non-finite outputs"
+        return None
+
     def fit(self, x, y, epochs: int = 1, batch_size: int = 32, validation_data=None, validation_split: float = 0.0,
-            shuffle: bool = True, callbacks=(), verbose: int = 1) -> History:
+            shuffle: bool = True, callbacks=(), verbose: int = 1, nan_guard: bool = False) -> History:
+        """Train for `epochs` over (x, y) in shuffled batches; with nan_guard, every op
+        checks for NaN/Inf and the first layer that makes one is named."""
         self._require_compiled("fit")
         x, y = self._arrays(x, y)
         if not 0.0 <= validation_split < 1.0:
@@ -227,8 +251,11 @@ class Model:
             metric_sums = {m: 0.0 for m in self.metrics}
             for step, (xb, yb) in enumerate(loader, 1):
                 self.optimizer.zero_grad()
-                out, loss = self._batch_loss(xb, yb)
-                loss.backward()
+                if nan_guard:
+                    out, loss = self._guarded_step(xb, yb)
+                else:
+                    out, loss = self._batch_loss(xb, yb)
+                    loss.backward()
                 self.optimizer.step()
                 value = float(loss.data)
                 if not math.isfinite(value):

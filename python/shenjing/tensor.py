@@ -145,7 +145,9 @@ class Tensor:
     def __truediv__(self, other):
         o = self._other(other)
         a, b = self.data, o.data
-        return autograd.record(a / b, (self, o), lambda g: (g / b, -g * a / (b * b)))
+        with _quiet():
+            y = a / b
+        return autograd.record(y, (self, o), lambda g: (g / b, -g * a / (b * b)))
 
     def __rtruediv__(self, other):
         return self._other(other) / self
@@ -159,7 +161,9 @@ class Tensor:
         if not isinstance(exponent, numbers.Real):
             raise TypeError(f"pow: exponent must be a number or a Tensor, got {type(exponent).__name__}")
         a, e = self.data, exponent
-        return autograd.record(a ** e, (self,), lambda g: (g * e * a ** (e - 1),))
+        with _quiet():
+            y = a ** e
+        return autograd.record(y, (self,), lambda g: (g * e * a ** (e - 1),))
 
     def __matmul__(self, other):
         return matmul(self, self._other(other))
@@ -263,6 +267,12 @@ class Tensor:
         return F.log_softmax(self, dim)
 
 
+def _quiet():
+    """NaN and Inf flow through tensor math as values, as in PyTorch, without NumPy's warnings
+    (shenjing.detect_anomaly finds where they start)."""
+    return np.errstate(all="ignore")
+
+
 def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
     """A Tensor on ``data``; a float32 C-contiguous array is shared, not copied."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
@@ -276,19 +286,23 @@ def _t(x) -> Tensor:
 
 def exp(x):
     x = _t(x)
-    y = np.exp(x.data)
+    with _quiet():
+        y = np.exp(x.data)
     return autograd.record(y, (x,), lambda g: (g * y,))
 
 
 def log(x):
     x = _t(x)
     a = x.data
-    return autograd.record(np.log(a), (x,), lambda g: (g / a,))
+    with _quiet():
+        y = np.log(a)
+    return autograd.record(y, (x,), lambda g: (g / a,))
 
 
 def sqrt(x):
     x = _t(x)
-    y = np.sqrt(x.data)
+    with _quiet():
+        y = np.sqrt(x.data)
     return autograd.record(y, (x,), lambda g: (g / (2 * y),))
 
 
