@@ -4,6 +4,8 @@ reference or raise a clear error; nothing crashes."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,7 +14,10 @@ from hypothesis.extra import numpy as hnp
 import shenjing._reference as R
 from shenjing import ops
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# A small budget in the suite; SHENJING_FUZZ_EXAMPLES=20000 python -m pytest tests/test_properties.py
+# is the long run by hand (README, "For developers").
+EXAMPLES = int(os.environ.get("SHENJING_FUZZ_EXAMPLES", "60"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=9)
 finite = st.floats(-50, 50, width=32)
@@ -92,3 +97,40 @@ def test_gemm_any_shape(m, n, k, ta, tb, seed):
     b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
     _close(ops.gemm(a, b, trans_a=ta, trans_b=tb),
            R.gemm(a.astype(np.float64), b.astype(np.float64), trans_a=ta, trans_b=tb), np.float32)
+
+
+weird_arrays = st.one_of(
+    hnp.arrays(st.sampled_from([np.int8, np.int64, np.bool_, np.float16, np.complex64, np.uint8]), shapes),
+    float_arrays(elements=anything),
+    st.builds(lambda a: np.asfortranarray(a), float_arrays()),
+    st.builds(lambda a: a[::-1], float_arrays(shape=hnp.array_shapes(min_dims=1, max_dims=3, max_side=6))),
+)
+OPS_ONE_ARRAY = ["relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax", "sum", "mean", "copy"]
+
+
+@SETTINGS
+@given(x=weird_arrays, name=st.sampled_from(OPS_ONE_ARRAY))
+def test_any_array_gives_a_result_or_a_clear_error(x, name):
+    """Every input a caller can build: a float result of the input's shape, or TypeError/ValueError naming the op."""
+    from shenjing import ops
+    try:
+        with np.errstate(all="ignore"):
+            y = getattr(ops, name)(x)
+    except (TypeError, ValueError) as e:
+        assert name in str(e)
+        return
+    assert y.dtype in (np.float32, np.float64)
+    if name not in ("sum", "mean"):
+        assert y.shape == x.shape
+
+
+@SETTINGS
+@given(x=weird_arrays, w=weird_arrays, stride=st.integers(-1, 3), padding=st.integers(-1, 3),
+       groups=st.integers(-1, 3))
+def test_conv2d_never_crashes(x, w, stride, padding, groups):
+    from shenjing import ops
+    try:
+        with np.errstate(all="ignore"):
+            ops.conv2d(x, w, stride=stride, padding=padding, groups=groups)
+    except (TypeError, ValueError) as e:
+        assert "conv2d" in str(e)
