@@ -9,6 +9,7 @@ layers' heavy ops (GEMM, convolution, pooling, activations, losses) call
 
 from __future__ import annotations
 
+import builtins
 import numbers
 from typing import Optional, Sequence, Union
 
@@ -348,7 +349,7 @@ def mean(x, axis=None, keepdims: bool = False):
     x = _t(x)
     axes = _axes(axis, x.ndim)
     count = int(np.prod([x.shape[a] for a in axes])) if axes else 1
-    return sum(x, axis, keepdims) * (1.0 / builtins_max(count, 1))
+    return sum(x, axis, keepdims) * (1.0 / builtins.max(count, 1))
 
 
 def max(x, axis=None, keepdims: bool = False):  # noqa: A001
@@ -419,8 +420,3 @@ def matmul(a, b):
         return np.matmul(g, np.swapaxes(B, -1, -2)), np.matmul(np.swapaxes(A, -1, -2), g)
 
     return autograd.record(y, (a, b), backward)
-
-
-import builtins as _builtins  # noqa: E402
-
-builtins_max = _builtins.max
