@@ -156,6 +156,13 @@ def test_core_checks_sizes_dtypes_and_writability():
         core.pointwise_loss_forward(None, x, x, 42, 1, 0.0, 1)
     with raises(TypeError, "sgd_step", "params[0]", "NumPy array"):
         core.sgd_step([[1.0, 2.0]], [x], [None], [True], 0.1, 0.0, 0.0, 0.0, False, False)
+    pool_shape = (2, 4, 4, 2, 2, 2, 2, 2, 2, 0, 0, 1, 1)
+    with raises(ValueError, "avg_pool2d", "out", "3 elements", "expected 8"):
+        core.avg_pool2d_forward(np.zeros(3, np.float32), np.zeros(32, np.float32), pool_shape, True, 0)
+    with raises(ValueError, "adaptive_avg_pool2d_backward", "grad", "expected 8"):
+        core.adaptive_avg_pool2d_backward(np.zeros(32, np.float32), np.zeros(5, np.float32), pool_shape)
+    with raises(ValueError, "conv2d", "groups"):
+        core.conv2d_forward(x, x, x, None, (1, 3, 2, 2, 2, 1, 1, 2, 2, 1, 1, 0, 0, 1, 1, 2))
     with raises(ValueError, "adam_step", "steps"):
         core.adam_step([x], [x], [x.copy()], [x.copy()], None, [0], 0.1, 0.9, 0.99, 1e-8, 0.0, False, False, False)
 

@@ -141,58 +141,44 @@ void bind_conv(py::module_& m) {
                                       std::to_string(s.H) + "x" + std::to_string(s.W));
     });
   });
-  m.def("avg_pool2d_forward", [](py::array y, py::array x, py::tuple shape, bool count_include_pad, int64_t divisor) {
-    const char* op = "avg_pool2d";
-    const PoolShape s = pool_shape(shape, op);
-    with_float_type(x, op, "input", [&](auto tag) {
+  // (y from x) or (dx from dy) on planes: the checks every average pooling binding shares
+  auto planes_call = [](const char* op, py::array& out, const py::array& in, const PoolShape& s, bool forward,
+                        auto call) {
+    const char* in_name = forward ? "input" : "grad";
+    with_float_type(in, op, in_name, [&](auto tag) {
       using T = decltype(tag);
-      const T* px = input<T>(x, op, "input");
-      T* py_ = output<T>(y, op, "out");
-      check_size(x, s.planes * s.H * s.W, op, "input");
-      check_size(y, s.planes * s.OH * s.OW, op, "out");
+      const T* pin = input<T>(in, op, in_name);
+      T* pout = output<T>(out, op, "out");
+      check_size(in, s.planes * (forward ? s.H * s.W : s.OH * s.OW), op, in_name);
+      check_size(out, s.planes * (forward ? s.OH * s.OW : s.H * s.W), op, "out");
       py::gil_scoped_release release;
-      kernels<T>().pool.avg_pool2d_forward(py_, px, s, count_include_pad, divisor);
+      call(kernels<T>().pool, pout, pin);
+    });
+  };
+  m.def("avg_pool2d_forward", [planes_call](py::array y, py::array x, py::tuple shape, bool count_include_pad,
+                                            int64_t divisor) {
+    const PoolShape s = pool_shape(shape, "avg_pool2d");
+    planes_call("avg_pool2d", y, x, s, true, [&](auto& k, auto* out, auto* in) {
+      k.avg_pool2d_forward(out, in, s, count_include_pad, divisor);
     });
   });
-  m.def("avg_pool2d_backward", [](py::array dx, py::array dy, py::tuple shape, bool count_include_pad, int64_t divisor) {
-    const char* op = "avg_pool2d_backward";
-    const PoolShape s = pool_shape(shape, op);
-    with_float_type(dy, op, "grad", [&](auto tag) {
-      using T = decltype(tag);
-      const T* pdy = input<T>(dy, op, "grad");
-      T* pdx = output<T>(dx, op, "out");
-      check_size(dy, s.planes * s.OH * s.OW, op, "grad");
-      check_size(dx, s.planes * s.H * s.W, op, "out");
-      py::gil_scoped_release release;
-      kernels<T>().pool.avg_pool2d_backward(pdx, pdy, s, count_include_pad, divisor);
+  m.def("avg_pool2d_backward", [planes_call](py::array dx, py::array dy, py::tuple shape, bool count_include_pad,
+                                             int64_t divisor) {
+    const PoolShape s = pool_shape(shape, "avg_pool2d_backward");
+    planes_call("avg_pool2d_backward", dx, dy, s, false, [&](auto& k, auto* out, auto* in) {
+      k.avg_pool2d_backward(out, in, s, count_include_pad, divisor);
     });
   });
-  m.def("adaptive_avg_pool2d_forward", [](py::array y, py::array x, py::tuple shape) {
+  m.def("adaptive_avg_pool2d_forward", [planes_call](py::array y, py::array x, py::tuple shape) {
     const char* op = "adaptive_avg_pool2d";
     const PoolShape s = pool_shape(shape, op);
     if ((s.OH == 0 && s.H > 0) || (s.OW == 0 && s.W > 0)) fail_value(op, "output_size", "must be >= 1");
-    with_float_type(x, op, "input", [&](auto tag) {
-      using T = decltype(tag);
-      const T* px = input<T>(x, op, "input");
-      T* py_ = output<T>(y, op, "out");
-      check_size(x, s.planes * s.H * s.W, op, "input");
-      check_size(y, s.planes * s.OH * s.OW, op, "out");
-      py::gil_scoped_release release;
-      kernels<T>().pool.adaptive_avg_pool2d_forward(py_, px, s);
-    });
+    planes_call(op, y, x, s, true, [&](auto& k, auto* out, auto* in) { k.adaptive_avg_pool2d_forward(out, in, s); });
   });
-  m.def("adaptive_avg_pool2d_backward", [](py::array dx, py::array dy, py::tuple shape) {
-    const char* op = "adaptive_avg_pool2d_backward";
-    const PoolShape s = pool_shape(shape, op);
-    with_float_type(dy, op, "grad", [&](auto tag) {
-      using T = decltype(tag);
-      const T* pdy = input<T>(dy, op, "grad");
-      T* pdx = output<T>(dx, op, "out");
-      check_size(dy, s.planes * s.OH * s.OW, op, "grad");
-      check_size(dx, s.planes * s.H * s.W, op, "out");
-      py::gil_scoped_release release;
-      kernels<T>().pool.adaptive_avg_pool2d_backward(pdx, pdy, s);
-    });
+  m.def("adaptive_avg_pool2d_backward", [planes_call](py::array dx, py::array dy, py::tuple shape) {
+    const PoolShape s = pool_shape(shape, "adaptive_avg_pool2d_backward");
+    planes_call("adaptive_avg_pool2d_backward", dx, dy, s, false,
+                [&](auto& k, auto* out, auto* in) { k.adaptive_avg_pool2d_backward(out, in, s); });
   });
 }
 
