@@ -86,6 +86,30 @@ template <class T> void col2im_add(T* dx, const T* col, const ConvShape& s, int6
 }
 
 
+// out[t] = in[t] for t in [lo, hi), 0 for the rest of [0, length): one row of
+// a panel. Short runs are the rule on small images, so AVX-512 does it with
+// masked loads and stores (masked-off lanes touch no memory) instead of
+// memcpy calls and fill loops.
+template <class T> inline void copy_window(T* out, const T* in, int64_t length, int64_t lo, int64_t hi) {
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  if constexpr (sizeof(T) == 4) {
+    auto bits = [](int64_t a, int64_t b) -> uint32_t {  // lanes [a, b) of 16
+      a = a < 0 ? 0 : (a > 16 ? 16 : a);
+      b = b < 0 ? 0 : (b > 16 ? 16 : b);
+      return a >= b ? 0u : (((1u << b) - 1u) & ~((1u << a) - 1u));
+    };
+    for (int64_t t0 = 0; t0 < length; t0 += 16) {
+      const __m512 v = _mm512_maskz_loadu_ps(__mmask16(bits(lo - t0, hi - t0)), in + t0);
+      _mm512_mask_storeu_ps(out + t0, __mmask16(bits(0, length - t0)), v);
+    }
+    return;
+  }
+#endif
+  for (int64_t t = 0; t < lo; ++t) out[t] = T(0);
+  for (int64_t t = lo; t < hi; ++t) out[t] = in[t];
+  for (int64_t t = hi; t < length; ++t) out[t] = T(0);
+}
+
 // op(B) = col of one (sample, group): (Kc, P), k = (c, kh, kw), j = (oh, ow)
 template <class T> struct ImageColumnsB {
   const T* x;  // (Cg, H, W)
@@ -124,10 +148,13 @@ template <class T> struct ImageColumnsB {
         int64_t lo, hi;
         valid_range(iw0, c.sw, c.W, length, &lo, &hi);
         const T* in = xc + ih * c.W + iw0;
-        for (int64_t t = 0; t < lo; ++t) out[t] = T(0);
-        if (c.sw == 1) std::memcpy(out + lo, in + lo, sizeof(T) * size_t(hi - lo));
-        else for (int64_t t = lo; t < hi; ++t) out[t] = in[t * c.sw];
-        for (int64_t t = hi; t < length; ++t) out[t] = T(0);
+        if (c.sw == 1) {
+          copy_window(out, in, length, lo, hi);
+        } else {
+          for (int64_t t = 0; t < lo; ++t) out[t] = T(0);
+          for (int64_t t = lo; t < hi; ++t) out[t] = in[t * c.sw];
+          for (int64_t t = hi; t < length; ++t) out[t] = T(0);
+        }
       }
       for (int64_t j = n; j < NR; ++j) row[j] = T(0);
       if (++kw == c.KW) {
