@@ -2,7 +2,8 @@
 in ulps against the float64 reference over the range that matters.
 
 Measured here (all three instruction sets, 3.1M points in [-30, 30] plus
-near zero): sigmoid 2.7 ulp, tanh 1.9 ulp, BCE-with-logits (exp + log1p)
+near zero): sigmoid 2.7 ulp, tanh 3.0 ulp (one expm1 path: 25% faster than
+the two-path form's 1.9 ulp), BCE-with-logits (exp + log1p)
 2.7 ulp, log (through BCE) 0.8 ulp. Exact GELU 7.1 ulp for x >= -5 and
 5e-7 relative error below; tanh GELU <= 6 ulp for x >= -1 and 1.1e-5
 relative error below, where x sigmoid(2u) is a steep function of a float32
@@ -21,7 +22,7 @@ from shenjing import ops
 # (name, kernel, reference, max ulps) over x in [-30, 30]
 BOUNDS = [
     ("sigmoid", ops.sigmoid, R.sigmoid, 3.0),
-    ("tanh", ops.tanh, R.tanh, 2.0),
+    ("tanh", ops.tanh, R.tanh, 3.5),
     ("binary_cross_entropy_with_logits",
      lambda x: ops.binary_cross_entropy_with_logits(x, np.zeros_like(x), "none"),
      lambda x: R.binary_cross_entropy_with_logits(x, np.zeros_like(x), "none"), 3.0),
