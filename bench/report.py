@@ -32,12 +32,10 @@ TARGETS = {
     "softmax 4096x4096": (4.0, 1.0), "cross_entropy fwd+bwd 4096x1000": (3.0, 1.0),
     "adam_step 16M params": (10.0, 1.0), "sgemm 64x128x784": (1.5, None), "sgemm 128x10x256": (1.5, None),
     "sgemm 37x613x1511": (1.5, None), "sgemm 1024x1024x1024": (1.0, None), "sgemm 2048x2048x2048": (1.0, None),
-}
-TARGETS.update({
     "conv2d fwd+bwd 64x1x28x28 32@5x5": (5.0, 1.0), "conv2d fwd+bwd 64x32x12x12 64@5x5": (5.0, 1.0),
     "conv2d fwd+bwd 32x64x56x56 64@3x3": (5.0, 1.0),
     "max_pool2d fwd+bwd 64x32x24x24 2x2": (3.0, None), "avg_pool2d fwd+bwd 64x32x24x24 2x2": (3.0, None),
-})
+}
 LARGE_GEMM_PEAK_FLOOR = 0.85  # of the FMA peak, for the 1024^3 and 2048^3 rows
 MEMORY_BOUND_FLOOR = 0.70  # of the copy bandwidth, for the rows of the memory-bound kernels
 MEMORY_BOUND_ROWS = ("sigmoid", "tanh", "gelu", "softmax", "cross_entropy", "adam_step")

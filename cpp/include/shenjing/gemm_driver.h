@@ -186,6 +186,14 @@ inline void micro_kernel(int64_t kc, const T* a, int64_t a_rs, const T* b, int64
 // the micro-kernel may read it in place (row-major, unit stride along the
 // other dimension) at at(), row_stride() apart.
 
+// A provider that is only ever packed (an image, strided samples): derive from
+// this and define pack().
+template <class T> struct PackedOperand {
+  bool in_place() const { return false; }
+  const T* at(int64_t, int64_t) const { return nullptr; }
+  int64_t row_stride() const { return 0; }
+};
+
 // op(A) of a row-major matrix a: (M, K), or (K, M) when trans
 template <class T> struct MatrixA {
   const T* a;

@@ -111,12 +111,9 @@ template <class T> inline void copy_window(T* out, const T* in, int64_t length, 
 }
 
 // op(B) = col of one (sample, group): (Kc, P), k = (c, kh, kw), j = (oh, ow)
-template <class T> struct ImageColumnsB {
+template <class T> struct ImageColumnsB : gemm_detail::PackedOperand<T> {
   const T* x;  // (Cg, H, W)
   const ConvShape* s;
-  bool in_place() const { return false; }
-  const T* at(int64_t, int64_t) const { return nullptr; }
-  int64_t row_stride() const { return 0; }
   // Each k row of a panel holds the output columns j0 .. j0+n: runs of
   // consecutive ow within one output row, which read one input row at stride sw.
   void pack(T* dst, int64_t k0, int64_t kc, int64_t j0, int64_t n) const {
@@ -168,13 +165,10 @@ template <class T> struct ImageColumnsB {
 // op(A) = col over S consecutive samples: (Kc, S P), row q = (c, kh, kw),
 // column k = (sample, oh, ow). A row of a block reads runs of consecutive ow
 // from one input row; the runs are found once per block.
-template <class T> struct ImageColumnsA {
+template <class T> struct ImageColumnsA : gemm_detail::PackedOperand<T> {
   const T* x;  // (Cg, H, W) of the first sample; the next one is sample_stride further
   const ConvShape* s;
   int64_t sample_stride;
-  bool in_place() const { return false; }
-  const T* at(int64_t, int64_t) const { return nullptr; }
-  int64_t row_stride() const { return 0; }
   void pack(T* dst, int64_t i0, int64_t m, int64_t k0, int64_t kc) const {
     constexpr int MR = GemmBlocking<T>::MR;
     const ConvShape& c = *s;
@@ -220,12 +214,9 @@ template <class T> struct ImageColumnsA {
 };
 
 // op(B) = dy^T over S consecutive samples: (S P, Og), B((sample, p), o) = dy[sample, o, p]
-template <class T> struct SamplesTransposedB {
+template <class T> struct SamplesTransposedB : gemm_detail::PackedOperand<T> {
   const T* dy;  // (Og, P) of the first sample; the next one is sample_stride further
   int64_t P, sample_stride;
-  bool in_place() const { return false; }
-  const T* at(int64_t, int64_t) const { return nullptr; }
-  int64_t row_stride() const { return 0; }
   void pack(T* dst, int64_t k0, int64_t kc, int64_t j0, int64_t n) const {
     constexpr int64_t NR = GemmBlocking<T>::NV * Simd<T>::lanes;
     int64_t sample = k0 / P, p = k0 % P;
@@ -245,13 +236,10 @@ template <class T> struct SamplesTransposedB {
 // result is then transposed into y.
 
 // op(A) = patches: (S P, Kc), A((sample, oh, ow), (c, kh, kw)) = x[sample, c, oh sh - ph + kh dh, ow sw - pw + kw dw]
-template <class T> struct ImagePatchesA {
+template <class T> struct ImagePatchesA : gemm_detail::PackedOperand<T> {
   const T* x;  // (Cg, H, W) of the first sample; the next one is sample_stride further
   const ConvShape* s;
   int64_t sample_stride;
-  bool in_place() const { return false; }
-  const T* at(int64_t, int64_t) const { return nullptr; }
-  int64_t row_stride() const { return 0; }
   void pack(T* dst, int64_t i0, int64_t m, int64_t k0, int64_t kc) const {
     constexpr int MR = GemmBlocking<T>::MR;
     const ConvShape& c = *s;
@@ -317,7 +305,7 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
       const int64_t n0 = (task / s.groups) * S, grp = task % s.groups;
       const int64_t samples = n0 + S < s.N ? S : s.N - n0;
       T* yt = scratch(out_buffer, size_t(samples * g.P) * size_t(g.Og));  // (S P, Og)
-      gemm_detail::gemm_driver(yt, ImagePatchesA<T>{x + (n0 * s.C + grp * g.Cg) * g.HW, &s, s.C * g.HW},
+      gemm_detail::gemm_driver(yt, ImagePatchesA<T>{{}, x + (n0 * s.C + grp * g.Cg) * g.HW, &s, s.C * g.HW},
                                gemm_detail::MatrixB<T>{w + grp * g.Og * g.Kc, true, g.Og, g.Kc}, samples * g.P, g.Og,
                                g.Kc, T(1), T(0), bias ? bias + grp * g.Og : nullptr,
                                bias ? GemmBias::per_column : GemmBias::none, GemmActivation::none, gemm_threads);
@@ -341,7 +329,7 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
       gemm_detail::gemm_driver(y_ng, weights, gemm_detail::MatrixB<T>{x_ng, false, g.P, g.Kc}, g.Og, g.P, g.Kc, T(1),
                                T(0), b, bias_kind, GemmActivation::none, gemm_threads);
     else
-      gemm_detail::gemm_driver(y_ng, weights, ImageColumnsB<T>{x_ng, &s}, g.Og, g.P, g.Kc, T(1), T(0), b, bias_kind,
+      gemm_detail::gemm_driver(y_ng, weights, ImageColumnsB<T>{{}, x_ng, &s}, g.Og, g.P, g.Kc, T(1), T(0), b, bias_kind,
                                GemmActivation::none, gemm_threads);
   });
 }
@@ -399,8 +387,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
       if (dw) {
         // dW_g^T (Kc, Og) = col (Kc, S P) dy^T (S P, Og): the long image runs go to the packed A side
         gemm_detail::gemm_driver(dw_partial.data() + chunk * weight_size + grp * g.Og * g.Kc,
-                                 ImageColumnsA<T>{x + (n0 * s.C + grp * g.Cg) * g.HW, &s, s.C * g.HW},
-                                 SamplesTransposedB<T>{dy0, g.P, s.O * g.P}, g.Kc, g.Og, samples * g.P, T(1), T(0),
+                                 ImageColumnsA<T>{{}, x + (n0 * s.C + grp * g.Cg) * g.HW, &s, s.C * g.HW},
+                                 SamplesTransposedB<T>{{}, dy0, g.P, s.O * g.P}, g.Kc, g.Og, samples * g.P, T(1), T(0),
                                  static_cast<const T*>(nullptr), GemmBias::none, GemmActivation::none, gemm_threads);
       }
       if (db) {

@@ -74,7 +74,7 @@ template <PointwiseLoss K, class T, class V> static inline V loss_grad(V x, V t,
   }
 }
 
-template <class T> double reduction_divisor(Reduction r, int64_t n, int64_t batch) {
+double reduction_divisor(Reduction r, int64_t n, int64_t batch) {
   if (r == Reduction::mean) return double(n);
   if (r == Reduction::batchmean) return double(batch);
   return 1.0;
@@ -103,7 +103,7 @@ void pointwise_forward(T* out, double* result, const T* x, const T* t, int64_t n
   });
   double total = 0.0;
   for (double p : partial) total += p;
-  *result = total / reduction_divisor<T>(reduction, n, batch);
+  *result = total / reduction_divisor(reduction, n, batch);
 }
 
 template <PointwiseLoss K, class T>
@@ -124,7 +124,7 @@ void pointwise_backward(T* dx, const T* dout, const T* x, const T* t, int64_t n,
     });
     return;
   }
-  const T scale = T(double(*dout) / reduction_divisor<T>(reduction, n, batch));
+  const T scale = T(double(*dout) / reduction_divisor(reduction, n, batch));
   map_binary(dx, x, t, n, [beta, scale](auto a, auto b) { return loss_grad<K, T>(a, b, beta) * scale; });
 }
 
