@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import numbers
+
 from . import functional as F
 from .layers import Module
+from .ops import _real, _short
+
+
+def _dim(dim, owner: str) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise TypeError(f"{owner}: dim must be an int, got {_short(dim)}")
+    return int(dim)
 
 __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "LogSoftmax"]
 
@@ -20,7 +29,7 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
-        self.negative_slope = negative_slope
+        self.negative_slope = _real(negative_slope, "LeakyReLU", "negative_slope")
 
     def forward(self, x):
         return F.leaky_relu(x, self.negative_slope)
@@ -46,6 +55,8 @@ class GELU(Module):
 
     def __init__(self, approximate: str = "none"):
         super().__init__()
+        if not isinstance(approximate, str) or approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {_short(approximate)}")
         self.approximate = approximate
 
     def forward(self, x):
@@ -58,7 +69,7 @@ class GELU(Module):
 class Softmax(Module):
     def __init__(self, dim: int = -1):
         super().__init__()
-        self.dim = dim
+        self.dim = _dim(dim, "Softmax")
 
     def forward(self, x):
         return F.softmax(x, self.dim)
@@ -70,7 +81,7 @@ class Softmax(Module):
 class LogSoftmax(Module):
     def __init__(self, dim: int = -1):
         super().__init__()
-        self.dim = dim
+        self.dim = _dim(dim, "LogSoftmax")
 
     def forward(self, x):
         return F.log_softmax(x, self.dim)

@@ -60,22 +60,30 @@ def ones_(tensor):
 
 
 def xavier_uniform_(tensor, gain: float = 1.0):
+    if tensor.data.size == 0:
+        return tensor  # nothing to fill (and no fan to divide by), as torch.nn.init
     fan_in, fan_out = _fans(tensor)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform_(tensor, -bound, bound)
 
 
 def xavier_normal_(tensor, gain: float = 1.0):
+    if tensor.data.size == 0:
+        return tensor  # nothing to fill (and no fan to divide by), as torch.nn.init
     fan_in, fan_out = _fans(tensor)
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
 
 
 def kaiming_uniform_(tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"):
+    if tensor.data.size == 0:
+        return tensor  # nothing to fill (and no fan to divide by), as torch.nn.init
     fan = _fans(tensor)[0 if mode == "fan_in" else 1]
     bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / fan)
     return uniform_(tensor, -bound, bound)
 
 
 def kaiming_normal_(tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"):
+    if tensor.data.size == 0:
+        return tensor  # nothing to fill (and no fan to divide by), as torch.nn.init
     fan = _fans(tensor)[0 if mode == "fan_in" else 1]
     return normal_(tensor, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(fan))

@@ -5,17 +5,54 @@ Parameters, and calls the functional form in ``forward``."""
 from __future__ import annotations
 
 import math
+import numbers
 from collections import OrderedDict
-from typing import Iterator, Tuple
+from typing import Iterator, Mapping, Tuple
 
 import numpy as np
 
 from . import functional as F
 from . import init
+from .ops import _MAX_EXTENT, _check_size, _flag, _real, _short
 from .tensor import Tensor
 
 __all__ = ["Parameter", "Module", "Sequential", "Linear", "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d",
            "AdaptiveAvgPool2d", "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d", "Identity"]
+
+
+# --- hyper-parameter checks: every layer refuses a bad value when it is built, naming itself ------
+
+def _count(value, owner: str, name: str, minimum: int = 0) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{owner}: {name} must be an int, got {_short(value)}")
+    if not minimum <= value <= _MAX_EXTENT:
+        raise ValueError(f"{owner}: {name} must be an int >= {minimum} (and below 2**31), got {value}")
+    return int(value)
+
+
+def _sizes(value, owner: str, name: str, dims: int, minimum: int):
+    """An int (kept as an int) or ``dims`` ints (as a tuple), each >= minimum."""
+    if not isinstance(value, (tuple, list)):
+        return _count(value, owner, name, minimum)
+    if len(value) != dims:
+        raise ValueError(f"{owner}: {name} must be an int or {dims} ints, got {_short(value)}")
+    return tuple(_count(v, owner, name, minimum) for v in value)
+
+
+def _in_range(value, owner: str, name: str, low: float, high: float = math.inf) -> float:
+    value = _real(value, owner, name)
+    if not low <= value <= high:
+        raise ValueError(f"{owner}: {name} must be in [{low}, {high}], got {value}")
+    return value
+
+
+def _as_pair(value):
+    return value if isinstance(value, tuple) else (value, value)
+
+
+def _new_array(shape, owner: str, what: str, fill=np.empty) -> np.ndarray:
+    _check_size(shape, np.float32, owner, what)
+    return fill(shape, np.float32)
 
 
 class Parameter(Tensor):
@@ -105,6 +142,9 @@ class Module:
     def load_state_dict(self, state, strict: bool = True) -> None:
         """Copy arrays into the parameters and buffers; checks names and shapes first, so a
         failed load leaves the module as it was."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"load_state_dict: state must be a mapping of names to arrays (a state_dict, or "
+                            f"shenjing.load(path)), got {type(state).__name__}")
         targets = OrderedDict((name, p.data) for name, p in self.named_parameters())
         targets.update(self.named_buffers())
         missing = [k for k in targets if k not in state]
@@ -114,14 +154,18 @@ class Module:
         for name, target in targets.items():
             if name not in state:
                 continue
-            value = np.asarray(state[name])
+            try:
+                value = np.asarray(state[name].data if isinstance(state[name], Tensor) else state[name])
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"load_state_dict: {name} cannot be made an array ({e})") from None
             if value.dtype.kind not in "biuf":
                 raise TypeError(f"load_state_dict: {name} has dtype {value.dtype}, expected numbers")
             if value.shape != target.shape:
                 raise ValueError(f"load_state_dict: {name} has shape {value.shape}, the model's has {target.shape}")
         for name, target in targets.items():
             if name in state:
-                target[...] = np.asarray(state[name], dtype=target.dtype)
+                value = state[name].data if isinstance(state[name], Tensor) else state[name]
+                target[...] = np.asarray(value, dtype=target.dtype)
 
     def train(self, mode: bool = True) -> "Module":
         for m in self.modules():
@@ -187,12 +231,11 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
-        for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"Linear: {name} must be a non-negative int, got {v!r}")
+        in_features = _count(in_features, "Linear", "in_features")
+        out_features = _count(out_features, "Linear", "out_features")
         self.in_features, self.out_features = in_features, out_features
-        self.weight = Parameter(np.empty((out_features, in_features), np.float32))
-        self.bias = Parameter(np.empty(out_features, np.float32)) if bias else None
+        self.weight = Parameter(_new_array((out_features, in_features), "Linear", "weight"))
+        self.bias = Parameter(_new_array((out_features,), "Linear", "bias")) if _flag(bias, "Linear", "bias") else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -219,14 +262,27 @@ class _ConvNd(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True):
         super().__init__()
         name = type(self).__name__
+        in_channels = _count(in_channels, name, "in_channels", 1)
+        out_channels = _count(out_channels, name, "out_channels", 1)
+        groups = _count(groups, name, "groups", 1)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{name}: groups={groups} must divide in_channels ({in_channels}) "
                              f"and out_channels ({out_channels})")
-        k = (kernel_size,) * self.dims if isinstance(kernel_size, int) else tuple(kernel_size)
+        k = _sizes(kernel_size, name, "kernel_size", self.dims, 1)
+        k = (k,) * self.dims if isinstance(k, int) else k
+        stride = _sizes(stride, name, "stride", self.dims, 1)
+        dilation = _sizes(dilation, name, "dilation", self.dims, 1)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"{name}: padding must be an int, {self.dims} ints, 'same' or 'valid', got {padding!r}")
+            if padding == "same" and stride not in (1, (1,) * self.dims):
+                raise ValueError(f"{name}: padding='same' needs stride 1, got stride {stride!r}")
+        else:
+            padding = _sizes(padding, name, "padding", self.dims, 0)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, k
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
-        self.weight = Parameter(np.empty((out_channels, in_channels // groups) + k, np.float32))
-        self.bias = Parameter(np.empty(out_channels, np.float32)) if bias else None
+        self.weight = Parameter(_new_array((out_channels, in_channels // groups) + k, name, "weight"))
+        self.bias = Parameter(_new_array((out_channels,), name, "bias")) if _flag(bias, name, "bias") else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -266,11 +322,21 @@ class Conv1d(_ConvNd):
         return F.conv1d(self._check(x), self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
+def _pool_arguments(owner, kernel_size, stride, padding):
+    kernel_size = _sizes(kernel_size, owner, "kernel_size", 2, 1)
+    stride = None if stride is None else _sizes(stride, owner, "stride", 2, 1)
+    padding = _sizes(padding, owner, "padding", 2, 0)
+    if any(p > k // 2 for p, k in zip(_as_pair(padding), _as_pair(kernel_size))):
+        raise ValueError(f"{owner}: padding {padding!r} must be at most half the kernel size {kernel_size!r}")
+    return kernel_size, stride, padding
+
+
 class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.dilation, self.ceil_mode = dilation, ceil_mode
+        self.kernel_size, self.stride, self.padding = _pool_arguments("MaxPool2d", kernel_size, stride, padding)
+        self.dilation = _sizes(dilation, "MaxPool2d", "dilation", 2, 1)
+        self.ceil_mode = _flag(ceil_mode, "MaxPool2d", "ceil_mode")
 
     def forward(self, x):
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
@@ -283,8 +349,11 @@ class AvgPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                  divisor_override=None):
         super().__init__()
-        self.kernel_size, self.stride, self.padding, self.ceil_mode = kernel_size, stride, padding, ceil_mode
-        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
+        self.kernel_size, self.stride, self.padding = _pool_arguments("AvgPool2d", kernel_size, stride, padding)
+        self.ceil_mode = _flag(ceil_mode, "AvgPool2d", "ceil_mode")
+        self.count_include_pad = _flag(count_include_pad, "AvgPool2d", "count_include_pad")
+        self.divisor_override = (None if divisor_override is None
+                                 else _count(divisor_override, "AvgPool2d", "divisor_override", 1))
 
     def forward(self, x):
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
@@ -297,6 +366,13 @@ class AvgPool2d(Module):
 class AdaptiveAvgPool2d(Module):
     def __init__(self, output_size):
         super().__init__()
+        if isinstance(output_size, (tuple, list)):
+            if len(output_size) != 2:
+                raise ValueError(f"AdaptiveAvgPool2d: output_size must be an int or a pair, got {_short(output_size)}")
+            output_size = tuple(None if v is None else _count(v, "AdaptiveAvgPool2d", "output_size", 1)
+                                for v in output_size)
+        else:
+            output_size = _count(output_size, "AdaptiveAvgPool2d", "output_size", 1)
         self.output_size = output_size
 
     def forward(self, x):
@@ -309,7 +385,9 @@ class AdaptiveAvgPool2d(Module):
 class Flatten(Module):
     def __init__(self, start_dim: int = 1):
         super().__init__()
-        self.start_dim = start_dim
+        if isinstance(start_dim, (bool, np.bool_)) or not isinstance(start_dim, numbers.Integral):
+            raise TypeError(f"Flatten: start_dim must be an int, got {_short(start_dim)}")
+        self.start_dim = int(start_dim)
 
     def forward(self, x):
         return F.flatten(x, self.start_dim)
@@ -318,9 +396,7 @@ class Flatten(Module):
 class Dropout(Module):
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
-        self.p = p
+        self.p = _in_range(p, "Dropout", "p", 0.0, 1.0)
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)
@@ -335,13 +411,22 @@ class _BatchNorm(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
                  track_running_stats: bool = True):
         super().__init__()
+        name = type(self).__name__
+        num_features = _count(num_features, name, "num_features", 1)
+        eps = _in_range(eps, name, "eps", 0.0)
+        if momentum is None:
+            raise ValueError(f"{name}: momentum=None (a cumulative average of the statistics) is not supported; "
+                             f"pass a number in [0, 1]")
+        momentum = _in_range(momentum, name, "momentum", 0.0, 1.0)
+        affine, track_running_stats = _flag(affine, name, "affine"), _flag(track_running_stats, name, "track_running_stats")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
-        self.weight = Parameter(np.ones(num_features, np.float32)) if affine else None
-        self.bias = Parameter(np.zeros(num_features, np.float32)) if affine else None
+        shape = (num_features,)
+        self.weight = Parameter(_new_array(shape, name, "weight", np.ones)) if affine else None
+        self.bias = Parameter(_new_array(shape, name, "bias", np.zeros)) if affine else None
         if track_running_stats:
-            self.register_buffer("running_mean", np.zeros(num_features, np.float32))
-            self.register_buffer("running_var", np.ones(num_features, np.float32))
+            self.register_buffer("running_mean", _new_array(shape, name, "running_mean", np.zeros))
+            self.register_buffer("running_var", _new_array(shape, name, "running_var", np.ones))
         else:
             self.running_mean = self.running_var = None
 

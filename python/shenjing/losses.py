@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import numbers
+
 from . import functional as F
-from .layers import Module
+from .layers import Module, _in_range
+from .ops import _flag, _short
+
+
+def _index(value, owner: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{owner}: ignore_index must be an int, got {_short(value)}")
+    if not -2 ** 63 <= value < 2 ** 63:
+        raise ValueError(f"{owner}: ignore_index must fit in int64, got {value}")
+    return int(value)
 
 __all__ = ["MSELoss", "L1Loss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "NLLLoss",
            "KLDivLoss"]
@@ -14,8 +25,8 @@ class _Loss(Module):
 
     def __init__(self, reduction: str = "mean"):
         super().__init__()
-        if reduction not in self.reductions:
-            raise ValueError(f"{type(self).__name__}: reduction must be one of {self.reductions}, got {reduction!r}")
+        if not isinstance(reduction, str) or reduction not in self.reductions:
+            raise ValueError(f"{type(self).__name__}: reduction must be one of {self.reductions}, got {_short(reduction)}")
         self.reduction = reduction
 
     def extra_repr(self):
@@ -39,7 +50,7 @@ class L1Loss(_Loss):
 class SmoothL1Loss(_Loss):
     def __init__(self, reduction: str = "mean", beta: float = 1.0):
         super().__init__(reduction)
-        self.beta = beta
+        self.beta = _in_range(beta, "SmoothL1Loss", "beta", 0.0)
 
     def forward(self, input, target):
         return F.smooth_l1_loss(input, target, self.reduction, self.beta)
@@ -64,7 +75,8 @@ class CrossEntropyLoss(_Loss):
 
     def __init__(self, reduction: str = "mean", ignore_index: int = -100, label_smoothing: float = 0.0):
         super().__init__(reduction)
-        self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
+        self.ignore_index = _index(ignore_index, "CrossEntropyLoss")
+        self.label_smoothing = _in_range(label_smoothing, "CrossEntropyLoss", "label_smoothing", 0.0, 1.0)
 
     def forward(self, input, target):
         return F.cross_entropy(input, target, self.reduction, self.ignore_index, self.label_smoothing)
@@ -75,7 +87,7 @@ class NLLLoss(_Loss):
 
     def __init__(self, reduction: str = "mean", ignore_index: int = -100):
         super().__init__(reduction)
-        self.ignore_index = ignore_index
+        self.ignore_index = _index(ignore_index, "NLLLoss")
 
     def forward(self, input, target):
         return F.nll_loss(input, target, self.reduction, self.ignore_index)
@@ -86,7 +98,7 @@ class KLDivLoss(_Loss):
 
     def __init__(self, reduction: str = "mean", log_target: bool = False):
         super().__init__(reduction)
-        self.log_target = log_target
+        self.log_target = _flag(log_target, "KLDivLoss", "log_target")
 
     def forward(self, input, target):
         return F.kl_div(input, target, self.reduction, self.log_target)

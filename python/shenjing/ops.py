@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -52,18 +53,95 @@ def _float_array(x, op: str, arg: str, dtype=None) -> np.ndarray:
     """
     if type(x) is np.ndarray and x.flags.c_contiguous and (x.dtype == dtype if dtype is not None else x.dtype in _FLOAT_TYPES):
         return x  # the common case, decided without building anything
-    a = x if isinstance(x, np.ndarray) else np.asarray(x)
+    try:
+        a = x if isinstance(x, np.ndarray) else np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{op}: {arg} cannot be made an array ({e})") from None
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{op}: {arg} must be a real numeric array, got dtype {a.dtype} with shape {a.shape}")
     if dtype is None:
         dtype = a.dtype if a.dtype in _FLOAT_TYPES else np.dtype(np.float32)
+    _check_size(a.shape, dtype, op, f"contiguous copy of {arg}")
     return np.asarray(a, dtype=dtype, order="C")
 
 
-def _output(out, shape, dtype, op: str) -> np.ndarray:
-    """A new output array, or ``out`` after checking it can take the result."""
+def _any_array(x, op: str, arg: str) -> np.ndarray:
+    """``x`` as an array of any dtype (class targets, indices), with a clear error for ragged input."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{op}: {arg} cannot be made an array ({e})") from None
+
+
+# Below this many bytes an array is allocated without asking how much memory is free.
+_ASK_ABOVE_BYTES = 1 << 28
+
+
+def _available_bytes() -> Optional[int]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_size(shape, dtype, op: str, what: str = "result") -> None:
+    """MemoryError before allocating an array larger than the free memory: the kernel
+    would write every byte, and an over-committed allocation ends in a kill, not an error."""
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize  # Python ints: no overflow
+    if nbytes >= _ASK_ABOVE_BYTES:
+        available = _available_bytes()
+        if available is not None and nbytes > available:
+            raise MemoryError(f"{op}: the {what} of shape {tuple(shape)} ({np.dtype(dtype)}) needs "
+                              f"{nbytes / 2**30:.1f} GiB, more than the {available / 2**30:.1f} GiB available")
+
+
+def _empty(shape, dtype, op: str, what: str = "result") -> np.ndarray:
+    if math.prod(shape) * 8 >= _ASK_ABOVE_BYTES:  # 8: the widest dtype here; skips the dtype lookup
+        _check_size(shape, dtype, op, what)
+    return np.empty(shape, dtype=dtype)
+
+
+def _short(value) -> str:
+    """A value for an error message: arrays by shape and dtype, other things by a short repr."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _flag(value, op: str, name: str) -> bool:
+    """A bool argument: True/False (NumPy's too) or 0/1."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{op}: {name} must be a bool, got {_short(value)}")
+
+
+def _sequence(value, op: str, name: str, what: str = "arrays") -> list:
+    """A list or tuple argument as a list (a single array or a generator is refused)."""
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{op}: {name} must be a list or tuple of {what}, got {_short(value)}")
+    return list(value)
+
+
+def _output(out, shape, dtype, op: str, inputs=(), in_place: bool = True) -> np.ndarray:
+    """A new output array, or ``out`` after checking it can take the result.
+
+    ``out`` may be exactly one of ``inputs`` when ``in_place`` (an elementwise op reads
+    each element before it writes it); any other overlap with an input is refused, since
+    the op would overwrite values it has still to read."""
     if out is None:
-        return np.empty(shape, dtype=dtype)
+        return _empty(shape, dtype, op)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{op}: out must be a NumPy array, got {type(out).__name__}")
     if out.dtype != dtype:
@@ -74,6 +152,15 @@ def _output(out, shape, dtype, op: str) -> np.ndarray:
         raise ValueError(f"{op}: out must be C-contiguous (shape {out.shape}, strides {out.strides})")
     if not out.flags.writeable:
         raise ValueError(f"{op}: out is read-only (shape {out.shape})")
+    for a in inputs:
+        if a is None or not np.may_share_memory(out, a):
+            continue
+        same = (in_place and a.dtype == out.dtype and a.shape == out.shape and a.flags.c_contiguous
+                and a.ctypes.data == out.ctypes.data)
+        if not same:
+            raise ValueError(f"{op}: out (shape {out.shape}) overlaps an input of shape {a.shape}; the result "
+                             f"would overwrite values still to be read (pass a separate array"
+                             f"{', or the input itself' if in_place else ''})")
     return out
 
 
@@ -112,7 +199,7 @@ def _real(value, op: str, name: str) -> float:
 
 def _unary(kernel, x, out, op: str) -> np.ndarray:
     x = _float_array(x, op, "x")
-    y = _output(out, x.shape, x.dtype, op)
+    y = _output(out, x.shape, x.dtype, op, (x,))
     kernel(y, x)
     return y
 
@@ -121,7 +208,7 @@ def _grad_pair(kernel, grad, z, out, op: str, z_name: str) -> np.ndarray:
     z = _float_array(z, op, z_name)
     grad = _float_array(grad, op, "grad", z.dtype)
     _same_shape(z, grad, op, z_name, "grad")
-    dx = _output(out, z.shape, z.dtype, op)
+    dx = _output(out, z.shape, z.dtype, op, (grad, z))
     kernel(dx, grad, z)
     return dx
 
@@ -172,6 +259,8 @@ def tanh_backward(grad, output, *, out=None) -> np.ndarray:
 
 
 def _approximate(approximate, op: str) -> int:
+    if not isinstance(approximate, str):
+        raise TypeError(f"{op}: approximate must be 'none' or 'tanh', got {_short(approximate)}")
     if approximate == "none":
         return 0
     if approximate == "tanh":
@@ -193,7 +282,7 @@ def gelu_backward(grad, x, approximate: str = "none", *, out=None) -> np.ndarray
 def _softmax_like(kernel, x, axis, out, op: str) -> np.ndarray:
     x = _float_array(x, op, "x")
     ax = _axis(axis, x.ndim, op, x.shape)
-    y = _output(out, x.shape, x.dtype, op)
+    y = _output(out, x.shape, x.dtype, op, (x,))
     kernel(y, x, *_split_at(x.shape, ax))
     return y
 
@@ -203,7 +292,7 @@ def _softmax_like_backward(kernel, grad, output, axis, out, op: str) -> np.ndarr
     grad = _float_array(grad, op, "grad", output.dtype)
     _same_shape(output, grad, op, "output", "grad")
     ax = _axis(axis, output.ndim, op, output.shape)
-    dx = _output(out, output.shape, output.dtype, op)
+    dx = _output(out, output.shape, output.dtype, op, (grad, output))
     kernel(dx, grad, output, *_split_at(output.shape, ax))
     return dx
 
@@ -238,6 +327,8 @@ _KINDS = {
 
 
 def _reduction(reduction, op: str, allow_batchmean: bool = False) -> int:
+    if not isinstance(reduction, str):
+        raise TypeError(f"{op}: reduction must be a str such as 'mean', got {_short(reduction)}")
     if allow_batchmean and reduction == "batchmean":
         return 3
     if reduction not in _REDUCTIONS:
@@ -270,7 +361,7 @@ def _pointwise_forward(kind: str, input, target, reduction, param=0.0, op=None, 
     r = _reduction(reduction, op, allow_batchmean=kind.startswith("kl_div"))
     x, t = _pointwise_inputs(input, target, op)
     batch = x.shape[0] if x.ndim else 1
-    o = _output(out, x.shape, x.dtype, op) if r == 0 else None
+    o = _output(out, x.shape, x.dtype, op, (x, t)) if r == 0 else None
     value = _core.pointwise_loss_forward(o, x, t, _KINDS[kind], r, param, batch)
     return o if r == 0 else np.asarray(value, dtype=x.dtype)
 
@@ -281,7 +372,7 @@ def _pointwise_backward(kind: str, grad, input, target, reduction, param=0.0, op
     x, t = _pointwise_inputs(input, target, op)
     g = _loss_grad(grad, r, x.shape, x.dtype, op)
     batch = x.shape[0] if x.ndim else 1
-    dx = _output(out, x.shape, x.dtype, op)
+    dx = _output(out, x.shape, x.dtype, op, (g, x, t))
     _core.pointwise_loss_backward(dx, g, x, t, _KINDS[kind], r, param, batch)
     return dx
 
@@ -345,19 +436,19 @@ def binary_cross_entropy_with_logits_backward(grad, input, target, reduction: st
 def kl_div(input, target, reduction: str = "mean", log_target: bool = False, *, out=None):
     """t (log t - input) on log-probability input (0 where t = 0);
     exp(t) (t - input) with log_target. 'batchmean' divides the sum by input.shape[0]."""
-    kind = "kl_div_log_target" if log_target else "kl_div"
+    kind = "kl_div_log_target" if _flag(log_target, "kl_div", "log_target") else "kl_div"
     return _pointwise_forward(kind, input, target, reduction, op="kl_div", out=out)
 
 
 def kl_div_backward(grad, input, target, reduction: str = "mean", log_target: bool = False, *, out=None):
-    kind = "kl_div_log_target" if log_target else "kl_div"
+    kind = "kl_div_log_target" if _flag(log_target, "kl_div_backward", "log_target") else "kl_div"
     return _pointwise_backward(kind, grad, input, target, reduction, op="kl_div_backward", out=out)
 
 
 def _class_inputs(input, target, op: str, ignore_index):
     """(logits, int64 targets, N, C, inner) for input (N, C, *rest) or (C,)."""
     x = _float_array(input, op, "input")
-    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    t = _any_array(target, op, "target")
     if t.dtype.kind not in "iu":
         if t.dtype.kind == "f" and t.shape == x.shape:
             raise TypeError(f"{op}: class-probability targets (float target of the input's shape {t.shape}) "
@@ -365,6 +456,8 @@ def _class_inputs(input, target, op: str, ignore_index):
         raise TypeError(f"{op}: target must hold integer class indices, got dtype {t.dtype} with shape {t.shape}")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
         raise TypeError(f"{op}: ignore_index must be an int, got {type(ignore_index).__name__}")
+    if not -2 ** 63 <= ignore_index < 2 ** 63:
+        raise ValueError(f"{op}: ignore_index must fit in int64, got {ignore_index}")
     if x.ndim == 0:
         raise ValueError(f"{op}: input must have a class dimension: shape (C,), (N, C) or (N, C, d1, ...), got shape ()")
     if x.ndim == 1:
@@ -397,7 +490,7 @@ def cross_entropy(input, target, reduction: str = "mean", ignore_index: int = -1
     r = _reduction(reduction, op)
     eps = _label_smoothing(label_smoothing, op)
     x, t, N, C, inner, tshape = _class_inputs(input, target, op, ignore_index)
-    o = _output(out, tshape, x.dtype, op) if r == 0 else None
+    o = _output(out, tshape, x.dtype, op, (x, t)) if r == 0 else None
     value = _core.cross_entropy_forward(o, x, t, N, C, inner, r, int(ignore_index), eps)
     return o if r == 0 else np.asarray(value, dtype=x.dtype)
 
@@ -410,7 +503,7 @@ def cross_entropy_backward(grad, input, target, reduction: str = "mean", ignore_
     eps = _label_smoothing(label_smoothing, op)
     x, t, N, C, inner, tshape = _class_inputs(input, target, op, ignore_index)
     g = _loss_grad(grad, r, tshape, x.dtype, op)
-    dx = _output(out, x.shape, x.dtype, op)
+    dx = _output(out, x.shape, x.dtype, op, (g, x, t), in_place=False)
     _core.cross_entropy_backward(dx, g, x, t, N, C, inner, r, int(ignore_index), eps, False)
     return dx
 
@@ -426,7 +519,7 @@ def cross_entropy_forward_backward(input, target, reduction: str = "mean", ignor
     eps = _label_smoothing(label_smoothing, op)
     x, t, N, C, inner, tshape = _class_inputs(input, target, op, ignore_index)
     g = _loss_grad(grad, r, tshape, x.dtype, op)
-    dx = _output(out, x.shape, x.dtype, op)
+    dx = _output(out, x.shape, x.dtype, op, (g, x, t), in_place=False)
     loss = _core.cross_entropy_backward(dx, g, x, t, N, C, inner, r, int(ignore_index), eps, True)
     return np.asarray(loss, dtype=x.dtype), dx
 
@@ -436,7 +529,7 @@ def nll_loss(input, target, reduction: str = "mean", ignore_index: int = -100, *
     op = "nll_loss"
     r = _reduction(reduction, op)
     x, t, N, C, inner, tshape = _class_inputs(input, target, op, ignore_index)
-    o = _output(out, tshape, x.dtype, op) if r == 0 else None
+    o = _output(out, tshape, x.dtype, op, (x, t)) if r == 0 else None
     value = _core.nll_loss_forward(o, x, t, N, C, inner, r, int(ignore_index))
     return o if r == 0 else np.asarray(value, dtype=x.dtype)
 
@@ -446,7 +539,7 @@ def nll_loss_backward(grad, input, target, reduction: str = "mean", ignore_index
     r = _reduction(reduction, op)
     x, t, N, C, inner, tshape = _class_inputs(input, target, op, ignore_index)
     g = _loss_grad(grad, r, tshape, x.dtype, op)
-    dx = _output(out, x.shape, x.dtype, op)
+    dx = _output(out, x.shape, x.dtype, op, (g, x, t), in_place=False)
     _core.nll_loss_backward(dx, g, t, N, C, inner, r, int(ignore_index))
     return dx
 
@@ -454,9 +547,7 @@ def nll_loss_backward(grad, input, target, reduction: str = "mean", ignore_index
 # --- optimizer steps ---------------------------------------------------------------
 
 def _state_list(arrays, op: str, name: str, n: int, dtype, writable: bool, shapes) -> list:
-    if arrays is None or isinstance(arrays, np.ndarray):
-        raise TypeError(f"{op}: {name} must be a list of arrays")
-    arrays = list(arrays)
+    arrays = _sequence(arrays, op, name)
     if len(arrays) != n:
         raise ValueError(f"{op}: {name} has {len(arrays)} arrays but params has {n}")
     result = []
@@ -478,9 +569,7 @@ def _state_list(arrays, op: str, name: str, n: int, dtype, writable: bool, shape
 
 
 def _params(params, op: str):
-    if isinstance(params, np.ndarray):
-        raise TypeError(f"{op}: params must be a list of arrays, got a single array")
-    params = list(params)
+    params = _sequence(params, op, "params")
     if not params:
         return params, None
     dtype = params[0].dtype if isinstance(params[0], np.ndarray) else None
@@ -514,6 +603,7 @@ def sgd_step(params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
     momentum = _nonnegative(momentum, op, "momentum")
     dampening = _real(dampening, op, "dampening")
     weight_decay = _nonnegative(weight_decay, op, "weight_decay")
+    nesterov, maximize = _flag(nesterov, op, "nesterov"), _flag(maximize, op, "maximize")
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError(f"{op}: Nesterov momentum requires a momentum and zero dampening")
     params, dtype = _params(params, op)
@@ -526,10 +616,13 @@ def sgd_step(params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
         buffers = _state_list(momentum_buffers, op, "momentum_buffers", n, dtype, True, shapes)
     else:
         buffers = [None] * n
-    firsts = [bool(first_step)] * n if isinstance(first_step, (bool, np.bool_)) else [bool(f) for f in first_step]
-    if len(firsts) != n:
-        raise ValueError(f"{op}: first_step has {len(firsts)} entries but params has {n}")
-    _core.sgd_step(params, grads, buffers, firsts, lr, momentum, dampening, weight_decay, bool(nesterov), bool(maximize))
+    if isinstance(first_step, (list, tuple)):
+        if len(first_step) != n:
+            raise ValueError(f"{op}: first_step has {len(first_step)} entries but params has {n}")
+        firsts = [_flag(f, op, "first_step") for f in first_step]
+    else:
+        firsts = [_flag(first_step, op, "first_step")] * n
+    _core.sgd_step(params, grads, buffers, firsts, lr, momentum, dampening, weight_decay, nesterov, maximize)
 
 
 def adam_step(params: Sequence[np.ndarray], grads: Sequence[np.ndarray], exp_avgs: Sequence[np.ndarray],
@@ -563,17 +656,20 @@ def adam_step(params: Sequence[np.ndarray], grads: Sequence[np.ndarray], exp_avg
     grads = _state_list(grads, op, "grads", n, dtype, False, shapes)
     exp_avgs = _state_list(exp_avgs, op, "exp_avgs", n, dtype, True, shapes)
     exp_avg_sqs = _state_list(exp_avg_sqs, op, "exp_avg_sqs", n, dtype, True, shapes)
+    amsgrad = _flag(amsgrad, op, "amsgrad")
     maxes = _state_list(max_exp_avg_sqs, op, "max_exp_avg_sqs", n, dtype, True, shapes) if amsgrad else None
-    if isinstance(step, numbers.Integral) and not isinstance(step, bool):
-        steps = [int(step)] * n
-    else:
-        steps = [int(s) for s in step]
+    steps = _sequence(step, op, "step", "ints") if isinstance(step, (list, tuple)) else [step] * n
     if len(steps) != n:
         raise ValueError(f"{op}: step has {len(steps)} entries but params has {n}")
-    if any(s < 1 for s in steps):
-        raise ValueError(f"{op}: step must be >= 1 (the count after this step), got {min(steps)}")
+    for s in steps:
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+            raise TypeError(f"{op}: step must be an int or a list of ints, got {_short(s)}")
+        if not 1 <= s < 2 ** 62:
+            raise ValueError(f"{op}: step must be >= 1 (the count after this step), got {s}")
+    steps = [int(s) for s in steps]
     _core.adam_step(params, grads, exp_avgs, exp_avg_sqs, maxes, steps, lr, float(beta1), float(beta2), eps,
-                    weight_decay, bool(amsgrad), bool(maximize), bool(decoupled_weight_decay))
+                    weight_decay, amsgrad, _flag(maximize, op, "maximize"),
+                    _flag(decoupled_weight_decay, op, "decoupled_weight_decay"))
 
 
 # --- reductions --------------------------------------------------------------------
@@ -584,20 +680,23 @@ def sum(x, axis: Optional[int] = None, keepdims: bool = False):  # noqa: A001 - 
     x = _float_array(x, "sum", "x")
     if axis is None:
         total = np.asarray(_core.sum_all(x), dtype=x.dtype)
-        return total.reshape((1,) * x.ndim) if keepdims else total
+        return total.reshape((1,) * x.ndim) if _flag(keepdims, "sum", "keepdims") else total
     ax = _axis(axis, x.ndim, "sum", x.shape)
     if x.ndim == 0:
         return x.copy()
     shape = x.shape[:ax] + x.shape[ax + 1:]
-    y = np.empty(shape, dtype=x.dtype)
+    y = _empty(shape, x.dtype, "sum")
     _core.sum_axis(y, x, *_split_at(x.shape, ax))
-    return np.expand_dims(y, ax) if keepdims else y
+    return np.expand_dims(y, ax) if _flag(keepdims, "sum", "keepdims") else y
 
 
 def mean(x, axis: Optional[int] = None, keepdims: bool = False):
     """sum / count, as ``sum``; NaN for an empty reduction, as NumPy."""
     x = _float_array(x, "mean", "x")
-    s = sum(x, axis, keepdims)
+    try:
+        s = sum(x, axis, keepdims)
+    except (TypeError, ValueError) as e:
+        raise type(e)(str(e).replace("sum:", "mean:", 1)) from None
     count = x.size if axis is None else (x.shape[_axis(axis, x.ndim, "mean", x.shape)] if x.ndim else 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (s / x.dtype.type(count)).astype(x.dtype, copy=False)
@@ -611,7 +710,7 @@ def sum_of_squares(x) -> float:
 def copy(x, *, out=None) -> np.ndarray:
     """A copy of ``x``, split over threads: the bandwidth yardstick of the benchmarks."""
     x = _float_array(x, "copy", "x")
-    y = _output(out, x.shape, x.dtype, "copy")
+    y = _output(out, x.shape, x.dtype, "copy", (x,))
     _core.copy(y, x)
     return y
 
@@ -632,6 +731,7 @@ def gemm(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1
     (``_reference_kernel`` runs the plain C++ loops the tests hold the fast kernel to.)
     """
     op = "gemm"
+    trans_a, trans_b = _flag(trans_a, op, "trans_a"), _flag(trans_b, op, "trans_b")
     a = _float_array(a, op, "a")
     b = _float_array(b, op, "b", a.dtype)
     if a.ndim != 2 or b.ndim != 2:
@@ -642,9 +742,9 @@ def gemm(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1
         raise ValueError(f"{op}: inner dimensions differ: op(a) is ({M}, {K}) from a{a.shape}"
                          f"{' transposed' if trans_a else ''}, op(b) is ({Kb}, {N}) from b{b.shape}"
                          f"{' transposed' if trans_b else ''}")
-    if activation not in _ACTIVATIONS:
+    if activation is not None and not isinstance(activation, str) or activation not in _ACTIVATIONS:
         raise ValueError(f"{op}: activation must be one of None, 'relu', 'gelu', 'gelu_tanh', 'sigmoid', 'tanh', "
-                         f"got {activation!r}")
+                         f"got {_short(activation)}")
     alpha = _real(alpha, op, "alpha")
     beta = _real(beta, op, "beta")
     bias_kind, bias_arr = 0, None
@@ -675,18 +775,23 @@ def gemm(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1
 
 # --- convolution ---------------------------------------------------------------------
 
+_MAX_EXTENT = 2 ** 31 - 1  # sizes, strides and paddings past this are refused before they reach C++
+
+
 def _pair(value, op: str, name: str, minimum: int):
-    """An int or a pair of ints, each >= minimum, as a pair."""
-    if type(value) is int and value >= minimum:  # the common case, without the numbers ABCs
+    """An int or a pair of ints, each in [minimum, 2^31), as a pair."""
+    if type(value) is int and minimum <= value <= _MAX_EXTENT:  # the common case, without the numbers ABCs
         return value, value
     if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int \
-            and value[0] >= minimum and value[1] >= minimum:
+            and minimum <= value[0] <= _MAX_EXTENT and minimum <= value[1] <= _MAX_EXTENT:
         return value
     items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(items) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in items):
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {_short(value)}")
     if any(v < minimum for v in items):
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    if any(v > _MAX_EXTENT for v in items):
+        raise ValueError(f"{op}: {name} must be below 2**31, got {value!r}")
     return int(items[0]), int(items[1])
 
 
@@ -765,7 +870,7 @@ def _conv_forward(input, weight, bias, stride, padding, dilation, groups, out, o
     out_shape = (N, O, OW) if dims == 1 else (N, O, OH, OW)
     if added:
         out_shape = out_shape[1:]
-    y = _output(out, out_shape, x.dtype, op)
+    y = _output(out, out_shape, x.dtype, op, (x, w, b), in_place=False)
     _core.conv2d_forward(y, x, w, b, shape)
     return y
 
@@ -783,9 +888,9 @@ def _conv_backward(grad, input, weight, stride, padding, dilation, groups, op, d
     g = _float_array(grad, op, "grad", x.dtype)
     if g.shape != expected:
         raise ValueError(f"{op}: grad has shape {g.shape}, expected {expected} (the output's shape)")
-    dx = np.empty(np.shape(input), dtype=x.dtype) if input_grad else None
-    dw = np.empty(np.shape(weight), dtype=x.dtype)
-    db = np.empty((O,), dtype=x.dtype)
+    dx = _empty(np.shape(input), x.dtype, op) if _flag(input_grad, op, "input_grad") else None
+    dw = _empty(np.shape(weight), x.dtype, op)
+    db = _empty((O,), x.dtype, op)
     _core.conv2d_backward(dx, dw, db, g, x, w, shape)
     return dx, dw, db
 
@@ -824,6 +929,7 @@ def _pool_size(size, kernel, stride, pad, dilation, ceil_mode):
 
 
 def _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, op):
+    ceil_mode = _flag(ceil_mode, op, "ceil_mode")
     xb, added = _batched(x, 2, op)
     N, C, H, W = xb.shape
     KH, KW = _pair(kernel_size, op, "kernel_size", 1)
@@ -848,10 +954,10 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     op = "max_pool2d"
     x = _float_array(input, op, "input")
     xb, shape, out_shape = _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, op)
-    y = np.empty(out_shape, dtype=x.dtype)
-    indices = np.empty(out_shape, dtype=np.int64)
+    y = _empty(out_shape, x.dtype, op)
+    indices = _empty(out_shape, np.int64, op, "indices")
     _core.max_pool2d_forward(y, indices, xb, shape)
-    return (y, indices) if return_indices else y
+    return (y, indices) if _flag(return_indices, op, "return_indices") else y
 
 
 def max_pool2d_backward(grad, input, indices, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
@@ -860,12 +966,12 @@ def max_pool2d_backward(grad, input, indices, kernel_size, stride=None, padding=
     x = _float_array(input, op, "input")
     xb, shape, out_shape = _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, op)
     g = _float_array(grad, op, "grad", x.dtype)
-    idx = np.asarray(indices)
+    idx = _any_array(indices, op, "indices")
     if g.shape != out_shape or idx.shape != out_shape:
         raise ValueError(f"{op}: grad {g.shape} and indices {idx.shape} must have the output's shape {out_shape}")
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{op}: indices must be integers, got {idx.dtype}")
-    dx = np.empty(x.shape, dtype=x.dtype)
+    dx = _empty(x.shape, x.dtype, op)
     _core.max_pool2d_backward(dx, g, np.asarray(idx, dtype=np.int64, order="C"), shape)
     return dx
 
@@ -873,8 +979,8 @@ def max_pool2d_backward(grad, input, indices, kernel_size, stride=None, padding=
 def _divisor(divisor_override, op):
     if divisor_override is None:
         return 0
-    if isinstance(divisor_override, bool) or not isinstance(divisor_override, numbers.Integral) or divisor_override < 1:
-        raise ValueError(f"{op}: divisor_override must be a positive int, got {divisor_override!r}")
+    if isinstance(divisor_override, bool) or not isinstance(divisor_override, numbers.Integral) or not 1 <= divisor_override <= _MAX_EXTENT:
+        raise ValueError(f"{op}: divisor_override must be a positive int below 2**31, got {_short(divisor_override)}")
     return int(divisor_override)
 
 
@@ -885,8 +991,9 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     op = "avg_pool2d"
     x = _float_array(input, op, "input")
     xb, shape, out_shape = _pool_geometry(x, kernel_size, stride, padding, 1, ceil_mode, op)
-    y = np.empty(out_shape, dtype=x.dtype)
-    _core.avg_pool2d_forward(y, xb, shape, bool(count_include_pad), _divisor(divisor_override, op))
+    y = _empty(out_shape, x.dtype, op)
+    include_pad = _flag(count_include_pad, op, "count_include_pad")
+    _core.avg_pool2d_forward(y, xb, shape, include_pad, _divisor(divisor_override, op))
     return y
 
 
@@ -898,8 +1005,9 @@ def avg_pool2d_backward(grad, input, kernel_size, stride=None, padding=0, ceil_m
     g = _float_array(grad, op, "grad", x.dtype)
     if g.shape != out_shape:
         raise ValueError(f"{op}: grad has shape {g.shape}, expected the output's shape {out_shape}")
-    dx = np.empty(x.shape, dtype=x.dtype)
-    _core.avg_pool2d_backward(dx, g, shape, bool(count_include_pad), _divisor(divisor_override, op))
+    dx = _empty(x.shape, x.dtype, op)
+    include_pad = _flag(count_include_pad, op, "count_include_pad")
+    _core.avg_pool2d_backward(dx, g, shape, include_pad, _divisor(divisor_override, op))
     return dx
 
 
@@ -911,8 +1019,9 @@ def _adaptive_geometry(x, output_size, op):
         raise ValueError(f"{op}: output_size must be an int or a pair, got {output_size!r}")
     OH, OW = (H if sizes[0] is None else sizes[0]), (W if sizes[1] is None else sizes[1])
     for v in (OH, OW):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-            raise ValueError(f"{op}: output_size must hold positive ints (or None), got {output_size!r}")
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 1 <= v <= _MAX_EXTENT:
+            raise ValueError(f"{op}: output_size must hold positive ints below 2**31 (or None), "
+                             f"got {_short(output_size)}")
     if (H == 0 or W == 0) and N * C:
         raise ValueError(f"{op}: input {x.shape} has an empty plane")
     shape = (N * C, H, W, 1, 1, int(OH), int(OW), 1, 1, 0, 0, 1, 1)
@@ -925,7 +1034,7 @@ def adaptive_avg_pool2d(input, output_size):
     op = "adaptive_avg_pool2d"
     x = _float_array(input, op, "input")
     xb, shape, out_shape = _adaptive_geometry(x, output_size, op)
-    y = np.empty(out_shape, dtype=x.dtype)
+    y = _empty(out_shape, x.dtype, op)
     _core.adaptive_avg_pool2d_forward(y, xb, shape)
     return y
 
@@ -937,6 +1046,6 @@ def adaptive_avg_pool2d_backward(grad, input, output_size=None):
     xb, shape, out_shape = _adaptive_geometry(x, g.shape[-2:] if output_size is None else output_size, op)
     if g.shape != out_shape:
         raise ValueError(f"{op}: grad has shape {g.shape}, expected {out_shape}")
-    dx = np.empty(x.shape, dtype=x.dtype)
+    dx = _empty(x.shape, x.dtype, op)
     _core.adaptive_avg_pool2d_backward(dx, g, shape)
     return dx

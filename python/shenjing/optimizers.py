@@ -4,11 +4,14 @@ makes one C++ call per parameter group for all its parameters."""
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Iterable
 
 import numpy as np
 
 from . import ops
+from .ops import _flag, _real, _short
+from .tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_", "lr_scheduler"]
 
@@ -17,9 +20,13 @@ class Optimizer:
     """Parameter groups (dicts with "params" and hyper-parameters) and per-parameter state."""
 
     def __init__(self, params, defaults: dict):
+        name = type(self).__name__
+        if isinstance(params, (Tensor, np.ndarray, dict)) or not isinstance(params, Iterable):
+            raise TypeError(f"{name}: params must be an iterable of Parameters or of parameter-group dicts, "
+                            f"got {_short(params)}")
         params = list(params)
         if not params:
-            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+            raise ValueError(f"{name}: got an empty parameter list")
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.defaults = defaults
         self.param_groups = []
@@ -28,9 +35,21 @@ class Optimizer:
             self.add_param_group(group)
 
     def add_param_group(self, group: dict) -> None:
+        name = type(self).__name__
+        if not isinstance(group, dict) or "params" not in group:
+            raise TypeError(f"{name}: a parameter group must be a dict with a 'params' entry, got {_short(group)}")
         group = dict(group)
         params = group["params"]
-        group["params"] = [params] if not isinstance(params, (list, tuple)) else list(params)
+        if isinstance(params, Tensor):
+            params = [params]
+        elif isinstance(params, (np.ndarray, dict)) or not isinstance(params, Iterable):
+            raise TypeError(f"{name}: params must be Parameters, got {_short(params)}")
+        group["params"] = list(params)
+        for p in group["params"]:
+            if not isinstance(p, Tensor):
+                raise TypeError(f"{name}: params must be Parameters (shenjing Tensors), got {_short(p)}")
+            if p.data.dtype not in (np.float32, np.float64):
+                raise TypeError(f"{name}: a parameter has dtype {p.data.dtype}; only float32 and float64 are trained")
         for key, value in self.defaults.items():
             group.setdefault(key, value)
         self._validate(group)
@@ -41,8 +60,14 @@ class Optimizer:
         self.param_groups.append(group)
 
     def _validate(self, group: dict) -> None:
-        if group["lr"] < 0:
-            raise ValueError(f"Invalid learning rate: {group['lr']}")
+        self._nonnegative(group, "lr", "learning rate")
+
+    def _nonnegative(self, group: dict, key: str, what: str) -> None:
+        """group[key] as a finite float >= 0 (TypeError for a non-number, ValueError otherwise)."""
+        value = _real(group[key], type(self).__name__, what)
+        if not 0 <= value < math.inf:
+            raise ValueError(f"{type(self).__name__}: Invalid {what}: {value} (must be a finite number >= 0)")
+        group[key] = value
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
@@ -89,12 +114,13 @@ class SGD(Optimizer):
 
     def _validate(self, group):
         super()._validate(group)
-        if group["momentum"] < 0:
-            raise ValueError(f"Invalid momentum value: {group['momentum']}")
-        if group["weight_decay"] < 0:
-            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+        name = type(self).__name__
+        self._nonnegative(group, "momentum", "momentum")
+        self._nonnegative(group, "weight_decay", "weight_decay")
+        group["dampening"] = _real(group["dampening"], name, "dampening")
+        group["nesterov"], group["maximize"] = _flag(group["nesterov"], name, "nesterov"), _flag(group["maximize"], name, "maximize")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+            raise ValueError(f"{name}: Nesterov momentum requires a momentum and zero dampening")
 
     def step(self):
         for group in self.param_groups:
@@ -124,18 +150,22 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
                  amsgrad: bool = False, maximize: bool = False):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                                       maximize=maximize))
 
     def _validate(self, group):
         super()._validate(group)
-        if group["eps"] < 0:
-            raise ValueError(f"Invalid epsilon value: {group['eps']}")
-        for i, b in enumerate(group["betas"]):
-            if not 0.0 <= b < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {i}: {b}")
-        if group["weight_decay"] < 0:
-            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+        name = type(self).__name__
+        self._nonnegative(group, "eps", "epsilon value")
+        self._nonnegative(group, "weight_decay", "weight_decay")
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"{name}: betas must be a pair of floats, got {_short(betas)}")
+        for i, b in enumerate(betas):
+            if not 0.0 <= _real(b, name, f"beta at index {i}") < 1.0:
+                raise ValueError(f"{name}: Invalid beta parameter at index {i}: {b} (must be in [0, 1))")
+        group["betas"] = (float(betas[0]), float(betas[1]))
+        group["amsgrad"], group["maximize"] = _flag(group["amsgrad"], name, "amsgrad"), _flag(group["maximize"], name, "maximize")
 
     def step(self):
         for group in self.param_groups:
@@ -182,11 +212,28 @@ def clip_grad_norm_(parameters: Iterable, max_norm: float, norm_type: float = 2.
     return total
 
 
+def _positive_int(value, owner: str, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{owner}: {name} must be an int, got {_short(value)}")
+    if value < minimum:
+        raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _finite_nonnegative(value, owner: str, name: str) -> float:
+    value = _real(value, owner, name)
+    if not 0 <= value < math.inf:
+        raise ValueError(f"{owner}: {name} must be a finite number >= 0, got {value}")
+    return value
+
+
 class _Schedulers:
     """torch.optim.lr_scheduler's StepLR, CosineAnnealingLR, ReduceLROnPlateau."""
 
     class _Scheduler:
         def __init__(self, optimizer: Optimizer):
+            if not isinstance(optimizer, Optimizer):
+                raise TypeError(f"{type(self).__name__}: optimizer must be a shenjing Optimizer, got {_short(optimizer)}")
             self.optimizer = optimizer
             self.base_lrs = [g["lr"] for g in optimizer.param_groups]
             self.last_epoch = 0
@@ -197,7 +244,8 @@ class _Schedulers:
     class StepLR(_Scheduler):
         def __init__(self, optimizer, step_size: int, gamma: float = 0.1):
             super().__init__(optimizer)
-            self.step_size, self.gamma = step_size, gamma
+            self.step_size = _positive_int(step_size, "StepLR", "step_size")
+            self.gamma = _finite_nonnegative(gamma, "StepLR", "gamma")
 
         def step(self):
             self.last_epoch += 1
@@ -207,7 +255,8 @@ class _Schedulers:
     class CosineAnnealingLR(_Scheduler):
         def __init__(self, optimizer, T_max: int, eta_min: float = 0.0):
             super().__init__(optimizer)
-            self.T_max, self.eta_min = T_max, eta_min
+            self.T_max = _positive_int(T_max, "CosineAnnealingLR", "T_max")
+            self.eta_min = _finite_nonnegative(eta_min, "CosineAnnealingLR", "eta_min")
 
         def step(self):
             self.last_epoch += 1
@@ -217,11 +266,13 @@ class _Schedulers:
     class ReduceLROnPlateau(_Scheduler):
         def __init__(self, optimizer, mode: str = "min", factor: float = 0.1, patience: int = 10, min_lr: float = 0.0):
             super().__init__(optimizer)
-            if mode not in ("min", "max"):
-                raise ValueError(f"ReduceLROnPlateau: mode must be 'min' or 'max', got {mode!r}")
-            if not 0 < factor < 1:
+            if not isinstance(mode, str) or mode not in ("min", "max"):
+                raise ValueError(f"ReduceLROnPlateau: mode must be 'min' or 'max', got {_short(mode)}")
+            if not 0 < _real(factor, "ReduceLROnPlateau", "factor") < 1:
                 raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor}")
-            self.mode, self.factor, self.patience, self.min_lr = mode, factor, patience, min_lr
+            self.mode, self.factor = mode, float(factor)
+            self.patience = _positive_int(patience, "ReduceLROnPlateau", "patience", minimum=0)
+            self.min_lr = _finite_nonnegative(min_lr, "ReduceLROnPlateau", "min_lr")
             self.best, self.bad_epochs = None, 0
 
         def step(self, metric: float):

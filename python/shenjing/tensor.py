@@ -118,40 +118,44 @@ class Tensor:
         autograd.run_backward(self, g)
 
     # --- arithmetic ---------------------------------------------------------------------
-    def _other(self, other) -> "Tensor":
+    def _other(self, other, op: str = "arithmetic") -> "Tensor":
         if isinstance(other, Tensor):
             return other
-        return Tensor(np.asarray(other, dtype=self.data.dtype if self.data.dtype.kind == "f" else None))
+        try:
+            return Tensor(np.asarray(other, dtype=self.data.dtype if self.data.dtype.kind == "f" else None))
+        except (TypeError, ValueError):
+            raise TypeError(f"{op}: cannot combine a Tensor of shape {self.shape} with {type(other).__name__} "
+                            f"{other!r:.60}") from None
 
     def __add__(self, other):
-        o = self._other(other)
-        return autograd.record(self.data + o.data, (self, o), lambda g: (g, g))
+        o = self._other(other, "add")
+        return autograd.record(_broadcasting("add", np.add, self.data, o.data), (self, o), lambda g: (g, g))
 
     __radd__ = __add__
 
     def __sub__(self, other):
-        o = self._other(other)
-        return autograd.record(self.data - o.data, (self, o), lambda g: (g, -g))
+        o = self._other(other, "sub")
+        return autograd.record(_broadcasting("sub", np.subtract, self.data, o.data), (self, o), lambda g: (g, -g))
 
     def __rsub__(self, other):
-        return self._other(other) - self
+        return self._other(other, "sub") - self
 
     def __mul__(self, other):
-        o = self._other(other)
+        o = self._other(other, "mul")
         a, b = self.data, o.data
-        return autograd.record(a * b, (self, o), lambda g: (g * b, g * a))
+        return autograd.record(_broadcasting("mul", np.multiply, a, b), (self, o), lambda g: (g * b, g * a))
 
     __rmul__ = __mul__
 
     def __truediv__(self, other):
-        o = self._other(other)
+        o = self._other(other, "div")
         a, b = self.data, o.data
         with _quiet():
-            y = a / b
+            y = _broadcasting("div", np.true_divide, a, b)
         return autograd.record(y, (self, o), lambda g: (g / b, -g * a / (b * b)))
 
     def __rtruediv__(self, other):
-        return self._other(other) / self
+        return self._other(other, "div") / self
 
     def __neg__(self):
         return autograd.record(-self.data, (self,), lambda g: (-g,))
@@ -167,10 +171,10 @@ class Tensor:
         return autograd.record(y, (self,), lambda g: (g * e * a ** (e - 1),))
 
     def __matmul__(self, other):
-        return matmul(self, self._other(other))
+        return matmul(self, self._other(other, "matmul"))
 
     def __rmatmul__(self, other):
-        return matmul(self._other(other), self)
+        return matmul(self._other(other, "matmul"), self)
 
     # comparisons give plain boolean arrays (no gradient)
     def __lt__(self, other):
@@ -400,6 +404,8 @@ def matmul(a, b):
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: both operands need at least one dimension, got shapes {a.shape} and {b.shape}")
     if a.ndim == 1 and b.ndim == 1:
+        if a.shape != b.shape:
+            raise ValueError(f"matmul: vectors of shapes {a.shape} and {b.shape} have different lengths")
         return sum(a * b)
     if a.ndim == 1:
         out = matmul(reshape(a, (1, -1)), b)
@@ -414,9 +420,17 @@ def matmul(a, b):
         y = ops.gemm(A, B)
         return autograd.record(y, (a, b), lambda g: (ops.gemm(g, B, trans_b=True), ops.gemm(A, g, trans_a=True)))
     A, B = a.data, b.data
-    y = np.matmul(A, B)
+    y = _broadcasting("matmul", np.matmul, A, B)
 
     def backward(g):
         return np.matmul(g, np.swapaxes(B, -1, -2)), np.matmul(np.swapaxes(A, -1, -2), g)
 
     return autograd.record(y, (a, b), backward)
+
+
+def _broadcasting(op: str, ufunc, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ufunc(a, b), with an error that names the op and both shapes when they do not broadcast."""
+    try:
+        return ufunc(a, b)
+    except ValueError:
+        raise ValueError(f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast together") from None
