@@ -14,6 +14,8 @@ from __future__ import annotations
 from . import _core, _reference, ops
 from . import functional, init, data, datasets, layers, activations, losses, optimizers  # noqa: E401
 from . import nn, optim  # noqa: E401
+from . import files
+from .files import load, save
 from .autograd import detect_anomaly, enable_grad, gradcheck, no_grad
 from .model import Callback, EarlyStopping, History, Model, ModelCheckpoint
 from .random import manual_seed
@@ -25,7 +27,7 @@ __all__ = [
     "__version__", "backend_info", "get_isa", "get_num_threads", "set_isa", "set_num_threads",
     "ops", "functional", "init", "data", "datasets", "layers", "activations", "losses", "optimizers", "nn", "optim",
     "Tensor", "tensor", "cat", "stack", "matmul", "no_grad", "enable_grad", "gradcheck", "detect_anomaly",
-    "manual_seed",
+    "manual_seed", "save", "load", "files",
     "Model", "History", "Callback", "EarlyStopping", "ModelCheckpoint",
 ]
 

@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import activations, layers, losses, optimizers
+from . import activations, files, layers, losses, optimizers
 from .autograd import detect_anomaly, no_grad
 from .data import DataLoader, TensorDataset
 from .tensor import Tensor
@@ -328,21 +328,32 @@ class Model:
     # --- files: one .npz, the architecture as JSON and the weights, never pickle ---------------
     def save(self, path: str) -> None:
         architecture = json.dumps(_describe(self.module))
-        arrays = {f"weight:{k}": v for k, v in self.module.state_dict().items()}
+        arrays = {files._WEIGHT_PREFIX + k: v for k, v in self.module.state_dict().items()}
         with open(path, "wb") as f:
             np.savez(f, __architecture__=np.array(architecture), **arrays)
 
     @classmethod
     def load(cls, path: str) -> "Model":
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"Model.load: no file {path!r}")
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                architecture = json.loads(str(f["__architecture__"]))
-                state = {k[len("weight:"):]: f[k] for k in f.files if k.startswith("weight:")}
-        except (ValueError, KeyError, OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"Model.load: {path!r} is not a shenjing model file ({e})") from None
-        module = _build(architecture)
+        """The model ``save`` wrote. The architecture is built first; then each weight's header
+        must match the built layer's shape before its data is read. A truncated, corrupted,
+        wrong-architecture or hostile file raises ValueError (FileNotFoundError if missing)."""
+        with files.NpzReader(path, "Model.load") as reader:
+            if "__architecture__" not in reader.names():
+                raise reader.error("it is not a shenjing model file (no architecture description)")
+            try:
+                architecture = json.loads(reader.text("__architecture__"))
+                module = _build(architecture)
+            except files.FileFormatError:
+                raise
+            except (ValueError, TypeError, KeyError, MemoryError, RecursionError) as e:
+                raise reader.error(f"the architecture cannot be built ({type(e).__name__}: {e})") from None
+            expected = module.state_dict()
+            stored = {n[len(files._WEIGHT_PREFIX):] for n in reader.names() if n.startswith(files._WEIGHT_PREFIX)}
+            missing, unexpected = sorted(set(expected) - stored), sorted(stored - set(expected))
+            if missing or unexpected:
+                raise reader.error(f"its weights do not fit the architecture: missing {missing}, "
+                                   f"unexpected {unexpected}")
+            state = {name: reader.array(files._WEIGHT_PREFIX + name, target.shape) for name, target in expected.items()}
         module.load_state_dict(state)
         return cls(module)
 
@@ -392,8 +403,13 @@ def _build(description) -> layers.Module:
     if not isinstance(description, dict) or "class" not in description:
         raise ValueError("Model.load: the architecture description is malformed")
     name = description["class"]
+    if not isinstance(name, str):
+        raise ValueError("Model.load: a layer's class name is not a string")
     if name == "Sequential":
-        return layers.Sequential(*[_build(d) for d in description.get("children", [])])
+        children = description.get("children", [])
+        if not isinstance(children, list):
+            raise ValueError("Model.load: the children of a Sequential are not a list")
+        return layers.Sequential(*[_build(d) for d in children])
     cls = getattr(layers, name, None) or getattr(activations, name, None)
     if name not in _LAYER_CONFIG or cls is None:
         raise ValueError(f"Model.load: unknown layer {name!r} in the file")
