@@ -266,8 +266,9 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
     groups = ceil_div(n_panels, panels_per_group);
     const int64_t tasks = m_blocks * groups;
 
-    // unpacked, B is read in place: a deeper pass costs nothing and saves passes over C
-    const int64_t depth = shared_b ? Blk::KC : 4 * Blk::KC;
+    // B read in place: a deeper pass costs nothing and saves passes over C; B packed
+    // (shared or per task): KC deep, so that one packed panel stays in L1
+    const int64_t depth = shared_b || !B.in_place() ? Blk::KC : 4 * Blk::KC;
     for (int64_t pc = 0; pc < K; pc += depth) {
       const int64_t kc = K - pc < depth ? K - pc : depth;
       const bool first = pc == 0, last = pc + kc == K;

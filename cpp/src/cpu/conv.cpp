@@ -285,10 +285,13 @@ template <class T> int64_t samples_per_block(const ConvShape& s, int64_t P) {
 
 // Runs f(task, gemm_threads) for task in [0, tasks): in parallel with
 // one-thread GEMMs when every thread gets a task, else in order with the
-// GEMMs on every thread.
+// GEMMs on every thread. Small convolutions go parallel over tasks too: a
+// GEMM of a few thousand flops split over threads pays a fork and a join each
+// (measured, 2 threads, 1->16 channels on 8x8, batch 64: forward 149 -> 86 us,
+// backward 362 -> 184 us, with the threshold lowered from 64x to 4x kParallelMinWork).
 template <class F> void for_tasks(int64_t tasks, double flops_per_task, F f) {
   const int threads = thread_count();
-  if (tasks >= threads && threads > 1 && flops_per_task * double(tasks) >= 64.0 * kParallelMinWork) {
+  if (tasks >= threads && threads > 1 && flops_per_task * double(tasks) >= 4.0 * kParallelMinWork) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (int64_t t = 0; t < tasks; ++t) f(t, 1);
   } else {
