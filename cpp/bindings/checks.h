@@ -98,6 +98,7 @@ void bind_optim(py::module_& m);
 void bind_gemm(py::module_& m);
 void bind_reduce(py::module_& m);
 void bind_conv(py::module_& m);
+void bind_buffers(py::module_& m);
 
 }  // namespace bindings
 }  // namespace shenjing

@@ -76,4 +76,5 @@ PYBIND11_MODULE(_core, m) {
   bindings::bind_reduce(m);
   bindings::bind_gemm(m);
   bindings::bind_conv(m);
+  bindings::bind_buffers(m);
 }

@@ -24,7 +24,7 @@ from .tensor import Tensor, cat, matmul, stack, tensor
 __version__ = _core.backend_info()["version"]
 
 __all__ = [
-    "__version__", "backend_info", "get_isa", "get_num_threads", "set_isa", "set_num_threads",
+    "__version__", "backend_info", "empty_cache", "get_isa", "get_num_threads", "set_isa", "set_num_threads",
     "ops", "functional", "init", "data", "datasets", "layers", "activations", "losses", "optimizers", "nn", "optim",
     "Tensor", "tensor", "cat", "stack", "matmul", "no_grad", "enable_grad", "gradcheck", "detect_anomaly",
     "manual_seed", "save", "load", "files",
@@ -62,3 +62,12 @@ def set_isa(name: str) -> None:
     if not isinstance(name, str):
         raise TypeError(f"set_isa: name must be a str, got {type(name).__name__}")
     _core.set_isa(name)
+
+
+def empty_cache() -> dict:
+    """Free the buffers that large results left for reuse (ops keep up to
+    SHENJING_BUFFER_CACHE_MB, default 1024, of them so a repeated op does not
+    page-fault its output again); returns what the cache held before."""
+    info = dict(_core.buffer_cache_info())
+    _core.empty_buffer_cache()
+    return info

@@ -104,10 +104,19 @@ def _check_size(shape, dtype, op: str, what: str = "result") -> None:
                               f"{nbytes / 2**30:.1f} GiB, more than the {available / 2**30:.1f} GiB available")
 
 
+# Results of at least this many elements come from _core.empty, whose buffers return to a cache
+# when their arrays die: a repeated large op then finds its output's pages already mapped
+# (cpp/bindings/bind_buffers.cpp). Smaller ones are NumPy's (malloc reuses them anyway).
+_CACHED_ABOVE_ELEMENTS = 1 << 18
+
+
 def _empty(shape, dtype, op: str, what: str = "result") -> np.ndarray:
-    if math.prod(shape) * 8 >= _ASK_ABOVE_BYTES:  # 8: the widest dtype here; skips the dtype lookup
+    size = math.prod(shape)
+    if size < _CACHED_ABOVE_ELEMENTS:
+        return np.empty(shape, dtype=dtype)
+    if size * 8 >= _ASK_ABOVE_BYTES:  # 8: the widest dtype here; skips the dtype lookup
         _check_size(shape, dtype, op, what)
-    return np.empty(shape, dtype=dtype)
+    return _core.empty(shape, np.dtype(dtype))
 
 
 def _short(value) -> str:
