@@ -105,16 +105,33 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
 
 def record(data: np.ndarray, parents: Sequence, backward: Callable[[np.ndarray], Sequence[Optional[np.ndarray]]]):
     """The output Tensor of an op: tracked when grad is enabled and a parent needs a gradient."""
-    from .tensor import Tensor
-
-    needs = is_grad_enabled() and any(p.requires_grad for p in parents)
-    if is_anomaly_enabled():
+    needs = getattr(_state, "enabled", True) and any(p.requires_grad for p in parents)
+    if getattr(_state, "anomaly", False):
         _check_finite(data, [p.data for p in parents], backward, "forward")
-    out = Tensor(data, requires_grad=needs)
+    if type(data) is np.ndarray and data.dtype in _FLOATS:  # an op's result: no checks or conversions needed
+        out = _new_tensor(data, needs)
+    else:
+        out = _tensor_class()(data, requires_grad=needs)
     if needs:
         out._parents = tuple(parents)
         out._backward = backward
     return out
+
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _tensor_class():
+    from .tensor import Tensor
+    return Tensor
+
+
+def _new_tensor(data: np.ndarray, requires_grad: bool):
+    """A Tensor around a float32/float64 array, without Tensor.__init__'s conversions."""
+    from .tensor import Tensor
+    t = object.__new__(Tensor)
+    t.data, t.grad, t.requires_grad, t._parents, t._backward = data, None, requires_grad, (), None
+    return t
 
 
 def _topological_order(root) -> list:
@@ -138,25 +155,30 @@ def _topological_order(root) -> list:
 
 def run_backward(root, grad: np.ndarray) -> None:
     grads = {id(root): grad}
-    for node in reversed(_topological_order(root)):
-        g = grads.pop(id(node), None)
-        if g is None:
-            continue
-        if node._backward is None:  # a leaf: accumulate, as PyTorch does
-            node.grad = g.copy() if node.grad is None else node.grad + g
-            continue
-        with np.errstate(all="ignore"):  # NaN and Inf are values here; detect_anomaly reports them
-            parent_grads = node._backward(g)
-        for parent, pg in zip(node._parents, parent_grads):
-            if pg is None or not parent.requires_grad:
+    anomaly = is_anomaly_enabled()
+    with np.errstate(all="ignore"):  # NaN and Inf are values here; detect_anomaly reports them
+        for node in reversed(_topological_order(root)):
+            g = grads.pop(id(node), None)
+            if g is None:
                 continue
-            if is_anomaly_enabled():
-                _check_finite(pg, [g] + [p.data for p in node._parents], node._backward, "backward")
-            pg = unbroadcast(np.asarray(pg), parent.data.shape)
-            if pg.dtype != parent.data.dtype:
-                pg = pg.astype(parent.data.dtype)
-            key = id(parent)
-            grads[key] = pg if key not in grads else grads[key] + pg
+            if node._backward is None:  # a leaf: accumulate, as PyTorch does
+                node.grad = g.copy() if node.grad is None else node.grad + g
+                continue
+            parent_grads = node._backward(g)
+            for parent, pg in zip(node._parents, parent_grads):
+                if pg is None or not parent.requires_grad:
+                    continue
+                if anomaly:
+                    _check_finite(pg, [g] + [p.data for p in node._parents], node._backward, "backward")
+                if type(pg) is not np.ndarray:
+                    pg = np.asarray(pg)
+                shape = parent.data.shape
+                if pg.shape != shape:
+                    pg = unbroadcast(pg, shape)
+                if pg.dtype != parent.data.dtype:
+                    pg = pg.astype(parent.data.dtype)
+                key = id(parent)
+                grads[key] = pg if key not in grads else grads[key] + pg
 
 
 def gradcheck(fn: Callable, inputs: Sequence, eps: float = 1e-6, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
