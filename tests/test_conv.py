@@ -34,6 +34,8 @@ CASES = [
     ((3, 16, 12, 12), (32, 16, 5, 5), dict(stride=1, padding=2)),
     ((0, 3, 5, 5), (2, 3, 3, 3), dict()),                                # empty batch
     ((5, 7, 6), (4, 5, 3, 3), dict(padding=1)),                          # unbatched (C, H, W)
+    ((2, 2, 3, 3), (3, 2, 2, 2), dict(padding=3, stride=2)),             # windows wholly in the padding
+    ((40, 3, 3, 4), (5, 3, 2, 3), dict(padding=(2, 1), dilation=(1, 2))),  # tiny images, many samples
 ]
 
 

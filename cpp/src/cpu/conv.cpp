@@ -235,38 +235,86 @@ template <class T> struct SamplesTransposedB : gemm_detail::PackedOperand<T> {
 // one GEMM instead: Y^T (S P, Og) = patches (S P, Kc) W_g^T (Kc, Og), whose
 // result is then transposed into y.
 
-// op(A) = patches: (S P, Kc), A((sample, oh, ow), (c, kh, kw)) = x[sample, c, oh sh - ph + kh dh, ow sw - pw + kw dw]
+// op(A) = patches: (S P, Kc), A((sample, oh, ow), (c, kh, kw)) = x[sample, c, oh sh - ph + kh dh, ow sw - pw + kw dw],
+// read from a zero-padded copy of the S samples (see padded_block), so that packing is a
+// plain gather without bounds checks.
 template <class T> struct ImagePatchesA : gemm_detail::PackedOperand<T> {
-  const T* x;  // (Cg, H, W) of the first sample; the next one is sample_stride further
+  const T* xp;  // (S, Cg, Hp, Wp): padded_block's copy
   const ConvShape* s;
-  int64_t sample_stride;
+  int64_t Cg, Hp, Wp;
   void pack(T* dst, int64_t i0, int64_t m, int64_t k0, int64_t kc) const {
     constexpr int MR = GemmBlocking<T>::MR;
     const ConvShape& c = *s;
-    const int64_t P = c.OH * c.OW, taps = c.KH * c.KW;
+    const int64_t P = c.OH * c.OW, taps = c.KH * c.KW, plane = Hp * Wp;
     for (int64_t t = 0; t * MR < m; ++t) {
       T* panel = dst + t * kc * MR;
       const int64_t rows = m - t * MR < MR ? m - t * MR : MR;
-      int64_t base[MR], ih0[MR], iw0[MR];  // per row: sample offset and the window's top-left; far outside past m
+      int64_t base[MR];  // per row: the window's top-left in xp; rows past m repeat the last (never stored)
       for (int64_t r = 0; r < MR; ++r) {
-        const int64_t q = i0 + t * MR + (r < rows ? r : 0), p = q % P;
-        base[r] = (q / P) * sample_stride;
-        ih0[r] = r < rows ? (p / c.OW) * c.sh - c.ph : -(int64_t(1) << 40);
-        iw0[r] = (p % c.OW) * c.sw - c.pw;
+        const int64_t q = i0 + t * MR + (r < rows ? r : rows - 1), p = q % P;
+        base[r] = (q / P) * Cg * plane + (p / c.OW) * c.sh * Wp + (p % c.OW) * c.sw;
       }
       int64_t ch = k0 / taps, kh = (k0 % taps) / c.KW, kw = k0 % c.KW;
       for (int64_t k = 0; k < kc; ++k) {
-        const int64_t offset = ch * c.H * c.W, dh = kh * c.dh, dw = kw * c.dw;
+        const T* src = xp + ch * plane + kh * c.dh * Wp + kw * c.dw;
         T* out = panel + k * MR;
-        for (int64_t r = 0; r < MR; ++r) {
-          const int64_t ih = ih0[r] + dh, iw = iw0[r] + dw;
-          out[r] = uint64_t(ih) < uint64_t(c.H) && uint64_t(iw) < uint64_t(c.W) ? x[base[r] + offset + ih * c.W + iw]
-                                                                              : T(0);
-        }
+        for (int64_t r = 0; r < MR; ++r) out[r] = src[base[r]];
         if (++kw == c.KW) {
           kw = 0;
           if (++kh == c.KH) kh = 0, ++ch;
         }
+      }
+    }
+  }
+};
+
+// The S samples' channels of one group, zero-padded to every window's reach:
+// (S, Cg, Hp, Wp), row ih + ph and column iw + pw holding x[.., ih, iw].
+template <class T>
+T* padded_block(std::vector<T>& buffer, const T* x, const ConvShape& s, int64_t samples, int64_t Cg, int64_t Hp,
+                int64_t Wp) {
+  T* xp = scratch(buffer, size_t(samples * Cg * Hp * Wp));
+  std::memset(xp, 0, sizeof(T) * size_t(samples * Cg * Hp * Wp));
+  const int64_t rows = s.H < Hp - s.ph ? s.H : Hp - s.ph, cols = s.W < Wp - s.pw ? s.W : Wp - s.pw;
+  if (rows <= 0 || cols <= 0) return xp;  // every window lies in the padding
+  for (int64_t n = 0; n < samples; ++n)
+    for (int64_t c = 0; c < Cg; ++c) {
+      const T* src = x + (n * s.C + c) * s.H * s.W;
+      T* dst = xp + ((n * Cg + c) * Hp + s.ph) * Wp + s.pw;
+      for (int64_t ih = 0; ih < rows; ++ih) std::memcpy(dst + ih * Wp, src + ih * s.W, sizeof(T) * size_t(cols));
+    }
+  return xp;
+}
+
+// op(A) = col over S samples, (Kc, S P), as ImageColumnsA, but gathered from a
+// padded_block copy: for images whose output rows are shorter than a vector,
+// where ImageColumnsA's runs are too short to pay for finding them.
+template <class T> struct PaddedColumnsA : gemm_detail::PackedOperand<T> {
+  const T* xp;  // (S, Cg, Hp, Wp)
+  const ConvShape* s;
+  int64_t Cg, Hp, Wp;
+  void pack(T* dst, int64_t i0, int64_t m, int64_t k0, int64_t kc) const {
+    constexpr int MR = GemmBlocking<T>::MR;
+    const ConvShape& c = *s;
+    const int64_t P = c.OH * c.OW, taps = c.KH * c.KW, plane = Hp * Wp;
+    static thread_local std::vector<int64_t> position;  // column k -> its window's top-left in xp
+    if (position.size() < size_t(kc)) position.resize(size_t(kc));
+    for (int64_t k = 0; k < kc; ++k) {
+      const int64_t q = k0 + k, p = q % P;
+      position[size_t(k)] = (q / P) * Cg * plane + (p / c.OW) * c.sh * Wp + (p % c.OW) * c.sw;
+    }
+    for (int64_t t = 0; t * MR < m; ++t) {
+      T* panel = dst + t * kc * MR;
+      const int64_t rows = m - t * MR < MR ? m - t * MR : MR;
+      int64_t tap[MR];  // per row (c, kh, kw): its offset in a window; rows past m repeat the last (never stored)
+      for (int64_t r = 0; r < MR; ++r) {
+        const int64_t q = i0 + t * MR + (r < rows ? r : rows - 1);
+        tap[r] = (q / taps) * plane + ((q % taps) / c.KW) * c.dh * Wp + (q % c.KW) * c.dw;
+      }
+      for (int64_t k = 0; k < kc; ++k) {
+        const T* src = xp + position[size_t(k)];
+        T* out = panel + k * MR;
+        for (int64_t r = 0; r < MR; ++r) out[r] = src[tap[r]];
       }
     }
   }
@@ -304,11 +352,13 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
   if (s.N == 0 || s.O == 0 || g.P == 0) return;
   if (const int64_t S = samples_per_block<T>(s, g.P)) {  // tiny images: position-major blocks of S samples
     for_tasks(ceil_div(s.N, S) * s.groups, 2.0 * S * g.P * g.Og * g.Kc, [&](int64_t task, int gemm_threads) {
-      static thread_local std::vector<T> out_buffer;
+      static thread_local std::vector<T> out_buffer, pad_buffer;
       const int64_t n0 = (task / s.groups) * S, grp = task % s.groups;
       const int64_t samples = n0 + S < s.N ? S : s.N - n0;
       T* yt = scratch(out_buffer, size_t(samples * g.P) * size_t(g.Og));  // (S P, Og)
-      gemm_detail::gemm_driver(yt, ImagePatchesA<T>{{}, x + (n0 * s.C + grp * g.Cg) * g.HW, &s, s.C * g.HW},
+      const int64_t Hp = (s.OH - 1) * s.sh + (s.KH - 1) * s.dh + 1, Wp = (s.OW - 1) * s.sw + (s.KW - 1) * s.dw + 1;
+      const T* xp = padded_block(pad_buffer, x + (n0 * s.C + grp * g.Cg) * g.HW, s, samples, g.Cg, Hp, Wp);
+      gemm_detail::gemm_driver(yt, ImagePatchesA<T>{{}, xp, &s, g.Cg, Hp, Wp},
                                gemm_detail::MatrixB<T>{w + grp * g.Og * g.Kc, true, g.Og, g.Kc}, samples * g.P, g.Og,
                                g.Kc, T(1), T(0), bias ? bias + grp * g.Og : nullptr,
                                bias ? GemmBias::per_column : GemmBias::none, GemmActivation::none, gemm_threads);
@@ -375,8 +425,11 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   if (dw) std::memset(dw, 0, sizeof(T) * size_t(weight_size));
   if (db) std::memset(db, 0, sizeof(T) * size_t(s.O));
   if (s.N == 0 || s.O == 0 || g.P == 0) return;
-  // dW and db: fixed chunks of samples, one GEMM each (depth S P), added in order
-  const int64_t chunks = s.N < 16 ? s.N : 16;
+  // dW and db: fixed chunks of samples, one GEMM each (depth S P), added in order. The
+  // chunks depend on the shape alone (so the sum does not depend on the threads): at most
+  // 16, and deep enough (S P >= KC) that tiny images do not make tiny GEMMs
+  const int64_t by_depth = ceil_div(s.N * g.P, int64_t(GemmBlocking<T>::KC));
+  const int64_t chunks = by_depth < 1 ? 1 : (by_depth > 16 ? 16 : (by_depth > s.N ? s.N : by_depth));
   const int64_t per_chunk = ceil_div(s.N, chunks);
   if (dw || db) {
     std::vector<T> dw_partial(dw ? size_t(chunks) * size_t(weight_size) : 0);
@@ -389,10 +442,21 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
       const T* dy0 = dy + (n0 * s.O + grp * g.Og) * g.P;
       if (dw) {
         // dW_g^T (Kc, Og) = col (Kc, S P) dy^T (S P, Og): the long image runs go to the packed A side
-        gemm_detail::gemm_driver(dw_partial.data() + chunk * weight_size + grp * g.Og * g.Kc,
-                                 ImageColumnsA<T>{{}, x + (n0 * s.C + grp * g.Cg) * g.HW, &s, s.C * g.HW},
-                                 SamplesTransposedB<T>{{}, dy0, g.P, s.O * g.P}, g.Kc, g.Og, samples * g.P, T(1), T(0),
-                                 static_cast<const T*>(nullptr), GemmBias::none, GemmActivation::none, gemm_threads);
+        T* partial = dw_partial.data() + chunk * weight_size + grp * g.Og * g.Kc;
+        const SamplesTransposedB<T> dy_t{{}, dy0, g.P, s.O * g.P};
+        const T* x0 = x + (n0 * s.C + grp * g.Cg) * g.HW;
+        if (s.OW < Simd<T>::lanes) {  // short rows: gather from a padded copy of the chunk
+          static thread_local std::vector<T> pad_buffer;
+          const int64_t Hp = (s.OH - 1) * s.sh + (s.KH - 1) * s.dh + 1, Wp = (s.OW - 1) * s.sw + (s.KW - 1) * s.dw + 1;
+          const T* xp = padded_block(pad_buffer, x0, s, samples, g.Cg, Hp, Wp);
+          gemm_detail::gemm_driver(partial, PaddedColumnsA<T>{{}, xp, &s, g.Cg, Hp, Wp}, dy_t, g.Kc, g.Og,
+                                   samples * g.P, T(1), T(0), static_cast<const T*>(nullptr), GemmBias::none,
+                                   GemmActivation::none, gemm_threads);
+        } else {
+          gemm_detail::gemm_driver(partial, ImageColumnsA<T>{{}, x0, &s, s.C * g.HW}, dy_t, g.Kc, g.Og,
+                                   samples * g.P, T(1), T(0), static_cast<const T*>(nullptr), GemmBias::none,
+                                   GemmActivation::none, gemm_threads);
+        }
       }
       if (db) {
         double* partial = db_partial.data() + chunk * s.O + grp * g.Og;
@@ -405,18 +469,24 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
           }
       }
     });
-    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-      if (dw) {  // each group's partial is dW_g^T (Kc, Og)
-        for (int64_t grp = 0; grp < s.groups; ++grp) {
-          const T* partial = dw_partial.data() + chunk * weight_size + grp * g.Og * g.Kc;
-          T* dw_g = dw + grp * g.Og * g.Kc;
-          for (int64_t q = 0; q < g.Kc; ++q)
-            for (int64_t o = 0; o < g.Og; ++o) dw_g[o * g.Kc + q] += partial[q * g.Og + o];
-        }
+    if (dw) {
+      // the chunks' partials (each group's is dW_g^T (Kc, Og)) summed in order into the first,
+      // in their own layout (contiguous, vectorised), then transposed into dw once
+      T* total = dw_partial.data();
+      for (int64_t chunk = 1; chunk < chunks; ++chunk) {
+        const T* partial = dw_partial.data() + chunk * weight_size;
+        for (int64_t i = 0; i < weight_size; ++i) total[i] += partial[i];
       }
-      if (db)
-        for (int64_t o = 0; o < s.O; ++o) db[o] = T(double(db[o]) + db_partial[chunk * s.O + o]);
+      for (int64_t grp = 0; grp < s.groups; ++grp) {
+        const T* t_g = total + grp * g.Og * g.Kc;
+        T* dw_g = dw + grp * g.Og * g.Kc;
+        for (int64_t q = 0; q < g.Kc; ++q)
+          for (int64_t o = 0; o < g.Og; ++o) dw_g[o * g.Kc + q] = t_g[q * g.Og + o];
+      }
     }
+    if (db)
+      for (int64_t chunk = 0; chunk < chunks; ++chunk)
+        for (int64_t o = 0; o < s.O; ++o) db[o] = T(double(db[o]) + db_partial[chunk * s.O + o]);
   }
   if (dx && input_gradient_as_convolution(dx, dy, w, s)) return;
   if (dx) {
