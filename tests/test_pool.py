@@ -158,3 +158,26 @@ def test_adaptive_avg_pool2d_matches_pytorch(rng, output_size):
     yt.backward(torch.tensor(g))
     np.testing.assert_allclose(ops.adaptive_avg_pool2d(x, output_size), yt.detach().numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ops.adaptive_avg_pool2d_backward(g, x), xt.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(64, 16, 8, 8), (8, 32, 4, 4), (3, 5, 6, 10), (2, 1, 2, 2), (130, 1, 2, 4)], ids=str)
+def test_max_pool2d_2x2_ties_and_nans(backend, rng, shape):
+    """The tabulated 2x2/stride-2 path: ties report the first maximum, NaN wins (the last NaN's
+    index), exactly as the general path and the reference do."""
+    x = rng.integers(0, 3, shape).astype(np.float32)  # many ties
+    y, idx = ops.max_pool2d(x, 2, return_indices=True)
+    y_ref, idx_ref = R.max_pool2d(x.astype(np.float64), 2, return_indices=True)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(idx, idx_ref)
+    x[rng.random(shape) < 0.2] = np.nan
+    y, idx = ops.max_pool2d(x, 2, return_indices=True)
+    *lead, H, W = shape
+    taps = x.reshape(*lead, H // 2, 2, W // 2, 2).swapaxes(-3, -2).reshape(*lead, H // 2, W // 2, 4)
+    nan = np.isnan(taps)
+    tap = np.where(nan.any(-1), 3 - np.argmax(nan[..., ::-1], axis=-1), np.argmax(np.nan_to_num(taps, nan=-1), -1))
+    oh, ow = np.arange(H // 2)[:, None], np.arange(W // 2)[None, :]
+    np.testing.assert_array_equal(idx, (2 * oh + tap // 2) * W + 2 * ow + tap % 2)
+    assert np.array_equal(np.isnan(y), nan.any(-1))
+    planes = x.reshape(-1, shape[-2] * shape[-1])
+    picked = np.take_along_axis(planes, idx.reshape(len(planes), -1), axis=1)
+    np.testing.assert_array_equal(picked.reshape(y.shape), y)  # the index points at the reported value

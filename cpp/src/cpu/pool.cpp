@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "shenjing/dispatch.h"
 #include "shenjing/elementwise.h"
@@ -32,9 +33,58 @@ inline void tap_range(int64_t o, int64_t stride, int64_t pad, int64_t dilation, 
   *k1 = hi < taps ? (hi > *k0 ? hi : *k0) : taps;
 }
 
+// The 2x2, stride-2 window tiling the input exactly (H = 2 OH, W = 2 OW), as in most
+// networks. Planes go in spans of at least 64 outputs whose window offsets are
+// tabulated once, so the loop over a span's outputs is long, has no branches and
+// vectorises (gathers and blends); the general loop below spends its time on
+// mispredicted compares in four-tap windows. Same answer: the maximum and the index
+// of its first occurrence, or NaN and the index of the last NaN.
+template <class T> bool max_pool2d_forward_2x2(T* y, int64_t* indices, const T* x, const PoolShape& s) {
+  if (s.KH != 2 || s.KW != 2 || s.sh != 2 || s.sw != 2 || s.ph != 0 || s.pw != 0 || s.dh != 1 || s.dw != 1 ||
+      s.H != 2 * s.OH || s.W != 2 * s.OW || s.H * s.W > (int64_t(1) << 24))
+    return false;
+  const int64_t per_plane = s.OH * s.OW, plane = s.H * s.W, W = s.W;
+  const int64_t span = per_plane >= 64 ? 1 : ceil_div(64, per_plane);  // planes per span
+  const int64_t outputs = span * per_plane;
+  std::vector<int32_t> offset(static_cast<size_t>(outputs));  // tap a of output j, from the span's start
+  std::vector<int64_t> first(static_cast<size_t>(outputs));  // tap a of output j, from its plane's start
+  for (int64_t p = 0, j = 0; p < span; ++p)
+    for (int64_t oh = 0; oh < s.OH; ++oh)
+      for (int64_t ow = 0; ow < s.OW; ++ow, ++j) {
+        first[size_t(j)] = 2 * oh * W + 2 * ow;
+        offset[size_t(j)] = int32_t(p * plane + first[size_t(j)]);
+      }
+  const int32_t* off = offset.data();
+  const int64_t* base_index = first.data();
+  auto run = [=](const T* xs, T* ys, int64_t* is, int64_t count) {
+    for (int64_t j = 0; j < count; ++j) {
+      const T* win = xs + off[j];
+      const T a = win[0], b = win[1], c = win[W], d = win[W + 1];
+      const T ab = b > a ? b : a, cd = d > c ? d : c;
+      const int64_t t_ab = b > a ? 1 : 0, t_cd = d > c ? 3 : 2;
+      const bool later = cd > ab;
+      T best = later ? cd : ab;
+      int64_t tap = later ? t_cd : t_ab;
+      const bool nan = (a != a) | (b != b) | (c != c) | (d != d);
+      const int64_t last_nan = d != d ? 3 : (c != c ? 2 : (b != b ? 1 : 0));
+      tap = nan ? last_nan : tap;
+      best = nan ? (tap == 3 ? d : (tap == 2 ? c : (tap == 1 ? b : a))) : best;
+      ys[j] = best;
+      is[j] = base_index[j] + (tap & 1) + (tap >> 1) * W;
+    }
+  };
+  const int64_t spans = s.planes / span, rest = s.planes - spans * span;
+  parallel_for(spans, 4 * outputs, [=](int64_t i) {
+    run(x + i * span * plane, y + i * outputs, indices + i * outputs, outputs);
+  });
+  if (rest) run(x + spans * span * plane, y + spans * outputs, indices + spans * outputs, rest * per_plane);
+  return true;
+}
+
 // The window's valid taps are found first, so the tap loops check no bounds.
 template <class T> void max_pool2d_forward(T* y, int64_t* indices, const T* x, const PoolShape& shape) {
   const PoolShape s = shape;  // captured by value: stores through y cannot alias it
+  if (max_pool2d_forward_2x2(y, indices, x, s)) return;
   for_planes(s, s.OH * s.OW * s.KH * s.KW, [=](int64_t p) {
     const T* xp = x + p * s.H * s.W;
     T* yp = y + p * s.OH * s.OW;
