@@ -559,6 +559,9 @@ def _state_list(arrays, op: str, name: str, n: int, dtype, writable: bool, shape
     arrays = _sequence(arrays, op, name)
     if len(arrays) != n:
         raise ValueError(f"{op}: {name} has {len(arrays)} arrays but params has {n}")
+    if writable and all(type(a) is np.ndarray and a.dtype == dtype and a.shape == shape and a.flags.carray
+                        for a, shape in zip(arrays, shapes)):
+        return arrays  # the common case: C-contiguous, aligned, writable arrays of the right dtype and shape
     result = []
     for i, (a, shape) in enumerate(zip(arrays, shapes)):
         if writable:
