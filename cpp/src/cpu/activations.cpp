@@ -62,17 +62,39 @@ template <class T> struct RowSoftmax {
   using V = typename Simd<T>::V;
   static constexpr int64_t L = Simd<T>::lanes;
 
+  // Four maxima (and two sums below) in flight: one running value would make every
+  // vector wait for the previous one's latency.
   static T row_max(const T* x, int64_t len) {
-    V m = vsplat(-std::numeric_limits<T>::infinity());
+    const V lowest = vsplat(-std::numeric_limits<T>::infinity());
+    V m0 = lowest, m1 = lowest, m2 = lowest, m3 = lowest;
     int64_t i = 0;
-    for (; i + L <= len; i += L) m = vmax_nan(m, vload(x + i));
-    if (i < len) m = vmax_nan(m, vload_partial(x + i, len - i, -std::numeric_limits<T>::infinity()));
-    return hmax(m);
+    for (; i + 4 * L <= len; i += 4 * L) {
+      m0 = vmax_nan(m0, vload(x + i));
+      m1 = vmax_nan(m1, vload(x + i + L));
+      m2 = vmax_nan(m2, vload(x + i + 2 * L));
+      m3 = vmax_nan(m3, vload(x + i + 3 * L));
+    }
+    for (; i + L <= len; i += L) m0 = vmax_nan(m0, vload(x + i));
+    if (i < len) m0 = vmax_nan(m0, vload_partial(x + i, len - i, -std::numeric_limits<T>::infinity()));
+    return hmax(vmax_nan(vmax_nan(m0, m1), vmax_nan(m2, m3)));
   }
-  // sum of exp(x - shift); stores the exps in y when y is not null
-  static T sum_exp(T* y, const T* x, int64_t len, T shift) {
-    V s = vsplat(T(0));
+  // sum of exp(x - shift); stores the exps in y when y is not null. `next` (the next
+  // row, or null) is prefetched meanwhile, so its load from memory overlaps this
+  // compute-bound pass instead of waiting for the next row's max pass.
+  static T sum_exp(T* y, const T* x, int64_t len, T shift, const T* next = nullptr) {
+    V s = vsplat(T(0)), s1 = vsplat(T(0));
     int64_t i = 0;
+    for (; i + 2 * L <= len; i += 2 * L) {
+      if (next) {
+        __builtin_prefetch(next + i);
+        __builtin_prefetch(next + i + L);
+      }
+      V e = vexp(vload(x + i) - shift), e1 = vexp(vload(x + i + L) - shift);
+      if (y) vstore(y + i, e), vstore(y + i + L, e1);
+      s += e;
+      s1 += e1;
+    }
+    s += s1;
     for (; i + L <= len; i += L) {
       V e = vexp(vload(x + i) - shift);
       if (y) vstore(y + i, e);
@@ -114,10 +136,10 @@ template <class T> void softmax_rows(T* y, const T* x, int64_t rows, int64_t len
     T* yr = y + r * len;
     const T m = R::row_max(xr, len);
     if (log) {  // (x - max) - log(sum): rounding x - (max + log(sum)) would cost digits at |x| ~ 1e4
-      const T log_sum = std::log(R::sum_exp(nullptr, xr, len, m));
+      const T log_sum = std::log(R::sum_exp(nullptr, xr, len, m, r + 1 < rows ? xr + len : nullptr));
       R::apply(yr, xr, xr, len, [m, log_sum](auto v, auto) { return (v - m) - log_sum; });
     } else {
-      const T inv = T(1) / R::sum_exp(yr, xr, len, m);
+      const T inv = T(1) / R::sum_exp(yr, xr, len, m, r + 1 < rows ? xr + len : nullptr);
       R::apply(yr, yr, yr, len, [inv](auto v, auto) { return v * inv; });
     }
   });
