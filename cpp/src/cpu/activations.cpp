@@ -30,14 +30,14 @@ template <class T> void leaky_relu_backward(T* dx, const T* dy, const T* x, int6
 }
 
 template <class T> void sigmoid_forward(T* y, const T* x, int64_t n) {
-  map_unary(y, x, n, [](auto v) { return vsigmoid(v); });
+  map_unary_interleaved(y, x, n, [](auto v) { return vsigmoid(v); });
 }
 template <class T> void sigmoid_backward(T* dx, const T* dy, const T* y, int64_t n) {
   map_binary(dx, dy, y, n, [](auto g, auto s) { return g * (T(1) - s) * s; });
 }
 
 template <class T> void tanh_forward(T* y, const T* x, int64_t n) {
-  map_unary(y, x, n, [](auto v) { return vtanh(v); });
+  map_unary_interleaved(y, x, n, [](auto v) { return vtanh(v); });
 }
 template <class T> void tanh_backward(T* dx, const T* dy, const T* y, int64_t n) {
   map_binary(dx, dy, y, n, [](auto g, auto t) { return g * (T(1) - t * t); });
@@ -45,8 +45,8 @@ template <class T> void tanh_backward(T* dx, const T* dy, const T* y, int64_t n)
 
 // GELU: the formulas are in simd.h, shared with the GEMM epilogue.
 template <class T> void gelu_forward(T* y, const T* x, int64_t n, GeluApproximation approx) {
-  if (approx == GeluApproximation::tanh) map_unary(y, x, n, [](auto v) { return vgelu_tanh(v); });
-  else map_unary(y, x, n, [](auto v) { return vgelu(v); });
+  if (approx == GeluApproximation::tanh) map_unary_interleaved(y, x, n, [](auto v) { return vgelu_tanh(v); });
+  else map_unary_interleaved(y, x, n, [](auto v) { return vgelu(v); });
 }
 template <class T> void gelu_backward(T* dx, const T* dy, const T* x, int64_t n, GeluApproximation approx) {
   if (approx == GeluApproximation::tanh)
