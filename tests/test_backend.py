@@ -77,22 +77,36 @@ def test_set_num_threads_round_trips_and_validates():
 
 
 def test_kernels_release_the_gil_and_are_thread_safe():
-    """Eight Python threads on shared read-only inputs get the serial results."""
+    """Eight Python threads on shared read-only inputs get the serial results, for a
+    kernel of every family (the conv and GEMM ones use per-thread scratch buffers)."""
     from concurrent.futures import ThreadPoolExecutor
 
     rng = np.random.default_rng(1)
     x = rng.standard_normal((64, 1000)).astype(np.float32)
     t = rng.integers(0, 1000, 64)
-    x.flags.writeable = False
-    serial = [ops.softmax(x), ops.cross_entropy_backward(np.float32(1), x, t), ops.gelu(x)]
+    w = rng.standard_normal((300, 1000)).astype(np.float32)
+    img = rng.standard_normal((8, 3, 12, 12)).astype(np.float32)
+    tiny = rng.standard_normal((40, 4, 4, 4)).astype(np.float32)  # the position-major conv path
+    k, k_tiny = rng.standard_normal((6, 3, 3, 3)).astype(np.float32), rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((8, 6, 12, 12)).astype(np.float32)
+    gy_tiny = rng.standard_normal((40, 5, 4, 4)).astype(np.float32)
+    for a in (x, t, w, img, tiny, k, k_tiny, gy, gy_tiny):
+        a.flags.writeable = False
 
     def work(_):
-        return [ops.softmax(x), ops.cross_entropy_backward(np.float32(1), x, t), ops.gelu(x)]
+        p = [x.copy()]  # an optimizer step updates its own copy
+        ops.adam_step(p, [x], [np.zeros_like(x)], [np.zeros_like(x)], step=1)
+        return [ops.softmax(x), ops.cross_entropy_backward(np.float32(1), x, t), ops.gelu(x), ops.tanh(x),
+                ops.gemm(x, w, trans_b=True), ops.sum(x, 0), p[0],
+                ops.conv2d(img, k, padding=1), *ops.conv2d_backward(gy, img, k, padding=1),
+                ops.conv2d(tiny, k_tiny, padding=1), *ops.conv2d_backward(gy_tiny, tiny, k_tiny, padding=1),
+                *ops.max_pool2d(img, 2, return_indices=True), ops.avg_pool2d(img, 3, 2, 1)]
 
+    serial = work(None)
     with ThreadPoolExecutor(8) as pool:
         for result in pool.map(work, range(32)):
-            for got, expected in zip(result, serial):
-                np.testing.assert_array_equal(got, expected)
+            for i, (got, expected) in enumerate(zip(result, serial)):
+                np.testing.assert_array_equal(got, expected, err_msg=f"result {i}")
 
 
 def test_demo_trains_the_digits_cnn():
