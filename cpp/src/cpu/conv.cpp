@@ -235,34 +235,40 @@ template <class T> struct SamplesTransposedB : gemm_detail::PackedOperand<T> {
 // one GEMM instead: Y^T (S P, Og) = patches (S P, Kc) W_g^T (Kc, Og), whose
 // result is then transposed into y.
 
-// op(A) = patches: (S P, Kc), A((sample, oh, ow), (c, kh, kw)) = x[sample, c, oh sh - ph + kh dh, ow sw - pw + kw dw],
-// read from a zero-padded copy of the S samples (see padded_block), so that packing is a
-// plain gather without bounds checks.
-template <class T> struct ImagePatchesA : gemm_detail::PackedOperand<T> {
-  const T* xp;  // (S, Cg, Hp, Wp): padded_block's copy
+// A block of S samples zero-padded to every window's reach (see padded_block):
+// (S, Cg, Hp, Wp). Output pixel q = (sample, oh, ow) has its window at
+// window(q), and tap q = (c, kh, kw) of every window is tap(q) further on, so
+// the operands packed from it are plain gathers without bounds checks.
+template <class T> struct PaddedBlock : gemm_detail::PackedOperand<T> {
+  const T* xp;
   const ConvShape* s;
   int64_t Cg, Hp, Wp;
+  int64_t window(int64_t q) const {
+    const int64_t P = s->OH * s->OW, p = q % P;
+    return (q / P) * Cg * Hp * Wp + (p / s->OW) * s->sh * Wp + (p % s->OW) * s->sw;
+  }
+  int64_t tap(int64_t q) const {
+    const int64_t taps = s->KH * s->KW;
+    return (q / taps) * Hp * Wp + ((q % taps) / s->KW) * s->dh * Wp + (q % s->KW) * s->dw;
+  }
+};
+
+// op(A) = patches: (S P, Kc), A((sample, oh, ow), (c, kh, kw)) = x[sample, c, oh sh - ph + kh dh, ow sw - pw + kw dw]
+template <class T> struct ImagePatchesA : PaddedBlock<T> {
   void pack(T* dst, int64_t i0, int64_t m, int64_t k0, int64_t kc) const {
     constexpr int MR = GemmBlocking<T>::MR;
-    const ConvShape& c = *s;
-    const int64_t P = c.OH * c.OW, taps = c.KH * c.KW, plane = Hp * Wp;
+    static thread_local std::vector<int64_t> taps;  // column k -> its tap's offset
+    if (taps.size() < size_t(kc)) taps.resize(size_t(kc));
+    for (int64_t k = 0; k < kc; ++k) taps[size_t(k)] = this->tap(k0 + k);
     for (int64_t t = 0; t * MR < m; ++t) {
       T* panel = dst + t * kc * MR;
       const int64_t rows = m - t * MR < MR ? m - t * MR : MR;
-      int64_t base[MR];  // per row: the window's top-left in xp; rows past m repeat the last (never stored)
-      for (int64_t r = 0; r < MR; ++r) {
-        const int64_t q = i0 + t * MR + (r < rows ? r : rows - 1), p = q % P;
-        base[r] = (q / P) * Cg * plane + (p / c.OW) * c.sh * Wp + (p % c.OW) * c.sw;
-      }
-      int64_t ch = k0 / taps, kh = (k0 % taps) / c.KW, kw = k0 % c.KW;
+      int64_t base[MR];  // per row, its window; rows past m repeat the last (never stored)
+      for (int64_t r = 0; r < MR; ++r) base[r] = this->window(i0 + t * MR + (r < rows ? r : rows - 1));
       for (int64_t k = 0; k < kc; ++k) {
-        const T* src = xp + ch * plane + kh * c.dh * Wp + kw * c.dw;
+        const T* src = this->xp + taps[size_t(k)];
         T* out = panel + k * MR;
         for (int64_t r = 0; r < MR; ++r) out[r] = src[base[r]];
-        if (++kw == c.KW) {
-          kw = 0;
-          if (++kh == c.KH) kh = 0, ++ch;
-        }
       }
     }
   }
@@ -287,34 +293,23 @@ T* padded_block(std::vector<T>& buffer, const T* x, const ConvShape& s, int64_t 
 }
 
 // op(A) = col over S samples, (Kc, S P), as ImageColumnsA, but gathered from a
-// padded_block copy: for images whose output rows are shorter than a vector,
-// where ImageColumnsA's runs are too short to pay for finding them.
-template <class T> struct PaddedColumnsA : gemm_detail::PackedOperand<T> {
-  const T* xp;  // (S, Cg, Hp, Wp)
-  const ConvShape* s;
-  int64_t Cg, Hp, Wp;
+// PaddedBlock: for images whose output rows are shorter than a vector, where
+// ImageColumnsA's runs are too short to pay for finding them.
+template <class T> struct PaddedColumnsA : PaddedBlock<T> {
   void pack(T* dst, int64_t i0, int64_t m, int64_t k0, int64_t kc) const {
     constexpr int MR = GemmBlocking<T>::MR;
-    const ConvShape& c = *s;
-    const int64_t P = c.OH * c.OW, taps = c.KH * c.KW, plane = Hp * Wp;
-    static thread_local std::vector<int64_t> position;  // column k -> its window's top-left in xp
-    if (position.size() < size_t(kc)) position.resize(size_t(kc));
-    for (int64_t k = 0; k < kc; ++k) {
-      const int64_t q = k0 + k, p = q % P;
-      position[size_t(k)] = (q / P) * Cg * plane + (p / c.OW) * c.sh * Wp + (p % c.OW) * c.sw;
-    }
+    static thread_local std::vector<int64_t> windows;  // column k -> its window
+    if (windows.size() < size_t(kc)) windows.resize(size_t(kc));
+    for (int64_t k = 0; k < kc; ++k) windows[size_t(k)] = this->window(k0 + k);
     for (int64_t t = 0; t * MR < m; ++t) {
       T* panel = dst + t * kc * MR;
       const int64_t rows = m - t * MR < MR ? m - t * MR : MR;
-      int64_t tap[MR];  // per row (c, kh, kw): its offset in a window; rows past m repeat the last (never stored)
-      for (int64_t r = 0; r < MR; ++r) {
-        const int64_t q = i0 + t * MR + (r < rows ? r : rows - 1);
-        tap[r] = (q / taps) * plane + ((q % taps) / c.KW) * c.dh * Wp + (q % c.KW) * c.dw;
-      }
+      int64_t taps[MR];  // per row (c, kh, kw); rows past m repeat the last (never stored)
+      for (int64_t r = 0; r < MR; ++r) taps[r] = this->tap(i0 + t * MR + (r < rows ? r : rows - 1));
       for (int64_t k = 0; k < kc; ++k) {
-        const T* src = xp + position[size_t(k)];
+        const T* src = this->xp + windows[size_t(k)];
         T* out = panel + k * MR;
-        for (int64_t r = 0; r < MR; ++r) out[r] = src[tap[r]];
+        for (int64_t r = 0; r < MR; ++r) out[r] = src[taps[r]];
       }
     }
   }
@@ -358,7 +353,7 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
       T* yt = scratch(out_buffer, size_t(samples * g.P) * size_t(g.Og));  // (S P, Og)
       const int64_t Hp = (s.OH - 1) * s.sh + (s.KH - 1) * s.dh + 1, Wp = (s.OW - 1) * s.sw + (s.KW - 1) * s.dw + 1;
       const T* xp = padded_block(pad_buffer, x + (n0 * s.C + grp * g.Cg) * g.HW, s, samples, g.Cg, Hp, Wp);
-      gemm_detail::gemm_driver(yt, ImagePatchesA<T>{{}, xp, &s, g.Cg, Hp, Wp},
+      gemm_detail::gemm_driver(yt, ImagePatchesA<T>{{{}, xp, &s, g.Cg, Hp, Wp}},
                                gemm_detail::MatrixB<T>{w + grp * g.Og * g.Kc, true, g.Og, g.Kc}, samples * g.P, g.Og,
                                g.Kc, T(1), T(0), bias ? bias + grp * g.Og : nullptr,
                                bias ? GemmBias::per_column : GemmBias::none, GemmActivation::none, gemm_threads);
@@ -449,7 +444,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
           static thread_local std::vector<T> pad_buffer;
           const int64_t Hp = (s.OH - 1) * s.sh + (s.KH - 1) * s.dh + 1, Wp = (s.OW - 1) * s.sw + (s.KW - 1) * s.dw + 1;
           const T* xp = padded_block(pad_buffer, x0, s, samples, g.Cg, Hp, Wp);
-          gemm_detail::gemm_driver(partial, PaddedColumnsA<T>{{}, xp, &s, g.Cg, Hp, Wp}, dy_t, g.Kc, g.Og,
+          gemm_detail::gemm_driver(partial, PaddedColumnsA<T>{{{}, xp, &s, g.Cg, Hp, Wp}}, dy_t, g.Kc, g.Og,
                                    samples * g.P, T(1), T(0), static_cast<const T*>(nullptr), GemmBias::none,
                                    GemmActivation::none, gemm_threads);
         } else {
