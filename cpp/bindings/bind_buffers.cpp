@@ -8,8 +8,9 @@
 // no longer needs goes back to a small cache, keyed by its exact size, and
 // the next request of that size gets it with its pages already mapped.
 //
-// The cache holds at most a fixed number of bytes (SHENJING_BUFFER_CACHE_MB,
-// default 1024; 0 turns it off); a buffer that does not fit is freed. The
+// The cache holds at most a fixed number of bytes (SHENJING_BUFFER_CACHE_MB;
+// default 1024, or an eighth of the memory if that is less; 0 turns it off);
+// a buffer that does not fit is freed. The
 // arrays own their buffers through a capsule, so NumPy sees ordinary arrays.
 #include <cstdint>
 #include <cstdlib>
@@ -17,6 +18,8 @@
 #include <mutex>
 #include <new>
 #include <string>
+
+#include <unistd.h>
 
 #include <pybind11/stl.h>
 
@@ -32,7 +35,13 @@ class BufferCache {
  public:
   BufferCache() {
     const char* env = std::getenv("SHENJING_BUFFER_CACHE_MB");
-    limit_ = (env && *env ? size_t(std::strtoull(env, nullptr, 10)) : size_t(1024)) << 20;
+    if (env && *env) {
+      limit_ = size_t(std::strtoull(env, nullptr, 10)) << 20;
+    } else {  // 1 GiB, or an eighth of the memory on a small machine
+      limit_ = size_t(1) << 30;
+      const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+      if (pages > 0 && page > 0 && size_t(pages) * size_t(page) / 8 < limit_) limit_ = size_t(pages) * size_t(page) / 8;
+    }
   }
 
   // n bytes of 64-byte-aligned memory: a cached buffer of exactly n bytes, or a new one (nullptr if none)

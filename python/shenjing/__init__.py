@@ -66,7 +66,7 @@ def set_isa(name: str) -> None:
 
 def empty_cache() -> dict:
     """Free the buffers that large results left for reuse (ops keep up to
-    SHENJING_BUFFER_CACHE_MB, default 1024, of them so a repeated op does not
+    SHENJING_BUFFER_CACHE_MB, default 1024 or an eighth of the memory, of them so a repeated op does not
     page-fault its output again); returns what the cache held before."""
     info = dict(_core.buffer_cache_info())
     _core.empty_buffer_cache()
