@@ -94,11 +94,60 @@ void pack_a(T* dst, const T* a, bool trans_a, int64_t M, int64_t K, int64_t i0, 
   }
 }
 
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+// r[i][j] -> r[j][i] for 16 rows of 16 floats (unpack, in-lane shuffle, two lane shuffles)
+inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int h = 0; h < 16; h += 8)
+    for (int i = 0; i < 4; ++i) {
+      t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
+      t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xDD);
+    }
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+  }
+}
+
+// The transposed panel of pack_b_panel in 16x16 blocks: sixteen row loads, a register
+// transpose and sixteen stores, instead of a strided store per element.
+inline void pack_b_panel_transposed(float* dst, const float* b, int64_t K, int64_t k0, int64_t kc, int64_t j0,
+                                    int64_t n) {
+  constexpr int64_t NR = 32;
+  for (int64_t kb = 0; kb < kc; kb += 16) {
+    const int64_t depth = kc - kb < 16 ? kc - kb : 16;
+    const __mmask16 along = __mmask16((1u << depth) - 1u);
+    for (int64_t jh = 0; jh < NR; jh += 16) {
+      __m512 r[16];
+      for (int64_t j = 0; j < 16; ++j)
+        r[j] = jh + j < n ? _mm512_maskz_loadu_ps(along, b + (j0 + jh + j) * K + k0 + kb) : _mm512_setzero_ps();
+      transpose16x16(r);
+      for (int64_t c = 0; c < depth; ++c) _mm512_storeu_ps(dst + (kb + c) * NR + jh, r[c]);
+    }
+  }
+}
+#endif
+
 // One NR-column panel of op(B) (depth k0 .. k0+kc, columns j0 .. j0+n):
 // [k NR + j], columns past n are 0.
 template <class T>
 void pack_b_panel(T* dst, const T* b, bool trans_b, int64_t N, int64_t K, int64_t k0, int64_t kc, int64_t j0, int64_t n) {
   constexpr int64_t NR = GemmBlocking<T>::NV * Simd<T>::lanes;
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  if constexpr (sizeof(T) == 4 && NR == 32) {
+    if (trans_b) return pack_b_panel_transposed(dst, b, K, k0, kc, j0, n);
+  }
+#endif
   if (trans_b) {  // op(B)(k, j) = b[j K + k]
     for (int64_t j = 0; j < NR; ++j) {
       if (j < n) {
