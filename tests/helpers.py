@@ -3,10 +3,17 @@ float64, check gradients by finite differences, check error messages."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
+# The property and fuzz tests' budget: small in the suite; SHENJING_FUZZ_EXAMPLES=20000 is the
+# long run by hand (README, "For developers").
+FUZZ_SETTINGS = settings(max_examples=int(os.environ.get("SHENJING_FUZZ_EXAMPLES", "60")), deadline=None,
+                         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 # sizes that do not fit vector widths or chunks, empty and 1 included, 2-D and 4-D
 SHAPES = [(0,), (1,), (7,), (33,), (1001,), (5, 33), (2, 3, 4, 5), (3, 17000)]

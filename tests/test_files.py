@@ -12,11 +12,13 @@ import zipfile
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import shenjing
 from shenjing import nn
 
-from helpers import raises
+from helpers import FUZZ_SETTINGS, raises
 
 
 def small_model():
@@ -203,14 +205,7 @@ def test_failed_load_state_dict_leaves_the_model_as_it_was():
         np.testing.assert_array_equal(v, before[k], err_msg=k)
 
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-EXAMPLES = int(os.environ.get("SHENJING_FUZZ_EXAMPLES", "60"))
-
-
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                       HealthCheck.function_scoped_fixture])
+@FUZZ_SETTINGS
 @given(edits=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=8),
        cut=st.one_of(st.none(), st.floats(0, 1)))
 def test_any_damaged_model_file_loads_or_raises_value_error(tmp_path, edits, cut):

@@ -13,19 +13,16 @@ tests/test_fuzz.py tests/test_properties.py`` is the long run (README, "For deve
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import shenjing
-from shenjing import ops
+from shenjing import nn, ops, optim
 
-EXAMPLES = int(os.environ.get("SHENJING_FUZZ_EXAMPLES", "60"))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+from helpers import FUZZ_SETTINGS as SETTINGS
 
 ACCEPTED = (TypeError, ValueError, MemoryError)
 
@@ -216,8 +213,6 @@ def test_out_aliasing_an_input_is_exact_or_refused(name):
 
 
 # --- constructors ------------------------------------------------------------------------------
-
-from shenjing import nn, optim  # noqa: E402
 
 CONSTRUCTORS = {
     # class: (valid kwargs, a valid input for forward or None)

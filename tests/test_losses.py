@@ -11,7 +11,7 @@ import pytest
 import shenjing._reference as R
 from shenjing import ops
 
-from helpers import TOL, assert_close, finite_difference, raises
+from helpers import assert_close, finite_difference, raises
 
 try:
     import torch

@@ -160,7 +160,8 @@ def test_adaptive_avg_pool2d_matches_pytorch(rng, output_size):
     np.testing.assert_allclose(ops.adaptive_avg_pool2d_backward(g, x), xt.grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("shape", [(64, 16, 8, 8), (8, 32, 4, 4), (3, 5, 6, 10), (2, 1, 2, 2), (130, 1, 2, 4)], ids=str)
+@pytest.mark.parametrize("shape", [(64, 16, 8, 8), (8, 32, 4, 4), (3, 5, 6, 10), (2, 1, 2, 2), (130, 1, 2, 4),
+                                   (2, 3, 18, 20), (1, 1, 2, 200)], ids=str)  # the last two: a table per output row
 def test_max_pool2d_2x2_ties_and_nans(backend, rng, shape):
     """The tabulated 2x2/stride-2 path: ties report the first maximum, NaN wins (the last NaN's
     index), exactly as the general path and the reference do."""

@@ -4,20 +4,15 @@ reference or raise a clear error; nothing crashes."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import shenjing._reference as R
 from shenjing import ops
 
-# A small budget in the suite; SHENJING_FUZZ_EXAMPLES=20000 python -m pytest tests/test_properties.py
-# is the long run by hand (README, "For developers").
-EXAMPLES = int(os.environ.get("SHENJING_FUZZ_EXAMPLES", "60"))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+from helpers import FUZZ_SETTINGS as SETTINGS
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=9)
 finite = st.floats(-50, 50, width=32)

@@ -108,10 +108,12 @@ def record(data: np.ndarray, parents: Sequence, backward: Callable[[np.ndarray],
     needs = getattr(_state, "enabled", True) and any(p.requires_grad for p in parents)
     if getattr(_state, "anomaly", False):
         _check_finite(data, [p.data for p in parents], backward, "forward")
+    Tensor = _tensor_class()
     if type(data) is np.ndarray and data.dtype in _FLOATS:  # an op's result: no checks or conversions needed
-        out = _new_tensor(data, needs)
+        out = object.__new__(Tensor)
+        out.data, out.grad, out.requires_grad, out._parents, out._backward = data, None, needs, (), None
     else:
-        out = _tensor_class()(data, requires_grad=needs)
+        out = Tensor(data, requires_grad=needs)
     if needs:
         out._parents = tuple(parents)
         out._backward = backward
@@ -121,17 +123,16 @@ def record(data: np.ndarray, parents: Sequence, backward: Callable[[np.ndarray],
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+_TENSOR = None
+
+
 def _tensor_class():
-    from .tensor import Tensor
-    return Tensor
-
-
-def _new_tensor(data: np.ndarray, requires_grad: bool):
-    """A Tensor around a float32/float64 array, without Tensor.__init__'s conversions."""
-    from .tensor import Tensor
-    t = object.__new__(Tensor)
-    t.data, t.grad, t.requires_grad, t._parents, t._backward = data, None, requires_grad, (), None
-    return t
+    """shenjing.Tensor, looked up once (tensor.py imports this module, so not at import time)."""
+    global _TENSOR
+    if _TENSOR is None:
+        from .tensor import Tensor
+        _TENSOR = Tensor
+    return _TENSOR
 
 
 def _topological_order(root) -> list:

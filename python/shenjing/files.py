@@ -20,6 +20,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from .ops import _check_size
+from .tensor import Tensor
 
 __all__ = ["save", "load"]
 
@@ -43,7 +44,7 @@ def save(state_dict: Mapping[str, np.ndarray], path) -> None:
     for name, value in state_dict.items():
         if not isinstance(name, str):
             raise TypeError(f"save: keys must be str, got {type(name).__name__}")
-        array = np.asarray(value.data if hasattr(value, "data") and not isinstance(value, np.ndarray) else value)
+        array = np.asarray(value.data if isinstance(value, Tensor) else value)
         if array.dtype.kind not in "biuf":
             raise TypeError(f"save: {name} has dtype {array.dtype}; only numeric arrays are saved")
         arrays[name] = array

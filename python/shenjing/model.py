@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
-from typing import Optional
 
 import numpy as np
 

@@ -686,32 +686,33 @@ def adam_step(params: Sequence[np.ndarray], grads: Sequence[np.ndarray], exp_avg
 
 # --- reductions --------------------------------------------------------------------
 
+def _sum(x, axis, keepdims, op: str):
+    """(the sum of float array x over all elements or one axis, the count of summed elements);
+    errors name ``op``."""
+    keepdims = _flag(keepdims, op, "keepdims")
+    if axis is None:
+        total = np.asarray(_core.sum_all(x), dtype=x.dtype)
+        return (total.reshape((1,) * x.ndim) if keepdims else total), x.size
+    ax = _axis(axis, x.ndim, op, x.shape)
+    if x.ndim == 0:
+        return x.copy(), 1
+    shape = x.shape[:ax] + x.shape[ax + 1:]
+    y = _empty(shape, x.dtype, op)
+    _core.sum_axis(y, x, *_split_at(x.shape, ax))
+    return (np.expand_dims(y, ax) if keepdims else y), x.shape[ax]
+
+
 def sum(x, axis: Optional[int] = None, keepdims: bool = False):  # noqa: A001 - NumPy's name
     """Sum of all elements (a 0-d array), or along one axis. Accumulated per
     fixed chunk in a fixed order: the same result with any thread count."""
-    x = _float_array(x, "sum", "x")
-    if axis is None:
-        total = np.asarray(_core.sum_all(x), dtype=x.dtype)
-        return total.reshape((1,) * x.ndim) if _flag(keepdims, "sum", "keepdims") else total
-    ax = _axis(axis, x.ndim, "sum", x.shape)
-    if x.ndim == 0:
-        return x.copy()
-    shape = x.shape[:ax] + x.shape[ax + 1:]
-    y = _empty(shape, x.dtype, "sum")
-    _core.sum_axis(y, x, *_split_at(x.shape, ax))
-    return np.expand_dims(y, ax) if _flag(keepdims, "sum", "keepdims") else y
+    return _sum(_float_array(x, "sum", "x"), axis, keepdims, "sum")[0]
 
 
 def mean(x, axis: Optional[int] = None, keepdims: bool = False):
     """sum / count, as ``sum``; NaN for an empty reduction, as NumPy."""
-    x = _float_array(x, "mean", "x")
-    try:
-        s = sum(x, axis, keepdims)
-    except (TypeError, ValueError) as e:
-        raise type(e)(str(e).replace("sum:", "mean:", 1)) from None
-    count = x.size if axis is None else (x.shape[_axis(axis, x.ndim, "mean", x.shape)] if x.ndim else 1)
+    s, count = _sum(_float_array(x, "mean", "x"), axis, keepdims, "mean")
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (s / x.dtype.type(count)).astype(x.dtype, copy=False)
+        return (s / s.dtype.type(count)).astype(s.dtype, copy=False)
 
 
 def sum_of_squares(x) -> float:
@@ -768,10 +769,7 @@ def gemm(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1
             bias_kind = 2
         else:
             raise ValueError(f"{op}: bias has shape {bias_arr.shape}, expected ({N},) or ({M}, 1) for a ({M}, {N}) result")
-    result = _output(out, (M, N), a.dtype, op)
-    # an output that overlaps an input would be overwritten while still being read
-    if out is not None and (np.may_share_memory(result, a) or np.may_share_memory(result, b)):
-        raise ValueError(f"{op}: out must not overlap a or b")
+    result = _output(out, (M, N), a.dtype, op, (a, b, bias_arr), in_place=False)  # c may be out: it is read first
     if beta != 0.0:
         if c is None:
             raise ValueError(f"{op}: c is needed when beta != 0")
@@ -867,36 +865,34 @@ def _conv_inputs(input, weight, op, dims):
     return xb, w, added
 
 
-def _conv_forward(input, weight, bias, stride, padding, dilation, groups, out, op, dims):
+def _conv_setup(input, weight, stride, padding, dilation, groups, op, dims):
+    """(x, w as 4-D, the ConvShape tuple, the output's shape as the caller sees it)."""
     x, w, added = _conv_inputs(input, weight, op, dims)
-    if dims == 1:
+    if dims == 1:  # a 1-D convolution is a 2-D one over rows of height 1
         stride, dilation = (1, stride), (1, dilation)
         padding = padding if isinstance(padding, str) else (0, padding)
     shape = _conv_geometry(x, w, stride, padding, dilation, groups, op)
     N, O, OH, OW = shape[0], shape[4], shape[7], shape[8]
+    out_shape = (N, O, OW) if dims == 1 else (N, O, OH, OW)
+    return x, w, shape, out_shape[1:] if added else out_shape
+
+
+def _conv_forward(input, weight, bias, stride, padding, dilation, groups, out, op, dims):
+    x, w, shape, out_shape = _conv_setup(input, weight, stride, padding, dilation, groups, op, dims)
+    O = shape[4]
     b = None
     if bias is not None:
         b = _float_array(bias, op, "bias", x.dtype)
         if b.shape != (O,):
             raise ValueError(f"{op}: bias has shape {b.shape}, expected ({O},)")
-    out_shape = (N, O, OW) if dims == 1 else (N, O, OH, OW)
-    if added:
-        out_shape = out_shape[1:]
     y = _output(out, out_shape, x.dtype, op, (x, w, b), in_place=False)
     _core.conv2d_forward(y, x, w, b, shape)
     return y
 
 
 def _conv_backward(grad, input, weight, stride, padding, dilation, groups, op, dims, input_grad=True):
-    x, w, added = _conv_inputs(input, weight, op, dims)
-    if dims == 1:
-        stride, dilation = (1, stride), (1, dilation)
-        padding = padding if isinstance(padding, str) else (0, padding)
-    shape = _conv_geometry(x, w, stride, padding, dilation, groups, op)
-    N, O, OH, OW = shape[0], shape[4], shape[7], shape[8]
-    expected = (N, O, OW) if dims == 1 else (N, O, OH, OW)
-    if added:
-        expected = expected[1:]
+    x, w, shape, expected = _conv_setup(input, weight, stride, padding, dilation, groups, op, dims)
+    O = shape[4]
     g = _float_array(grad, op, "grad", x.dtype)
     if g.shape != expected:
         raise ValueError(f"{op}: grad has shape {g.shape}, expected {expected} (the output's shape)")

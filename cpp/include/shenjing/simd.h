@@ -139,15 +139,16 @@ static inline double vrecip(double d) { return 1.0 / d; }
 // (|lo| < 2) into the reduced argument r = (x - n C1) - n C2 + lo, so it keeps
 // the bits that rounding x + lo would lose (used for exp(-x^2/2)). Measured: max 1 ulp over
 // [-104, 89] (tests/test_vector_math.py).
-static inline vfloat vexp_reduced(vfloat r) {
+// p(r) with e^r = 1 + r + r^2 p(r) on |r| <= ln2/2 (Cephes expf's polynomial)
+static inline vfloat vexp_poly(vfloat r) {
   vfloat p = vsplat(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  return p * (r * r) + r + 1.0f;
+  return p * r + 5.0000001201e-1f;
 }
+static inline vfloat vexp_reduced(vfloat r) { return vexp_poly(r) * (r * r) + r + 1.0f; }
 // Clamping keeps inf - inf out of the reduction (NaN compares false and stays
 // NaN); kUpper = false skips the upper clamp for arguments known to be <= 0.
 template <bool kWithLo, bool kUpper = true> static inline vfloat vexp_impl(vfloat x, vfloat lo) {
@@ -260,13 +261,7 @@ static inline vfloat vexpm1_nonpositive(vfloat y) {
 #endif
   vfloat r = y - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  vfloat p = vsplat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const vfloat q = p * (r * r) + r;                                    // e^r - 1
+  const vfloat q = vexp_poly(r) * (r * r) + r;                         // e^r - 1
   const vfloat scale = (vfloat)((__builtin_convertvector(n, vint) + 127) << 23);  // 2^n, n in [-29, 0]
   return scale * q + (scale - 1.0f);
 }

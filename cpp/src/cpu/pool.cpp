@@ -41,22 +41,25 @@ inline void tap_range(int64_t o, int64_t stride, int64_t pad, int64_t dilation, 
 // of its first occurrence, or NaN and the index of the last NaN.
 template <class T> bool max_pool2d_forward_2x2(T* y, int64_t* indices, const T* x, const PoolShape& s) {
   if (s.KH != 2 || s.KW != 2 || s.sh != 2 || s.sw != 2 || s.ph != 0 || s.pw != 0 || s.dh != 1 || s.dw != 1 ||
-      s.H != 2 * s.OH || s.W != 2 * s.OW || s.H * s.W > (int64_t(1) << 24))
+      s.H != 2 * s.OH || s.W != 2 * s.OW)
     return false;
   const int64_t per_plane = s.OH * s.OW, plane = s.H * s.W, W = s.W;
-  const int64_t span = per_plane >= 64 ? 1 : ceil_div(64, per_plane);  // planes per span
-  const int64_t outputs = span * per_plane;
-  std::vector<int32_t> offset(static_cast<size_t>(outputs));  // tap a of output j, from the span's start
-  std::vector<int64_t> first(static_cast<size_t>(outputs));  // tap a of output j, from its plane's start
-  for (int64_t p = 0, j = 0; p < span; ++p)
-    for (int64_t oh = 0; oh < s.OH; ++oh)
-      for (int64_t ow = 0; ow < s.OW; ++ow, ++j) {
-        first[size_t(j)] = 2 * oh * W + 2 * ow;
-        offset[size_t(j)] = int32_t(p * plane + first[size_t(j)]);
-      }
+  // A unit is what one table covers: a span of whole planes when they are small, else one
+  // output row, so the tables stay a few hundred entries for any image size.
+  const bool whole_planes = per_plane < 64;
+  const int64_t span = whole_planes ? ceil_div(64, per_plane) : 1;
+  const int64_t unit = whole_planes ? span * per_plane : s.OW;
+  std::vector<int32_t> offset(static_cast<size_t>(unit));  // tap a of output j, from the unit's first input
+  std::vector<int64_t> first(static_cast<size_t>(unit));   // tap a of output j, in its plane (first row of the unit)
+  for (int64_t j = 0; j < unit; ++j) {
+    const int64_t p = j / per_plane, oh = (j % per_plane) / s.OW, ow = j % s.OW;
+    first[size_t(j)] = whole_planes ? 2 * oh * W + 2 * ow : 2 * ow;
+    offset[size_t(j)] = int32_t((whole_planes ? p * plane : 0) + first[size_t(j)]);
+  }
   const int32_t* off = offset.data();
   const int64_t* base_index = first.data();
-  auto run = [=](const T* xs, T* ys, int64_t* is, int64_t count) {
+  // count outputs from xs / ys / is; `shift` is the unit's first input row within its plane
+  auto run = [=](const T* xs, T* ys, int64_t* is, int64_t count, int64_t shift) {
     for (int64_t j = 0; j < count; ++j) {
       const T* win = xs + off[j];
       const T a = win[0], b = win[1], c = win[W], d = win[W + 1];
@@ -70,14 +73,21 @@ template <class T> bool max_pool2d_forward_2x2(T* y, int64_t* indices, const T* 
       tap = nan ? last_nan : tap;
       best = nan ? (tap == 3 ? d : (tap == 2 ? c : (tap == 1 ? b : a))) : best;
       ys[j] = best;
-      is[j] = base_index[j] + (tap & 1) + (tap >> 1) * W;
+      is[j] = shift + base_index[j] + (tap & 1) + (tap >> 1) * W;
     }
   };
-  const int64_t spans = s.planes / span, rest = s.planes - spans * span;
-  parallel_for(spans, 4 * outputs, [=](int64_t i) {
-    run(x + i * span * plane, y + i * outputs, indices + i * outputs, outputs);
-  });
-  if (rest) run(x + spans * span * plane, y + spans * outputs, indices + spans * outputs, rest * per_plane);
+  if (whole_planes) {
+    const int64_t spans = s.planes / span, rest = s.planes - spans * span;
+    parallel_for(spans, 4 * unit, [=](int64_t i) {
+      run(x + i * span * plane, y + i * unit, indices + i * unit, unit, 0);
+    });
+    if (rest) run(x + spans * span * plane, y + spans * unit, indices + spans * unit, rest * per_plane, 0);
+  } else {
+    parallel_for(s.planes * s.OH, 4 * unit, [=](int64_t i) {  // output row oh of plane p
+      const int64_t p = i / s.OH, oh = i % s.OH;
+      run(x + p * plane + 2 * oh * W, y + i * unit, indices + i * unit, unit, 2 * oh * W);
+    });
+  }
   return true;
 }
 
