@@ -13,7 +13,10 @@ from shenjing import ops
 from helpers import assert_close, raises
 
 SIZES = [(0, 3, 4), (3, 0, 4), (3, 4, 0), (1, 1, 1), (7, 5, 3), (17, 1, 9), (1, 31, 1), (72, 73, 74),
-         (300, 7, 2), (5, 600, 257), (64, 128, 784), (37, 613, 151)]
+         (300, 7, 2), (5, 600, 257), (64, 128, 784), (37, 613, 151),
+         # one row tile with B read in place over several passes; one-vector-wide panels
+         # (N <= 16) over several row tiles; a depth split into uneven passes
+         (5, 40, 1500), (128, 10, 256), (40, 16, 300), (30, 50, 513)]
 
 
 def _operands(rng, M, N, K, ta, tb, dtype):
@@ -38,8 +41,8 @@ def test_gemm_matches_reference(backend, rng, M, N, K, ta, tb, dtype):
 
 @pytest.mark.parametrize("activation", [None, "relu", "gelu", "gelu_tanh", "sigmoid", "tanh"])
 @pytest.mark.parametrize("bias_shape", [None, "row", "column"])
-def test_gemm_epilogue(backend, rng, activation, bias_shape):
-    M, N, K = 33, 70, 19
+@pytest.mark.parametrize("M,N,K", [(33, 70, 19), (33, 10, 300)], ids=str)
+def test_gemm_epilogue(backend, rng, activation, bias_shape, M, N, K):
     a, b = _operands(rng, M, N, K, False, True, np.float32)
     c = rng.standard_normal((M, N)).astype(np.float32)
     bias = {None: None, "row": rng.standard_normal(N), "column": rng.standard_normal((M, 1))}[bias_shape]

@@ -176,17 +176,27 @@ void pack_b_panel(T* dst, const T* b, bool trans_b, int64_t N, int64_t K, int64_
 // for m <= MR, n <= NR. A_panel: packed (kc x MR, [k MR + r], rows past m are 0);
 // B_panel: kc rows of NR values, b_ks apart. Only the m x n tile of c is read
 // or written, and c is not read at all when first and beta == 0 (it may hold NaN).
-template <class T, bool kPackedA>
+// NV vectors of the tile are computed: GemmBlocking's NV, or 1 for a panel at most
+// one vector wide (a 10-column output needs half the FMAs).
+template <class T, bool kPackedA, int NV>
 inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, const T* __restrict b, int64_t b_ks,
                               T* c, int64_t ldc, int64_t m, int64_t n, T alpha, T beta, bool first) {
   using V = typename Simd<T>::V;
   constexpr int64_t L = Simd<T>::lanes;
-  constexpr int MR = GemmBlocking<T>::MR, NV = GemmBlocking<T>::NV;
+  constexpr int MR = GemmBlocking<T>::MR;
   V acc[MR][NV];
 #pragma GCC unroll 32
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[i][v] = vsplat(T(0));
+  // C's rows are far apart (no hardware prefetch): ask for the tile now, so its
+  // misses overlap the k loop instead of stalling the update at the end
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i) {
+    if (i >= m) break;
+    __builtin_prefetch(c + i * ldc, 1, 3);
+    __builtin_prefetch(c + i * ldc + NV * L - 1, 1, 3);
+  }
   for (int64_t k = 0; k < kc; ++k) {
     V bv[NV];
 #pragma GCC unroll 8
@@ -226,8 +236,15 @@ inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, c
 template <class T>
 inline void micro_kernel(int64_t kc, const T* a, int64_t a_rs, const T* b, int64_t b_ks, T* c, int64_t ldc,
                          int64_t m, int64_t n, T alpha, T beta, bool first) {
-  if (a_rs == 0) micro_kernel_impl<T, true>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
-  else micro_kernel_impl<T, false>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
+  constexpr int NV = GemmBlocking<T>::NV;
+  if (NV > 1 && n <= Simd<T>::lanes) {
+    if (a_rs == 0) micro_kernel_impl<T, true, 1>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    else micro_kernel_impl<T, false, 1>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
+  } else if (a_rs == 0) {
+    micro_kernel_impl<T, true, NV>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
+  } else {
+    micro_kernel_impl<T, false, NV>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
+  }
 }
 
 // --- operand providers --------------------------------------------------------------
@@ -290,7 +307,12 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
   // when B is read in place, its columns when B is packed (whichever packs
   // nothing twice).
   const bool shared_b = 2.0 * double(M) * double(N) * double(K) > kGemmDirectFlops;
-  const bool split_columns = !shared_b && !B.in_place();
+  // B in place only for a single row tile, which reads each panel once: a panel
+  // used by several tiles is packed, because KC rows of B a power-of-two stride
+  // apart fall in a few L1 sets and miss on every reuse (64x512x784 ran at 51
+  // GFLOP/s with B in place)
+  const bool b_in_place = !shared_b && B.in_place() && M <= MR;
+  const bool split_columns = !shared_b && !b_in_place;
   // rows per task: MC, or fewer so that a short M still gives every thread work
   // When tasks split the rows, make the blocks even: a multiple of `threads`
   // blocks of about equal height (256 rows as 192 + 64 would leave one thread idle).
@@ -317,7 +339,9 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
 
     // B read in place: a deeper pass costs nothing and saves passes over C; B packed
     // (shared or per task): KC deep, so that one packed panel stays in L1
-    const int64_t depth = shared_b || !B.in_place() ? Blk::KC : 4 * Blk::KC;
+    // (passes of equal depth: 784 as 4 x 196, not 3 x 256 + 16)
+    const int64_t max_depth = b_in_place ? 4 * Blk::KC : Blk::KC;
+    const int64_t depth = ceil_div(ceil_div(K, ceil_div(K, max_depth)), int64_t(8)) * 8;
     for (int64_t pc = 0; pc < K; pc += depth) {
       const int64_t kc = K - pc < depth ? K - pc : depth;
       const bool first = pc == 0, last = pc + kc == K;
@@ -354,7 +378,7 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
           if (shared_b) {
             b_panel = bp + p * kc * NR;
             b_ks = NR;
-          } else if (B.in_place() && n == NR) {  // read B in place
+          } else if (b_in_place && n == NR) {  // read B in place
             b_panel = B.at(pc, j0);
             b_ks = B.row_stride();
           } else {  // not readable in place, or the right edge (padded so the kernel never reads past a row)
