@@ -176,23 +176,24 @@ void pack_b_panel(T* dst, const T* b, bool trans_b, int64_t N, int64_t K, int64_
 // for m <= MR, n <= NR. A_panel: packed (kc x MR, [k MR + r], rows past m are 0);
 // B_panel: kc rows of NR values, b_ks apart. Only the m x n tile of c is read
 // or written, and c is not read at all when first and beta == 0 (it may hold NaN).
-// NV vectors of the tile are computed: GemmBlocking's NV, or 1 for a panel at most
-// one vector wide (a 10-column output needs half the FMAs).
-template <class T, bool kPackedA, int NV>
+// Only the first Rows rows and NV vectors of the tile are computed (Rows <= MR,
+// NV <= GemmBlocking's NV), so an edge tile of 1 row or 10 columns does not cost
+// a full one; the packed A panel keeps its MR stride.
+template <class T, bool kPackedA, int Rows, int NV>
 inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, const T* __restrict b, int64_t b_ks,
                               T* c, int64_t ldc, int64_t m, int64_t n, T alpha, T beta, bool first) {
   using V = typename Simd<T>::V;
   constexpr int64_t L = Simd<T>::lanes;
   constexpr int MR = GemmBlocking<T>::MR;
-  V acc[MR][NV];
+  V acc[Rows][NV];
 #pragma GCC unroll 32
-  for (int i = 0; i < MR; ++i)
+  for (int i = 0; i < Rows; ++i)
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[i][v] = vsplat(T(0));
   // C's rows are far apart (no hardware prefetch): ask for the tile now, so its
   // misses overlap the k loop instead of stalling the update at the end
 #pragma GCC unroll 32
-  for (int i = 0; i < MR; ++i) {
+  for (int i = 0; i < Rows; ++i) {
     if (i >= m) break;
     __builtin_prefetch(c + i * ldc, 1, 3);
     __builtin_prefetch(c + i * ldc + NV * L - 1, 1, 3);
@@ -202,7 +203,7 @@ inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, c
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) bv[v] = vload(b + k * b_ks + v * L);
 #pragma GCC unroll 32
-    for (int i = 0; i < MR; ++i) {
+    for (int i = 0; i < Rows; ++i) {
       const V ai = vsplat(kPackedA ? a[k * MR + i] : a[i * a_rs + k]);
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[i][v] += ai * bv[v];
@@ -211,7 +212,7 @@ inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, c
   const bool reads_c = !first || beta != T(0);
   const T c_scale = first ? beta : T(1);
 #pragma GCC unroll 32
-  for (int i = 0; i < MR; ++i) {
+  for (int i = 0; i < Rows; ++i) {
     if (i >= m) break;
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {
@@ -230,21 +231,34 @@ inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, c
   }
 }
 
+// One vector wide when the panel is (N <= 16), else NV vectors.
+template <class T, bool kPackedA, int Rows>
+inline void micro_kernel_cols(int64_t kc, const T* a, int64_t a_rs, const T* b, int64_t b_ks, T* c, int64_t ldc,
+                              int64_t m, int64_t n, T alpha, T beta, bool first) {
+  constexpr int NV = GemmBlocking<T>::NV;
+  if (NV > 1 && n <= Simd<T>::lanes)
+    micro_kernel_impl<T, kPackedA, Rows, 1>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
+  else
+    micro_kernel_impl<T, kPackedA, Rows, NV>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
+}
+
 // A is either packed (a_rs == 0: [k MR + r]) or read in place from row-major
 // op(A) (a_rs = its row stride: a[r a_rs + k]), which saves packing A when N
-// is small and packing would cost as much as the product.
+// is small and packing would cost as much as the product. The driver reads A in
+// place only for full row tiles; a short packed one computes a third or two
+// thirds of MR rows (37 rows: 12 + 12 + 12 + 4, not 4 x 12).
 template <class T>
 inline void micro_kernel(int64_t kc, const T* a, int64_t a_rs, const T* b, int64_t b_ks, T* c, int64_t ldc,
                          int64_t m, int64_t n, T alpha, T beta, bool first) {
-  constexpr int NV = GemmBlocking<T>::NV;
-  if (NV > 1 && n <= Simd<T>::lanes) {
-    if (a_rs == 0) micro_kernel_impl<T, true, 1>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
-    else micro_kernel_impl<T, false, 1>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
-  } else if (a_rs == 0) {
-    micro_kernel_impl<T, true, NV>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
-  } else {
-    micro_kernel_impl<T, false, NV>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
-  }
+  constexpr int MR = GemmBlocking<T>::MR;
+  constexpr bool kThirds = MR % 3 == 0;
+  if (a_rs != 0) micro_kernel_cols<T, false, MR>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
+  else if (kThirds && m <= MR / 3)
+    micro_kernel_cols<T, true, kThirds ? MR / 3 : MR>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
+  else if (kThirds && m <= 2 * MR / 3)
+    micro_kernel_cols<T, true, kThirds ? 2 * MR / 3 : MR>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
+  else
+    micro_kernel_cols<T, true, MR>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
 }
 
 // --- operand providers --------------------------------------------------------------
@@ -306,7 +320,9 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
   // each task packs the few panels it uses; tasks then split the rows of C
   // when B is read in place, its columns when B is packed (whichever packs
   // nothing twice).
-  const bool shared_b = 2.0 * double(M) * double(N) * double(K) > kGemmDirectFlops;
+  // (M within one row block: every panel is packed once either way, and a task's own
+  // panel stays in L2 where the shared pass writes all of B out and reads it back)
+  const bool shared_b = 2.0 * double(M) * double(N) * double(K) > kGemmDirectFlops && M > Blk::MC;
   // B in place only for a single row tile, which reads each panel once: a panel
   // used by several tiles is packed, because KC rows of B a power-of-two stride
   // apart fall in a few L1 sets and miss on every reuse (64x512x784 ran at 51
