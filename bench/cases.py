@@ -245,17 +245,32 @@ def _adam_case():
 
 # --- GEMM -----------------------------------------------------------------------------------
 
-def _gemm_case(M, N, K):
+# the small products the GEMM issue names (M x N x K), each also with a or b stored transposed
+SMALL_GEMMS = [(64, 128, 784), (128, 10, 256), (37, 613, 1511)]
+
+
+def _gemm_case(M, N, K, trans=""):
+    """op(a) (M, K) @ op(b) (K, N); trans "a" stores a as (K, M), "b" stores b as (N, K)
+    (a Linear layer's backward and forward): each library reads the stored layout."""
+    ta, tb = "a" in trans, "b" in trans
+
     def make(rng):
-        return {"a": rng.standard_normal((M, K)).astype(np.float32), "b": rng.standard_normal((K, N)).astype(np.float32)}
+        return {"a": rng.standard_normal((K, M) if ta else (M, K)).astype(np.float32),
+                "b": rng.standard_normal((N, K) if tb else (K, N)).astype(np.float32)}
+
+    def op_a(d):
+        return d["a"].T if ta else d["a"]
+
+    def op_b(d):
+        return d["b"].T if tb else d["b"]
 
     return Case(
-        f"sgemm {M}x{N}x{K}", "GFLOP/s", 2.0 * M * N * K, make,
-        expected=lambda d: d["a"].astype(np.float64) @ d["b"].astype(np.float64),
+        f"sgemm {M}x{N}x{K}" + (f" t{trans}" if trans else ""), "GFLOP/s", 2.0 * M * N * K, make,
+        expected=lambda d: op_a(d).astype(np.float64) @ op_b(d).astype(np.float64),
         runners={
-            "shenjing": lambda d: (lambda: ops.gemm(d["a"], d["b"])),
-            "numpy": lambda d: (lambda: d["a"] @ d["b"]),
-            "torch": lambda d: (lambda t=_torch(): (t.from_numpy(d["a"]) @ t.from_numpy(d["b"])).numpy()),
+            "shenjing": lambda d: (lambda: ops.gemm(d["a"], d["b"], trans_a=ta, trans_b=tb)),
+            "numpy": lambda d: (lambda: op_a(d) @ op_b(d)),
+            "torch": lambda d: (lambda t=_torch(): (t.from_numpy(op_a(d)) @ t.from_numpy(op_b(d))).numpy()),
         },
         rtol=1e-4, atol=1e-3 * math.sqrt(K))
 
@@ -391,8 +406,8 @@ def _pool_case(kind):
 
 def all_cases():
     return ([_copy_case(), _peak_case()] + _activation_cases() + [_softmax_case(), _cross_entropy_case(), _adam_case()]
-            + [_gemm_case(64, 128, 784), _gemm_case(128, 10, 256), _gemm_case(37, 613, 1511),
-               _gemm_case(1024, 1024, 1024), _gemm_case(2048, 2048, 2048)]
+            + [_gemm_case(M, N, K, trans) for M, N, K in SMALL_GEMMS for trans in ("", "a", "b")]
+            + [_gemm_case(1024, 1024, 1024), _gemm_case(2048, 2048, 2048)]
             + [_conv_case(64, 1, 28, 32, 5, 0), _conv_case(64, 32, 12, 64, 5, 0), _conv_case(32, 64, 56, 64, 3, 1)]
             + [_pool_case("max"), _pool_case("avg")])
 

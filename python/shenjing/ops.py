@@ -129,6 +129,8 @@ def _short(value) -> str:
 
 def _flag(value, op: str, name: str) -> bool:
     """A bool argument: True/False (NumPy's too) or 0/1."""
+    if value is False or value is True:
+        return value
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, numbers.Integral) and value in (0, 1):
@@ -162,8 +164,8 @@ def _output(out, shape, dtype, op: str, inputs=(), in_place: bool = True) -> np.
     if not out.flags.writeable:
         raise ValueError(f"{op}: out is read-only (shape {out.shape})")
     for a in inputs:
-        if a is None or not np.may_share_memory(out, a):
-            continue
+        if a is None or (a is not out and a.base is None and out.base is None) or not np.may_share_memory(out, a):
+            continue  # (two distinct arrays that each own their memory cannot overlap: no bounds to compute)
         same = (in_place and a.dtype == out.dtype and a.shape == out.shape and a.flags.c_contiguous
                 and a.ctypes.data == out.ctypes.data)
         if not same:

@@ -68,32 +68,6 @@ void epilogue_tile(T* c, int64_t ldc, int64_t row0, int64_t col0, int64_t m, int
 
 // --- packing -----------------------------------------------------------------------
 
-// A block (rows i0 .. i0+m, depth k0 .. k0+kc) into MR-row panels:
-// panel p holds op(A)(i0 + p MR + r, k0 + k) at [p kc MR + k MR + r], rows past m are 0.
-template <class T>
-void pack_a(T* dst, const T* a, bool trans_a, int64_t M, int64_t K, int64_t i0, int64_t m, int64_t k0, int64_t kc) {
-  constexpr int MR = GemmBlocking<T>::MR;
-  for (int64_t p = 0; p * MR < m; ++p) {
-    T* panel = dst + p * kc * MR;
-    const int64_t rows = m - p * MR < MR ? m - p * MR : MR;
-    if (trans_a) {  // op(A)(i, k) = a[k M + i]: copy runs of each row of a
-      for (int64_t k = 0; k < kc; ++k) {
-        const T* src = a + (k0 + k) * M + i0 + p * MR;
-        for (int64_t r = 0; r < rows; ++r) panel[k * MR + r] = src[r];
-      }
-    }
-    for (int64_t r = 0; r < MR; ++r) {
-      const int64_t i = i0 + p * MR + r;
-      if (r >= rows) {
-        for (int64_t k = 0; k < kc; ++k) panel[k * MR + r] = T(0);
-      } else if (!trans_a) {
-        const T* src = a + i * K + k0;
-        for (int64_t k = 0; k < kc; ++k) panel[k * MR + r] = src[k];
-      }
-    }
-  }
-}
-
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
 // r[i][j] -> r[j][i] for 16 rows of 16 floats (unpack, in-lane shuffle, two lane shuffles)
 inline void transpose16x16(__m512 r[16]) {
@@ -119,6 +93,60 @@ inline void transpose16x16(__m512 r[16]) {
   }
 }
 
+// rows (<= mr <= 16) rows of a row-major block (stride lda, kc long) into a panel
+// [k mr + r], rows past `rows` 0: sixteen loads, a register transpose, kc masked stores.
+inline void pack_a_rows_transposed(float* panel, const float* a, int64_t lda, int64_t rows, int64_t kc, int64_t mr) {
+  const __mmask16 row_mask = __mmask16((1u << mr) - 1u);
+  for (int64_t kb = 0; kb < kc; kb += 16) {
+    const int64_t depth = kc - kb < 16 ? kc - kb : 16;
+    const __mmask16 along = __mmask16((1u << depth) - 1u);
+    __m512 r[16];
+    for (int64_t i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_maskz_loadu_ps(along, a + i * lda + kb) : _mm512_setzero_ps();
+    transpose16x16(r);
+    for (int64_t k = 0; k < depth; ++k) _mm512_mask_storeu_ps(panel + (kb + k) * mr, row_mask, r[k]);
+  }
+}
+#endif
+
+// A block (rows i0 .. i0+m, depth k0 .. k0+kc) into MR-row panels:
+// panel p holds op(A)(i0 + p MR + r, k0 + k) at [p kc MR + k MR + r], rows past m are 0.
+template <class T>
+void pack_a(T* dst, const T* a, bool trans_a, int64_t M, int64_t K, int64_t i0, int64_t m, int64_t k0, int64_t kc) {
+  constexpr int MR = GemmBlocking<T>::MR;
+  constexpr int64_t L = Simd<T>::lanes;
+  for (int64_t p = 0; p * MR < m; ++p) {
+    T* panel = dst + p * kc * MR;
+    const int64_t rows = m - p * MR < MR ? m - p * MR : MR;
+    if (trans_a) {  // op(A)(i, k) = a[k M + i]: each k copies a run of `rows` values (and zeros past them)
+      for (int64_t k = 0; k < kc; ++k) {
+        const T* src = a + (k0 + k) * M + i0 + p * MR;
+        for (int64_t r = 0; r < MR; r += L) {
+          const int64_t n = (MR - r < L ? MR - r : L), valid = rows - r < 0 ? 0 : (rows - r < n ? rows - r : n);
+          const auto v = valid == L ? vload(src + r) : valid > 0 ? vload_partial(src + r, valid, T(0)) : vsplat(T(0));
+          if (n == L) vstore(panel + k * MR + r, v);
+          else vstore_partial(panel + k * MR + r, v, n);
+        }
+      }
+      continue;
+    }
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+    if constexpr (sizeof(T) == 4 && MR <= 16) {  // 16 k at a time: a row per register, one transpose
+      pack_a_rows_transposed(panel, a + (i0 + p * MR) * K + k0, K, rows, kc, MR);
+      continue;
+    }
+#endif
+    for (int64_t r = 0; r < MR; ++r) {
+      if (r >= rows) {
+        for (int64_t k = 0; k < kc; ++k) panel[k * MR + r] = T(0);
+      } else {
+        const T* src = a + (i0 + p * MR + r) * K + k0;
+        for (int64_t k = 0; k < kc; ++k) panel[k * MR + r] = src[k];
+      }
+    }
+  }
+}
+
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
 // The transposed panel of pack_b_panel in 16x16 blocks: sixteen row loads, a register
 // transpose and sixteen stores, instead of a strided store per element.
 inline void pack_b_panel_transposed(float* dst, const float* b, int64_t K, int64_t k0, int64_t kc, int64_t j0,
@@ -328,7 +356,9 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
   // apart fall in a few L1 sets and miss on every reuse (64x512x784 ran at 51
   // GFLOP/s with B in place)
   const bool b_in_place = !shared_b && B.in_place() && M <= MR;
-  const bool split_columns = !shared_b && !b_in_place;
+  // (fewer panels than threads, as for a 10-column output: split the rows, each
+  // task packing the few panels itself)
+  const bool split_columns = !shared_b && !b_in_place && ceil_div(N < Blk::NC ? N : Blk::NC, NR) >= threads;
   // rows per task: MC, or fewer so that a short M still gives every thread work
   // When tasks split the rows, make the blocks even: a multiple of `threads`
   // blocks of about equal height (256 rows as 192 + 64 would leave one thread idle).
@@ -358,63 +388,74 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
     // (passes of equal depth: 784 as 4 x 196, not 3 x 256 + 16)
     const int64_t max_depth = b_in_place ? 4 * Blk::KC : Blk::KC;
     const int64_t depth = ceil_div(ceil_div(K, ceil_div(K, max_depth)), int64_t(8)) * 8;
-    for (int64_t pc = 0; pc < K; pc += depth) {
-      const int64_t kc = K - pc < depth ? K - pc : depth;
+
+    // one task's rows and panels over depth pc .. pc+kc; bp: the shared panel of B, if any
+    auto run_task = [&](int64_t task, int64_t pc, int64_t kc, const T* bp) {
+      static thread_local std::vector<T> a_buffer, edge_buffer;
       const bool first = pc == 0, last = pc + kc == K;
-      T* bp = nullptr;
-      if (shared_b) {  // the KC x NC panel of op(B), shared by all tasks
-        bp = scratch(b_buffer, size_t(n_panels) * size_t(kc) * NR);
-        auto pack = [&](int64_t p) {
-          const int64_t j0 = jc + p * NR;
-          B.pack(bp + p * kc * NR, pc, kc, j0, N - j0 < NR ? N - j0 : NR);
-        };
-        if (threads > 1) parallel_for(n_panels, kc * NR, pack);
-        else for (int64_t p = 0; p < n_panels; ++p) pack(p);
-      }
-      const bool parallel = threads > 1 && tasks > 1 && 2.0 * double(M) * double(nc) * double(kc) >= 64.0 * kParallelMinWork;
-#pragma omp parallel for schedule(dynamic, 1) if (parallel) num_threads(threads)
-      for (int64_t task = 0; task < tasks; ++task) {
-        static thread_local std::vector<T> a_buffer, edge_buffer;
-        const int64_t ib = task / groups, g = task % groups;
-        const int64_t i0 = ib * mc, m = M - i0 < mc ? M - i0 : mc;
-        const int64_t p_begin = g * panels_per_group;
-        const int64_t p_end = p_begin + panels_per_group < n_panels ? p_begin + panels_per_group : n_panels;
-        // A: packed, or (small products, not transposed) read in place but
-        // for a last partial row tile, which is packed so no row past M is read
-        const bool a_in_place = !shared_b && A.in_place();
-        const int64_t full_tiles = m / MR;
-        T* ap = scratch(a_buffer, size_t(ceil_div(m, int64_t(MR)) * MR) * size_t(kc));
-        if (!a_in_place) A.pack(ap, i0, m, pc, kc);
-        else if (m % MR) A.pack(ap + full_tiles * kc * MR, i0 + full_tiles * MR, m % MR, pc, kc);
-        for (int64_t p = p_begin; p < p_end; ++p) {
-          const int64_t j0 = jc + p * NR;
-          const int64_t n = N - j0 < NR ? N - j0 : NR;
-          const T* b_panel;
-          int64_t b_ks;
-          if (shared_b) {
-            b_panel = bp + p * kc * NR;
-            b_ks = NR;
-          } else if (b_in_place && n == NR) {  // read B in place
-            b_panel = B.at(pc, j0);
-            b_ks = B.row_stride();
-          } else {  // not readable in place, or the right edge (padded so the kernel never reads past a row)
-            T* eb = scratch(edge_buffer, size_t(kc) * NR);
-            B.pack(eb, pc, kc, j0, n);
-            b_panel = eb;
-            b_ks = NR;
-          }
-          for (int64_t r = 0; r * MR < m; ++r) {
-            const int64_t rows = m - r * MR < MR ? m - r * MR : MR;
-            T* c_tile = c + (i0 + r * MR) * N + j0;
-            if (a_in_place && r < full_tiles)
-              micro_kernel(kc, A.at(i0 + r * MR, pc), A.row_stride(), b_panel, b_ks, c_tile, N, rows, n, alpha, beta,
-                           first);
-            else
-              micro_kernel(kc, ap + r * kc * MR, 0, b_panel, b_ks, c_tile, N, rows, n, alpha, beta, first);
-            if (last && ep.needed()) epilogue_tile(c_tile, N, i0 + r * MR, j0, rows, n, bias, ep);
-          }
+      const int64_t ib = task / groups, g = task % groups;
+      const int64_t i0 = ib * mc, m = M - i0 < mc ? M - i0 : mc;
+      const int64_t p_begin = g * panels_per_group;
+      const int64_t p_end = p_begin + panels_per_group < n_panels ? p_begin + panels_per_group : n_panels;
+      // A: packed, or (small products, not transposed) read in place but
+      // for a last partial row tile, which is packed so no row past M is read
+      const bool a_in_place = !shared_b && A.in_place();
+      const int64_t full_tiles = m / MR;
+      T* ap = scratch(a_buffer, size_t(ceil_div(m, int64_t(MR)) * MR) * size_t(kc));
+      if (!a_in_place) A.pack(ap, i0, m, pc, kc);
+      else if (m % MR) A.pack(ap + full_tiles * kc * MR, i0 + full_tiles * MR, m % MR, pc, kc);
+      for (int64_t p = p_begin; p < p_end; ++p) {
+        const int64_t j0 = jc + p * NR;
+        const int64_t n = N - j0 < NR ? N - j0 : NR;
+        const T* b_panel;
+        int64_t b_ks;
+        if (shared_b) {
+          b_panel = bp + p * kc * NR;
+          b_ks = NR;
+        } else if (b_in_place && n == NR) {  // read B in place
+          b_panel = B.at(pc, j0);
+          b_ks = B.row_stride();
+        } else {  // not readable in place, or the right edge (padded so the kernel never reads past a row)
+          T* eb = scratch(edge_buffer, size_t(kc) * NR);
+          B.pack(eb, pc, kc, j0, n);
+          b_panel = eb;
+          b_ks = NR;
+        }
+        for (int64_t r = 0; r * MR < m; ++r) {
+          const int64_t rows = m - r * MR < MR ? m - r * MR : MR;
+          T* c_tile = c + (i0 + r * MR) * N + j0;
+          if (a_in_place && r < full_tiles)
+            micro_kernel(kc, A.at(i0 + r * MR, pc), A.row_stride(), b_panel, b_ks, c_tile, N, rows, n, alpha, beta,
+                         first);
+          else
+            micro_kernel(kc, ap + r * kc * MR, 0, b_panel, b_ks, c_tile, N, rows, n, alpha, beta, first);
+          if (last && ep.needed()) epilogue_tile(c_tile, N, i0 + r * MR, j0, rows, n, bias, ep);
         }
       }
+    };
+
+    if (!shared_b) {
+      // tasks share nothing: each runs all its passes in one parallel region, its
+      // block of C staying in cache from one pass to the next
+      const bool parallel = threads > 1 && tasks > 1 && 2.0 * double(M) * double(nc) * double(K) >= 64.0 * kParallelMinWork;
+#pragma omp parallel for schedule(dynamic, 1) if (parallel) num_threads(threads)
+      for (int64_t task = 0; task < tasks; ++task)
+        for (int64_t pc = 0; pc < K; pc += depth) run_task(task, pc, K - pc < depth ? K - pc : depth, nullptr);
+      continue;
+    }
+    for (int64_t pc = 0; pc < K; pc += depth) {
+      const int64_t kc = K - pc < depth ? K - pc : depth;
+      // the KC x NC panel of op(B), shared by all tasks
+      T* bp = scratch(b_buffer, size_t(n_panels) * size_t(kc) * NR);
+      auto pack = [&](int64_t p) {
+        const int64_t j0 = jc + p * NR;
+        B.pack(bp + p * kc * NR, pc, kc, j0, N - j0 < NR ? N - j0 : NR);
+      };
+      if (threads > 1) parallel_for(n_panels, kc * NR, pack);
+      else for (int64_t p = 0; p < n_panels; ++p) pack(p);
+      const bool parallel = threads > 1 && tasks > 1 && 2.0 * double(M) * double(nc) * double(kc) >= 64.0 * kParallelMinWork;
+#pragma omp parallel for schedule(dynamic, 1) if (parallel) num_threads(threads)
+      for (int64_t task = 0; task < tasks; ++task) run_task(task, pc, kc, bp);
     }
   }
 }
