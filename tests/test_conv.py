@@ -36,6 +36,10 @@ CASES = [
     ((5, 7, 6), (4, 5, 3, 3), dict(padding=1)),                          # unbatched (C, H, W)
     ((2, 2, 3, 3), (3, 2, 2, 2), dict(padding=3, stride=2)),             # windows wholly in the padding
     ((40, 3, 3, 4), (5, 3, 2, 3), dict(padding=(2, 1), dilation=(1, 2))),  # tiny images, many samples
+    # stride 1 on wide rows: the wide-grid form (dropped columns), with groups, dilation, uneven padding
+    ((2, 4, 6, 40), (6, 2, 3, 3), dict(groups=2, padding=1)),
+    ((2, 3, 9, 30), (4, 3, 3, 3), dict(dilation=2, padding=(1, 2))),
+    ((1, 3, 20, 33), (4, 3, 3, 2), dict(padding=(0, 1))),
 ]
 
 

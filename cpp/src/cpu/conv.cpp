@@ -275,12 +275,13 @@ template <class T> struct ImagePatchesA : PaddedBlock<T> {
 };
 
 // The S samples' channels of one group, zero-padded to every window's reach:
-// (S, Cg, Hp, Wp), row ih + ph and column iw + pw holding x[.., ih, iw].
+// (S, Cg, Hp, Wp), row ih + ph and column iw + pw holding x[.., ih, iw], and
+// `tail` more zeros after the block.
 template <class T>
 T* padded_block(std::vector<T>& buffer, const T* x, const ConvShape& s, int64_t samples, int64_t Cg, int64_t Hp,
-                int64_t Wp) {
-  T* xp = scratch(buffer, size_t(samples * Cg * Hp * Wp));
-  std::memset(xp, 0, sizeof(T) * size_t(samples * Cg * Hp * Wp));
+                int64_t Wp, int64_t tail = 0) {
+  T* xp = scratch(buffer, size_t(samples * Cg * Hp * Wp + tail));
+  std::memset(xp, 0, sizeof(T) * size_t(samples * Cg * Hp * Wp + tail));
   const int64_t rows = s.H < Hp - s.ph ? s.H : Hp - s.ph, cols = s.W < Wp - s.pw ? s.W : Wp - s.pw;
   if (rows <= 0 || cols <= 0) return xp;  // every window lies in the padding
   for (int64_t n = 0; n < samples; ++n)
@@ -314,6 +315,44 @@ template <class T> struct PaddedColumnsA : PaddedBlock<T> {
     }
   }
 };
+
+// op(B) = one sample's columns over a wide output grid, for stride 1: (Kc, OH Wp),
+// B((c, kh, kw), oh Wp + ow) = xp[c, oh + kh dh, ow + kw dw] for ow in [0, Wp), of
+// which the first OW are output pixels and the rest are computed and dropped. Each
+// row of B is then one run of the padded image, so a panel packs as plain vector
+// copies, with no image borders to find (ImageColumnsB's runs cost as much as the
+// products on 64 channels of 56x56).
+template <class T> struct WideColumnsB : gemm_detail::PackedOperand<T> {
+  const T* xp;  // (Cg, Hp, Wp) and (KW - 1) dw zeros after it, which the last columns reach
+  const ConvShape* s;
+  int64_t Hp, Wp;
+  void pack(T* dst, int64_t k0, int64_t kc, int64_t j0, int64_t n) const {
+    constexpr int64_t NR = GemmBlocking<T>::NV * Simd<T>::lanes, L = Simd<T>::lanes;
+    const ConvShape& c = *s;
+    const int64_t taps = c.KH * c.KW;
+    int64_t ch = k0 / taps, kh = (k0 % taps) / c.KW, kw = k0 % c.KW;
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* src = xp + (ch * Hp + kh * c.dh) * Wp + kw * c.dw + j0;
+      T* row = dst + k * NR;
+      for (int64_t j = 0; j < NR; j += L) {
+        const int64_t cols = n - j;
+        vstore(row + j, cols >= L ? vload(src + j) : cols > 0 ? vload_partial(src + j, cols, T(0)) : vsplat(T(0)));
+      }
+      if (++kw == c.KW) {
+        kw = 0;
+        if (++kh == c.KH) kh = 0, ++ch;
+      }
+    }
+  }
+};
+
+// The wide form pays (KW - 1) dw dropped columns per output row, a padded copy of the
+// sample and a copy of its output: used for stride 1 when the dropped columns are at
+// most an eighth of the grid (3x3 on 56x56: 2 of 58), not on small images under wide kernels.
+inline bool wide_columns(const ConvShape& s, const Geometry& g) {
+  const int64_t Wp = s.OW + (s.KW - 1) * s.dw;
+  return s.sh == 1 && s.sw == 1 && !g.pointwise && 8 * (Wp - s.OW) <= Wp && s.OH > 1;
+}
 
 // Samples per position-major GEMM (fixed by the shape, so results do not
 // depend on the threads), or 0 for the per-sample form: used when a sample's
@@ -373,12 +412,23 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
     const gemm_detail::MatrixA<T> weights{w + grp * g.Og * g.Kc, false, g.Og, g.Kc};
     const T* b = bias ? bias + grp * g.Og : nullptr;
     const GemmBias bias_kind = bias ? GemmBias::per_row : GemmBias::none;
-    if (g.pointwise)
+    if (g.pointwise) {
       gemm_detail::gemm_driver(y_ng, weights, gemm_detail::MatrixB<T>{x_ng, false, g.P, g.Kc}, g.Og, g.P, g.Kc, T(1),
                                T(0), b, bias_kind, GemmActivation::none, gemm_threads);
-    else
+    } else if (wide_columns(s, g)) {  // (Og, OH Wp) into a buffer, then its first OW columns of each row
+      static thread_local std::vector<T> pad_buffer, wide_buffer;
+      const int64_t Hp = s.OH + (s.KH - 1) * s.dh, Wp = s.OW + (s.KW - 1) * s.dw;
+      const T* xp = padded_block(pad_buffer, x_ng, s, 1, g.Cg, Hp, Wp, (s.KW - 1) * s.dw);
+      T* yw = scratch(wide_buffer, size_t(g.Og * s.OH * Wp));
+      gemm_detail::gemm_driver(yw, weights, WideColumnsB<T>{{}, xp, &s, Hp, Wp}, g.Og, s.OH * Wp, g.Kc, T(1), T(0), b,
+                               bias_kind, GemmActivation::none, gemm_threads);
+      for (int64_t o = 0; o < g.Og; ++o)
+        for (int64_t oh = 0; oh < s.OH; ++oh)
+          std::memcpy(y_ng + (o * s.OH + oh) * s.OW, yw + (o * s.OH + oh) * Wp, sizeof(T) * size_t(s.OW));
+    } else {
       gemm_detail::gemm_driver(y_ng, weights, ImageColumnsB<T>{{}, x_ng, &s}, g.Og, g.P, g.Kc, T(1), T(0), b, bias_kind,
                                GemmActivation::none, gemm_threads);
+    }
   });
 }
 
