@@ -362,10 +362,16 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
   // rows per task: MC, or fewer so that a short M still gives every thread work
   // When tasks split the rows, make the blocks even: a multiple of `threads`
   // blocks of about equal height (256 rows as 192 + 64 would leave one thread idle).
+  // With B shared, tasks come from row blocks first (4 per thread, of at least 4 MR
+  // rows), column groups only after: a row block packs its A once for all its panels,
+  // where two groups pack it twice (on a narrow N, such as a weight gradient's 64
+  // outputs, that was a third of the time).
   int64_t mc = Blk::MC;
   if (!split_columns && threads > 1) {
-    const int64_t blocks = ceil_div(M, int64_t(threads) * Blk::MC) * threads;
+    int64_t blocks = ceil_div(M, int64_t(threads) * Blk::MC) * threads;
+    if (shared_b && blocks < 4 * threads) blocks = 4 * threads;
     mc = ceil_div(ceil_div(M, blocks), int64_t(MR)) * MR;
+    if (shared_b && mc < 4 * MR) mc = 4 * MR;
   }
   const int64_t m_blocks = ceil_div(M, mc);
 

@@ -90,14 +90,19 @@ template <class T> void col2im_add(T* dx, const T* col, const ConvShape& s, int6
 // a panel. Short runs are the rule on small images, so AVX-512 does it with
 // masked loads and stores (masked-off lanes touch no memory) instead of
 // memcpy calls and fill loops.
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+// the mask of lanes [a, b) of 16 (either end may lie outside)
+inline __mmask16 lanes_between(int64_t a, int64_t b) {
+  a = a < 0 ? 0 : (a > 16 ? 16 : a);
+  b = b < 0 ? 0 : (b > 16 ? 16 : b);
+  return __mmask16(a >= b ? 0u : (((1u << b) - 1u) & ~((1u << a) - 1u)));
+}
+#endif
+
 template <class T> inline void copy_window(T* out, const T* in, int64_t length, int64_t lo, int64_t hi) {
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
   if constexpr (sizeof(T) == 4) {
-    auto bits = [](int64_t a, int64_t b) -> uint32_t {  // lanes [a, b) of 16
-      a = a < 0 ? 0 : (a > 16 ? 16 : a);
-      b = b < 0 ? 0 : (b > 16 ? 16 : b);
-      return a >= b ? 0u : (((1u << b) - 1u) & ~((1u << a) - 1u));
-    };
+    auto bits = lanes_between;
     for (int64_t t0 = 0; t0 < length; t0 += 16) {
       const __m512 v = _mm512_maskz_loadu_ps(__mmask16(bits(lo - t0, hi - t0)), in + t0);
       _mm512_mask_storeu_ps(out + t0, __mmask16(bits(0, length - t0)), v);
@@ -169,13 +174,13 @@ template <class T> struct ImageColumnsA : gemm_detail::PackedOperand<T> {
   const T* x;  // (Cg, H, W) of the first sample; the next one is sample_stride further
   const ConvShape* s;
   int64_t sample_stride;
+  struct Run {  // panel columns k .. k+length: consecutive ow of one output row
+    int64_t k, length, sample_offset, ih, iw;
+  };
   void pack(T* dst, int64_t i0, int64_t m, int64_t k0, int64_t kc) const {
     constexpr int MR = GemmBlocking<T>::MR;
     const ConvShape& c = *s;
     const int64_t P = c.OH * c.OW, taps = c.KH * c.KW;
-    struct Run {
-      int64_t k, length, sample_offset, ih, iw;
-    };
     static thread_local std::vector<Run> runs;
     runs.clear();
     for (int64_t k = 0; k < kc;) {
@@ -184,6 +189,11 @@ template <class T> struct ImageColumnsA : gemm_detail::PackedOperand<T> {
       runs.push_back({k, length, sample * sample_stride, oh * c.sh - c.ph, ow * c.sw - c.pw});
       k += length;
     }
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+    if constexpr (sizeof(T) == 4 && MR <= 16) {
+      if (c.sw == 1) return pack_transposed(dst, i0, m, kc, runs);
+    }
+#endif
     for (int64_t t = 0; t * MR < m; ++t) {
       T* panel = dst + t * kc * MR;
       for (int64_t r = 0; r < MR; ++r) {
@@ -211,6 +221,45 @@ template <class T> struct ImageColumnsA : gemm_detail::PackedOperand<T> {
       }
     }
   }
+
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  // The same panels for width stride 1, 16 columns at a time: each of a tile's
+  // rows loads 16 consecutive input pixels of its run (masked to the image), one
+  // register transpose turns them into 16 panel rows.
+  void pack_transposed(float* dst, int64_t i0, int64_t m, int64_t kc, const std::vector<Run>& runs) const {
+    constexpr int MR = GemmBlocking<float>::MR;
+    const ConvShape& c = *s;
+    const int64_t taps = c.KH * c.KW;
+    const __mmask16 row_mask = __mmask16((1u << MR) - 1u);
+    for (int64_t t = 0; t * MR < m; ++t) {
+      float* panel = dst + t * kc * MR;
+      const int64_t rows = m - t * MR < MR ? m - t * MR : MR;
+      int64_t channel[MR], dh[MR], dw[MR];
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t q = i0 + t * MR + r;
+        channel[r] = (q / taps) * c.H * c.W, dh[r] = ((q % taps) / c.KW) * c.dh, dw[r] = (q % c.KW) * c.dw;
+      }
+      for (const auto& run : runs) {
+        for (int64_t u0 = 0; u0 < run.length; u0 += 16) {
+          const int64_t count = run.length - u0 < 16 ? run.length - u0 : 16;
+          __m512 v[16];
+          for (int64_t r = 0; r < 16; ++r) {
+            const int64_t ih = r < rows ? run.ih + dh[r] : -1;
+            if (uint64_t(ih) >= uint64_t(c.H)) {
+              v[r] = _mm512_setzero_ps();
+              continue;
+            }
+            const int64_t iw = run.iw + dw[r] + u0;  // lane l reads input column iw + l
+            const float* in = x + run.sample_offset + channel[r] + ih * c.W;
+            v[r] = _mm512_maskz_loadu_ps(lanes_between(-iw, count < c.W - iw ? count : c.W - iw), in + iw);
+          }
+          gemm_detail::transpose16x16(v);
+          for (int64_t l = 0; l < count; ++l) _mm512_mask_storeu_ps(panel + (run.k + u0 + l) * MR, row_mask, v[l]);
+        }
+      }
+    }
+  }
+#endif
 };
 
 // op(B) = dy^T over S consecutive samples: (S P, Og), B((sample, p), o) = dy[sample, o, p]
