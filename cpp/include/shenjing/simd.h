@@ -185,6 +185,22 @@ static inline vfloat vexp(vfloat x) { return vexp_impl<false>(x, x); }
 static inline vfloat vexp_nonpositive(vfloat x) { return vexp_impl<false, false>(x, x); }
 static inline double vexp(double x) { return std::exp(x); }
 
+// exp(p[i] - shift) in the first n lanes (0 < n < lanes), 0 in the rest: the tail
+// of a row. The rest are loaded as `shift` (exp(0)) and dropped after, because a
+// -inf fill would underflow exp to a subnormal, and each instruction producing one
+// costs a microcode assist (a 10-class cross-entropy row took 3x as long as a 16-class one).
+static inline vfloat vexp_partial(const float* p, int64_t n, float shift) {
+  const vfloat e = vexp(vload_partial(p, n, shift) - shift);
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  return _mm512_maskz_mov_ps(__mmask16((1u << n) - 1), e);
+#else
+  vfloat r = e;
+  for (int64_t i = n; i < kFloatLanes; ++i) r[i] = 0.0f;
+  return r;
+#endif
+}
+static inline double vexp_partial(const double* p, int64_t, double shift) { return std::exp(*p - shift); }
+
 // --- log -----------------------------------------------------------------------
 // Cephes logf: x = m 2^e with m in [sqrt(1/2), sqrt(2)), log(m) by a degree-9
 // polynomial in m-1. Subnormals are scaled by 2^23 first. log(0) = -inf,

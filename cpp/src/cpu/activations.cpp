@@ -101,7 +101,7 @@ template <class T> struct RowSoftmax {
       s += e;
     }
     if (i < len) {
-      V e = vexp(vload_partial(x + i, len - i, -std::numeric_limits<T>::infinity()) - shift);
+      V e = vexp_partial(x + i, len - i, shift);
       if (y) vstore_partial(y + i, e, len - i);
       s += e;
     }

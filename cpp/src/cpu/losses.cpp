@@ -213,7 +213,7 @@ template <class T> void row_logsumexp(const T* x, int64_t C, int64_t stride, T* 
     const T mx = hmax(m);
     V e = vsplat(T(0));
     for (c = 0; c + L <= C; c += L) e += vexp(vload(x + c) - mx);
-    if (c < C) e += vexp(vload_partial(x + c, C - c, ninf) - mx);
+    if (c < C) e += vexp_partial(x + c, C - c, mx);
     *lse = mx + std::log(hsum(e));
     *sum = hsum(s);
     return;
@@ -275,7 +275,7 @@ template <class T> T row_exp(T* e, const T* x, int64_t C, T* max_out, T* sum_out
     total += v;
   }
   if (c < C) {
-    V v = vexp(vload_partial(x + c, C - c, ninf) - mx);
+    V v = vexp_partial(x + c, C - c, mx);
     vstore_partial(e + c, v, C - c);
     total += v;
   }
