@@ -582,6 +582,36 @@ def _state_list(arrays, op: str, name: str, n: int, dtype, writable: bool, shape
     return result
 
 
+def _arrays_of_shapes(arrays, shapes) -> bool:
+    """Whether ``arrays`` is a list of ndarrays with exactly these shapes: an optimizer
+    step then tries the C++ call first, which checks dtype, layout and writability
+    itself, before touching anything, and refuses what it cannot use as it is (the
+    Python checks then convert what can be converted, or name the problem)."""
+    if type(arrays) is not list or len(arrays) != len(shapes):
+        return False
+    for a, shape in zip(arrays, shapes):  # (a loop: all() over a generator costs twice as much here)
+        if type(a) is not np.ndarray or a.shape != shape:
+            return False
+    return True
+
+
+def _shapes_of_arrays(params):
+    """The shapes of a list of ndarrays (the parameters of an optimizer step's fast path), else None."""
+    if type(params) is not list:
+        return None
+    for p in params:
+        if type(p) is not np.ndarray:
+            return None
+    return [p.shape for p in params]
+
+
+def _small_positive_ints(values) -> bool:
+    for v in values:
+        if type(v) is not int or not 1 <= v < 2 ** 62:
+            return False
+    return True
+
+
 def _params(params, op: str):
     params = _sequence(params, op, "params")
     if not params:
@@ -620,6 +650,20 @@ def sgd_step(params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
     nesterov, maximize = _flag(nesterov, op, "nesterov"), _flag(maximize, op, "maximize")
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError(f"{op}: Nesterov momentum requires a momentum and zero dampening")
+    shapes = _shapes_of_arrays(params)
+    if shapes is not None:
+        n = len(params)
+        fast_firsts = ([first_step] * n if first_step is False or first_step is True
+                       else first_step if type(first_step) is list and all(f is False or f is True for f in first_step)
+                       else None)
+        if (fast_firsts is not None and len(fast_firsts) == n and _arrays_of_shapes(grads, shapes)
+                and (_arrays_of_shapes(momentum_buffers, shapes) if momentum != 0 else True)):
+            try:
+                _core.sgd_step(params, grads, momentum_buffers if momentum != 0 else [None] * n, fast_firsts, lr,
+                               momentum, dampening, weight_decay, nesterov, maximize)
+                return
+            except (TypeError, ValueError):
+                pass  # (nothing was written) the checks below convert, or say what is wrong
     params, dtype = _params(params, op)
     n = len(params)
     shapes = [p.shape for p in params]
@@ -664,13 +708,28 @@ def adam_step(params: Sequence[np.ndarray], grads: Sequence[np.ndarray], exp_avg
         b = _real(b, op, f"beta parameter at index {i}")
         if not 0.0 <= b < 1.0:
             raise ValueError(f"{op}: Invalid beta parameter at index {i}: {b} (must be in [0, 1))")
+    amsgrad = _flag(amsgrad, op, "amsgrad")
+    maximize = _flag(maximize, op, "maximize")
+    decoupled_weight_decay = _flag(decoupled_weight_decay, op, "decoupled_weight_decay")
+    shapes = _shapes_of_arrays(params)
+    if shapes is not None:
+        fast_steps = [step] * len(params) if type(step) is int else step if type(step) is list else None
+        if (fast_steps is not None and len(fast_steps) == len(params) and _small_positive_ints(fast_steps)
+                and _arrays_of_shapes(grads, shapes) and _arrays_of_shapes(exp_avgs, shapes)
+                and _arrays_of_shapes(exp_avg_sqs, shapes) and (not amsgrad or _arrays_of_shapes(max_exp_avg_sqs, shapes))):
+            try:
+                _core.adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None, fast_steps,
+                                lr, float(beta1), float(beta2), eps, weight_decay, amsgrad, maximize,
+                                decoupled_weight_decay)
+                return
+            except (TypeError, ValueError):
+                pass  # (nothing was written) the checks below convert, or say what is wrong
     params, dtype = _params(params, op)
     n = len(params)
     shapes = [p.shape for p in params]
     grads = _state_list(grads, op, "grads", n, dtype, False, shapes)
     exp_avgs = _state_list(exp_avgs, op, "exp_avgs", n, dtype, True, shapes)
     exp_avg_sqs = _state_list(exp_avg_sqs, op, "exp_avg_sqs", n, dtype, True, shapes)
-    amsgrad = _flag(amsgrad, op, "amsgrad")
     maxes = _state_list(max_exp_avg_sqs, op, "max_exp_avg_sqs", n, dtype, True, shapes) if amsgrad else None
     steps = _sequence(step, op, "step", "ints") if isinstance(step, (list, tuple)) else [step] * n
     if len(steps) != n:
@@ -682,8 +741,7 @@ def adam_step(params: Sequence[np.ndarray], grads: Sequence[np.ndarray], exp_avg
             raise ValueError(f"{op}: step must be >= 1 (the count after this step), got {s}")
     steps = [int(s) for s in steps]
     _core.adam_step(params, grads, exp_avgs, exp_avg_sqs, maxes, steps, lr, float(beta1), float(beta2), eps,
-                    weight_decay, amsgrad, _flag(maximize, op, "maximize"),
-                    _flag(decoupled_weight_decay, op, "decoupled_weight_decay"))
+                    weight_decay, amsgrad, maximize, decoupled_weight_decay)
 
 
 # --- reductions --------------------------------------------------------------------

