@@ -20,7 +20,9 @@ SIZES = [(0, 3, 4), (3, 0, 4), (3, 4, 0), (1, 1, 1), (7, 5, 3), (17, 1, 9), (1, 
          # edge row tiles of a third and two thirds of MR, beside full ones
          (16, 33, 40), (20, 48, 64), (200, 70, 300),
          # fewer panels than threads: the rows are split
-         (150, 20, 600)]
+         (150, 20, 600),
+         # narrow outputs computed as their transpose (N <= 16, M >= 64)
+         (100, 16, 50), (70, 3, 33)]
 
 
 def _operands(rng, M, N, K, ta, tb, dtype):
@@ -45,7 +47,7 @@ def test_gemm_matches_reference(backend, rng, M, N, K, ta, tb, dtype):
 
 @pytest.mark.parametrize("activation", [None, "relu", "gelu", "gelu_tanh", "sigmoid", "tanh"])
 @pytest.mark.parametrize("bias_shape", [None, "row", "column"])
-@pytest.mark.parametrize("M,N,K", [(33, 70, 19), (33, 10, 300)], ids=str)
+@pytest.mark.parametrize("M,N,K", [(33, 70, 19), (33, 10, 300), (80, 10, 30)], ids=str)
 def test_gemm_epilogue(backend, rng, activation, bias_shape, M, N, K):
     a, b = _operands(rng, M, N, K, False, True, np.float32)
     c = rng.standard_normal((M, N)).astype(np.float32)
