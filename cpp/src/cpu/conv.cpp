@@ -115,6 +115,20 @@ template <class T> inline void copy_window(T* out, const T* in, int64_t length, 
   for (int64_t t = hi; t < length; ++t) out[t] = T(0);
 }
 
+// out[t] = in[t] for t in [0, length): a run that lies inside its input row
+template <class T> inline void copy_run(T* out, const T* in, int64_t length) {
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  if constexpr (sizeof(T) == 4) {
+    for (int64_t t0 = 0; t0 < length; t0 += 16) {
+      const __mmask16 m = length - t0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (length - t0)) - 1u);
+      _mm512_mask_storeu_ps(out + t0, m, _mm512_maskz_loadu_ps(m, in + t0));
+    }
+    return;
+  }
+#endif
+  std::memcpy(out, in, sizeof(T) * size_t(length));
+}
+
 // op(B) = col of one (sample, group): (Kc, P), k = (c, kh, kw), j = (oh, ow)
 template <class T> struct ImageColumnsB : gemm_detail::PackedOperand<T> {
   const T* x;  // (Cg, H, W)
@@ -147,9 +161,13 @@ template <class T> struct ImageColumnsB : gemm_detail::PackedOperand<T> {
           continue;
         }
         const int64_t iw0 = run_iw[r] + kw * c.dw;  // input column of out[t] is iw0 + t sw
+        const T* in = xc + ih * c.W + iw0;
+        if (c.sw == 1 && iw0 >= 0 && iw0 + length <= c.W) {  // inside the row: a plain copy, no edges to find
+          copy_run(out, in, length);
+          continue;
+        }
         int64_t lo, hi;
         valid_range(iw0, c.sw, c.W, length, &lo, &hi);
-        const T* in = xc + ih * c.W + iw0;
         if (c.sw == 1) {
           copy_window(out, in, length, lo, hi);
         } else {
