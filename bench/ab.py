@@ -1,0 +1,147 @@
+"""A/B of two builds of the C++ core in one process, call by call.
+
+    python bench/ab.py OLD.so NEW.so CASE [PAIRS]      (SHENJING_AB_THREADS: threads, default 2)
+
+This machine is shared: the same run can be 30% slower a minute later, so two
+builds timed in separate processes, or even alternating processes, are hard to
+tell apart when they differ by less than that. Here both builds of
+``_core*.so`` (copy the installed one aside before rebuilding) are loaded
+side by side under different module names, and every call of the case goes
+to one or the other, alternating (ABBA order), for PAIRS pairs. The answer
+is the median of the per-pair time ratios NEW/OLD: drift hits both halves of
+a pair alike. The result of each build is checked against the other's first.
+
+CASE is a Python expression over these makers (shapes as in the issues):
+    gemm(M, N, K, trans_a=False, trans_b=False)
+    conv(N, C, H, O, K, pad)           conv2d forward and backward, square images
+    act(n, "gelu" | "gelu_tanh" | "sigmoid" | "tanh")
+    adam(shape, ...)                   one Adam step over tensors of these shapes
+    train("mlp_digits" | "cnn_digits" | "mlp_784_60k")   one epoch (bench/training.py's setup;
+                                                          mlp_784_60k on its first 12,000 samples)
+The builds must come from the same Python sources: only ``shenjing.ops._core`` is swapped.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import shenjing
+from shenjing import ops
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load_build(tag: str, path: str):
+    """The extension at `path` as a module of its own (a copy, so a rebuild cannot change it)."""
+    directory = tempfile.mkdtemp(prefix=f"shenjing_ab_{tag}_")
+    copy = os.path.join(directory, os.path.basename(path) if path.endswith(".so") else "_core.so")
+    shutil.copy(path, copy)
+    name = f"shenjing_ab_{tag}._core"  # the last component picks the init function: PyInit__core
+    loader = importlib.machinery.ExtensionFileLoader(name, copy)
+    spec = importlib.util.spec_from_file_location(name, copy, loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+rng = np.random.default_rng(0)
+
+
+def gemm(M, N, K, trans_a=False, trans_b=False):
+    a = rng.standard_normal((K, M) if trans_a else (M, K), dtype=np.float32)
+    b = rng.standard_normal((N, K) if trans_b else (K, N), dtype=np.float32)
+    c = np.empty((M, N), np.float32)
+    return {"gemm": lambda: ops.gemm(a, b, trans_a=trans_a, trans_b=trans_b, out=c)}
+
+
+def conv(N, C, H, O, K, pad):
+    x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+    w = rng.standard_normal((O, C, K, K), dtype=np.float32)
+    g = rng.standard_normal(ops.conv2d(x, w, padding=pad).shape, dtype=np.float32)
+    return {"forward": lambda: ops.conv2d(x, w, padding=pad),
+            "backward": lambda: ops.conv2d_backward(g, x, w, padding=pad)}
+
+
+def act(n, name):
+    x = rng.standard_normal(n, dtype=np.float32)
+    y = np.empty_like(x)
+    kernels = {"gelu": lambda: ops.gelu(x, out=y), "gelu_tanh": lambda: ops.gelu(x, approximate="tanh", out=y),
+               "sigmoid": lambda: ops.sigmoid(x, out=y), "tanh": lambda: ops.tanh(x, out=y)}
+    return {name: kernels[name]}
+
+
+def adam(*shapes):
+    params = [rng.random(s, dtype=np.float32) for s in shapes]
+    grads = [rng.random(s, dtype=np.float32) for s in shapes]
+    exp_avgs = [np.zeros(s, np.float32) for s in shapes]
+    exp_avg_sqs = [np.zeros(s, np.float32) for s in shapes]
+    return {"adam": lambda: ops.adam_step(params, grads, exp_avgs, exp_avg_sqs, step=3)}
+
+
+def train(case):
+    sys.path.insert(0, HERE)
+    import training
+    X, y, batch = training.data(case)
+    if case == "mlp_784_60k":
+        X, y = X[:12000], y[:12000]
+    _, step = training.shenjing_setup(case)
+
+    def epoch():
+        for i in range(0, len(X), batch):
+            step(X[i:i + batch], y[i:i + batch])
+    return {"epoch": epoch}
+
+
+def _snapshot(out):
+    """A copy of a kernel's result(s) as a list of arrays, or None for a step that returns nothing."""
+    if out is None:
+        return None
+    return [np.array(a, copy=True) for a in (out if isinstance(out, tuple) else (out,))]
+
+
+def main() -> None:
+    if len(sys.argv) < 4:
+        sys.exit(__doc__)
+    old_path, new_path, case = sys.argv[1:4]
+    pairs = int(sys.argv[4]) if len(sys.argv) > 4 else 21
+    builds = [load_build("old", old_path), load_build("new", new_path)]
+    threads = int(os.environ.get("SHENJING_AB_THREADS", "2"))
+    for build in builds:
+        build.set_num_threads(threads)
+    kernels = eval(case, {"gemm": gemm, "conv": conv, "act": act, "adam": adam, "train": train})
+    original = ops._core
+    try:
+        for name, f in kernels.items():
+            results = []
+            for build in builds:  # warm up, and compare the two builds' results
+                ops._core = build
+                results.append(_snapshot(f()))
+                f()
+            if results[0] is not None and not all(np.allclose(a, b, rtol=1e-4, atol=1e-4)
+                                                  for a, b in zip(results[0], results[1])):
+                sys.exit(f"{case} {name}: the two builds' results differ")
+            times = [[], []]
+            for r in range(pairs):
+                for i in (0, 1) if r % 2 == 0 else (1, 0):
+                    ops._core = builds[i]
+                    start = time.perf_counter()
+                    f()
+                    times[i].append(time.perf_counter() - start)
+            old, new = np.array(times[0]), np.array(times[1])
+            print(f"{case} {name}: old median {np.median(old) * 1e3:.3f} ms (min {old.min() * 1e3:.3f}), "
+                  f"new median {np.median(new) * 1e3:.3f} ms (min {new.min() * 1e3:.3f}); "
+                  f"new/old {np.median(new / old):.3f} (median of {pairs} pairs, {threads} threads)")
+    finally:
+        ops._core = original
+
+
+if __name__ == "__main__":
+    main()
