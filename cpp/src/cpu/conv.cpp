@@ -284,14 +284,14 @@ template <class T> struct ImageColumnsA : gemm_detail::PackedOperand<T> {
 template <class T> struct SamplesTransposedB : gemm_detail::PackedOperand<T> {
   const T* dy;  // (Og, P) of the first sample; the next one is sample_stride further
   int64_t P, sample_stride;
+  // each sample's stretch of k is a transposed panel of its dy (Og, P): packed as
+  // GEMM packs a transposed B (16x16 register transposes on AVX-512)
   void pack(T* dst, int64_t k0, int64_t kc, int64_t j0, int64_t n) const {
     constexpr int64_t NR = GemmBlocking<T>::NV * Simd<T>::lanes;
-    int64_t sample = k0 / P, p = k0 % P;
-    for (int64_t k = 0; k < kc; ++k) {
-      const T* src = dy + sample * sample_stride + j0 * P + p;
-      T* row = dst + k * NR;
-      for (int64_t j = 0; j < NR; ++j) row[j] = j < n ? src[j * P] : T(0);
-      if (++p == P) p = 0, ++sample;
+    for (int64_t k = 0; k < kc;) {
+      const int64_t sample = (k0 + k) / P, p = (k0 + k) % P, length = kc - k < P - p ? kc - k : P - p;
+      gemm_detail::pack_b_panel(dst + k * NR, dy + sample * sample_stride, true, int64_t(0), P, p, length, j0, n);
+      k += length;
     }
   }
 };
