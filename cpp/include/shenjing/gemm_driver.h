@@ -218,8 +218,8 @@ inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, c
   for (int i = 0; i < Rows; ++i)
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[i][v] = vsplat(T(0));
-  // C's rows are far apart (no hardware prefetch): ask for the tile now, so its
-  // misses overlap the k loop instead of stalling the update at the end
+  // ask for the C tile now, so a miss overlaps the k loop instead of stalling the
+  // update at the end (as BLIS does; within noise since C is written along its rows)
 #pragma GCC unroll 32
   for (int i = 0; i < Rows; ++i) {
     if (i >= m) break;
@@ -344,13 +344,12 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
     return;
   }
 
-  // Large products pack each KC x NC panel of B once, shared by all tasks.
-  // Small ones skip that pass: B is read in place, or (when it cannot be)
-  // each task packs the few panels it uses; tasks then split the rows of C
-  // when B is read in place, its columns when B is packed (whichever packs
-  // nothing twice).
-  // (M within one row block: every panel is packed once either way, and a task's own
-  // panel stays in L2 where the shared pass writes all of B out and reads it back)
+  // Large products with several row blocks pack each KC x NC panel of B once, shared
+  // by all tasks. The others skip that pass: each task packs the panels it uses (or,
+  // for a single row tile, reads B in place), and the tasks split the columns of C
+  // when there are enough panels for every thread, else its rows. (Within one row
+  // block every panel is packed once either way, and a task's own panels stay in L2
+  // where the shared pass writes all of B out and reads it back.)
   const bool shared_b = 2.0 * double(M) * double(N) * double(K) > kGemmDirectFlops && M > Blk::MC;
   // B in place only for a single row tile, which reads each panel once: a panel
   // used by several tiles is packed, because KC rows of B a power-of-two stride
@@ -391,8 +390,8 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
     const int64_t tasks = m_blocks * groups;
 
     // B read in place: a deeper pass costs nothing and saves passes over C; B packed
-    // (shared or per task): KC deep, so that one packed panel stays in L1
-    // (passes of equal depth: 784 as 4 x 196, not 3 x 256 + 16)
+    // (shared or per task): KC deep, so that an A micro-panel stays in L1 and a chunk
+    // of B panels in L2 (passes of equal depth: 784 as 4 x 196, not 3 x 256 + 16)
     const int64_t max_depth = b_in_place ? 4 * Blk::KC : Blk::KC;
     const int64_t depth = ceil_div(ceil_div(K, ceil_div(K, max_depth)), int64_t(8)) * 8;
 

@@ -86,10 +86,6 @@ template <class T> void col2im_add(T* dx, const T* col, const ConvShape& s, int6
 }
 
 
-// out[t] = in[t] for t in [lo, hi), 0 for the rest of [0, length): one row of
-// a panel. Short runs are the rule on small images, so AVX-512 does it with
-// masked loads and stores (masked-off lanes touch no memory) instead of
-// memcpy calls and fill loops.
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
 // the mask of lanes [a, b) of 16 (either end may lie outside)
 inline __mmask16 lanes_between(int64_t a, int64_t b) {
@@ -99,13 +95,16 @@ inline __mmask16 lanes_between(int64_t a, int64_t b) {
 }
 #endif
 
+// out[t] = in[t] for t in [lo, hi), 0 for the rest of [0, length): one row of
+// a panel. Short runs are the rule on small images, so AVX-512 does it with
+// masked loads and stores (masked-off lanes touch no memory) instead of
+// memcpy calls and fill loops.
 template <class T> inline void copy_window(T* out, const T* in, int64_t length, int64_t lo, int64_t hi) {
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
   if constexpr (sizeof(T) == 4) {
-    auto bits = lanes_between;
     for (int64_t t0 = 0; t0 < length; t0 += 16) {
-      const __m512 v = _mm512_maskz_loadu_ps(__mmask16(bits(lo - t0, hi - t0)), in + t0);
-      _mm512_mask_storeu_ps(out + t0, __mmask16(bits(0, length - t0)), v);
+      const __m512 v = _mm512_maskz_loadu_ps(lanes_between(lo - t0, hi - t0), in + t0);
+      _mm512_mask_storeu_ps(out + t0, lanes_between(0, length - t0), v);
     }
     return;
   }
@@ -115,7 +114,8 @@ template <class T> inline void copy_window(T* out, const T* in, int64_t length, 
   for (int64_t t = hi; t < length; ++t) out[t] = T(0);
 }
 
-// out[t] = in[t] for t in [0, length): a run that lies inside its input row
+// out[t] = in[t] for t in [0, length): copy_window for a run that lies inside its
+// input row, without the window's two masks per vector
 template <class T> inline void copy_run(T* out, const T* in, int64_t length) {
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
   if constexpr (sizeof(T) == 4) {
