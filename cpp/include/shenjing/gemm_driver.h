@@ -93,17 +93,20 @@ inline void transpose16x16(__m512 r[16]) {
   }
 }
 
-// rows (<= mr <= 16) rows of a row-major block (stride lda, kc long) into a panel
-// [k mr + r], rows past `rows` 0: sixteen loads, a register transpose, kc masked stores.
-inline void pack_a_rows_transposed(float* panel, const float* a, int64_t lda, int64_t rows, int64_t kc, int64_t mr) {
-  const __mmask16 row_mask = __mmask16((1u << mr) - 1u);
+// `rows` (<= 16) rows of a row-major block (stride lda, kc long) written transposed:
+// dst[k stride + r] for k < kc and r < width (rows past `rows` as 0), 16 k at a time by
+// sixteen masked loads, a register transpose and `width`-lane stores. Packs A panels
+// (width MR) and transposed B panels (two calls of width 16).
+inline void pack_rows_transposed(float* dst, int64_t stride, int64_t width, const float* src, int64_t lda,
+                                 int64_t rows, int64_t kc) {
+  const __mmask16 lanes = width >= 16 ? __mmask16(0xffff) : __mmask16((1u << width) - 1u);
   for (int64_t kb = 0; kb < kc; kb += 16) {
     const int64_t depth = kc - kb < 16 ? kc - kb : 16;
     const __mmask16 along = __mmask16((1u << depth) - 1u);
     __m512 r[16];
-    for (int64_t i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_maskz_loadu_ps(along, a + i * lda + kb) : _mm512_setzero_ps();
+    for (int64_t i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_maskz_loadu_ps(along, src + i * lda + kb) : _mm512_setzero_ps();
     transpose16x16(r);
-    for (int64_t k = 0; k < depth; ++k) _mm512_mask_storeu_ps(panel + (kb + k) * mr, row_mask, r[k]);
+    for (int64_t k = 0; k < depth; ++k) _mm512_mask_storeu_ps(dst + (kb + k) * stride, lanes, r[k]);
   }
 }
 #endif
@@ -131,7 +134,7 @@ void pack_a(T* dst, const T* a, bool trans_a, int64_t M, int64_t K, int64_t i0, 
     }
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
     if constexpr (sizeof(T) == 4 && MR <= 16) {  // 16 k at a time: a row per register, one transpose
-      pack_a_rows_transposed(panel, a + (i0 + p * MR) * K + k0, K, rows, kc, MR);
+      pack_rows_transposed(panel, MR, MR, a + (i0 + p * MR) * K + k0, K, rows, kc);
       continue;
     }
 #endif
@@ -146,26 +149,6 @@ void pack_a(T* dst, const T* a, bool trans_a, int64_t M, int64_t K, int64_t i0, 
   }
 }
 
-#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
-// The transposed panel of pack_b_panel in 16x16 blocks: sixteen row loads, a register
-// transpose and sixteen stores, instead of a strided store per element.
-inline void pack_b_panel_transposed(float* dst, const float* b, int64_t K, int64_t k0, int64_t kc, int64_t j0,
-                                    int64_t n) {
-  constexpr int64_t NR = 32;
-  for (int64_t kb = 0; kb < kc; kb += 16) {
-    const int64_t depth = kc - kb < 16 ? kc - kb : 16;
-    const __mmask16 along = __mmask16((1u << depth) - 1u);
-    for (int64_t jh = 0; jh < NR; jh += 16) {
-      __m512 r[16];
-      for (int64_t j = 0; j < 16; ++j)
-        r[j] = jh + j < n ? _mm512_maskz_loadu_ps(along, b + (j0 + jh + j) * K + k0 + kb) : _mm512_setzero_ps();
-      transpose16x16(r);
-      for (int64_t c = 0; c < depth; ++c) _mm512_storeu_ps(dst + (kb + c) * NR + jh, r[c]);
-    }
-  }
-}
-#endif
-
 // One NR-column panel of op(B) (depth k0 .. k0+kc, columns j0 .. j0+n):
 // [k NR + j], columns past n are 0.
 template <class T>
@@ -173,7 +156,11 @@ void pack_b_panel(T* dst, const T* b, bool trans_b, int64_t N, int64_t K, int64_
   constexpr int64_t NR = GemmBlocking<T>::NV * Simd<T>::lanes;
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
   if constexpr (sizeof(T) == 4 && NR == 32) {
-    if (trans_b) return pack_b_panel_transposed(dst, b, K, k0, kc, j0, n);
+    if (trans_b) {  // in 16x16 register transposes, instead of a strided store per element
+      for (int64_t jh = 0; jh < NR; jh += 16)
+        pack_rows_transposed(dst + jh, NR, 16, b + (j0 + jh) * K + k0, K, n - jh < 0 ? 0 : n - jh, kc);
+      return;
+    }
   }
 #endif
   if (trans_b) {  // op(B)(k, j) = b[j K + k]

@@ -33,12 +33,6 @@ inline void tap_range(int64_t o, int64_t stride, int64_t pad, int64_t dilation, 
   *k1 = hi < taps ? (hi > *k0 ? hi : *k0) : taps;
 }
 
-// The 2x2, stride-2 window tiling the input exactly (H = 2 OH, W = 2 OW), as in most
-// networks. Planes go in spans of at least 64 outputs whose window offsets are
-// tabulated once, so the loop over a span's outputs is long, has no branches and
-// vectorises (gathers and blends); the general loop below spends its time on
-// mispredicted compares in four-tap windows. Same answer: the maximum and the index
-// of its first occurrence, or NaN and the index of the last NaN.
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
 // The loop of max_pool2d_forward_2x2's run, 16 outputs at a time: the four taps by
 // gathers from the offset table, the same comparisons as masks, the same answer
@@ -46,16 +40,16 @@ inline void tap_range(int64_t o, int64_t stride, int64_t pad, int64_t dilation, 
 inline void max_pool_2x2_run(const float* xs, float* ys, int64_t* is, int64_t count, int64_t shift,
                              const int32_t* off, const int64_t* base_index, int64_t W) {
   const __m512i one = _mm512_set1_epi32(1), two = _mm512_set1_epi32(2), three = _mm512_set1_epi32(3);
-  const __m512i right = _mm512_set1_epi32(1), down = _mm512_set1_epi32(int32_t(W));
+  const __m512i down = _mm512_set1_epi32(int32_t(W));  // the tap below; the one to the right is + one
   const __m512i row_step = _mm512_set1_epi64(W), shift_v = _mm512_set1_epi64(shift);
   for (int64_t j = 0; j < count; j += 16) {
     const __mmask16 m = count - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (count - j)) - 1u);
     const __m512i o = _mm512_maskz_loadu_epi32(m, off + j);
     const __m512 zero = _mm512_setzero_ps();
     const __m512 a = _mm512_mask_i32gather_ps(zero, m, o, xs, 4);
-    const __m512 b = _mm512_mask_i32gather_ps(zero, m, _mm512_add_epi32(o, right), xs, 4);
+    const __m512 b = _mm512_mask_i32gather_ps(zero, m, _mm512_add_epi32(o, one), xs, 4);
     const __m512 c = _mm512_mask_i32gather_ps(zero, m, _mm512_add_epi32(o, down), xs, 4);
-    const __m512 d = _mm512_mask_i32gather_ps(zero, m, _mm512_add_epi32(_mm512_add_epi32(o, down), right), xs, 4);
+    const __m512 d = _mm512_mask_i32gather_ps(zero, m, _mm512_add_epi32(_mm512_add_epi32(o, down), one), xs, 4);
     const __mmask16 b_wins = _mm512_cmp_ps_mask(b, a, _CMP_GT_OQ), d_wins = _mm512_cmp_ps_mask(d, c, _CMP_GT_OQ);
     const __m512 ab = _mm512_mask_blend_ps(b_wins, a, b), cd = _mm512_mask_blend_ps(d_wins, c, d);
     const __mmask16 later = _mm512_cmp_ps_mask(cd, ab, _CMP_GT_OQ);
@@ -89,6 +83,12 @@ inline void max_pool_2x2_run(const float* xs, float* ys, int64_t* is, int64_t co
 }
 #endif
 
+// The 2x2, stride-2 window tiling the input exactly (H = 2 OH, W = 2 OW), as in most
+// networks. Planes go in spans of at least 64 outputs whose window offsets are
+// tabulated once, so the loop over a span's outputs is long and has no branches
+// (AVX-512 runs it 16 outputs at a time, above); the general loop below spends its
+// time on mispredicted compares in four-tap windows. Same answer: the maximum and the index
+// of its first occurrence, or NaN and the index of the last NaN.
 template <class T> bool max_pool2d_forward_2x2(T* y, int64_t* indices, const T* x, const PoolShape& s) {
   if (s.KH != 2 || s.KW != 2 || s.sh != 2 || s.sw != 2 || s.ph != 0 || s.pw != 0 || s.dh != 1 || s.dw != 1 ||
       s.H != 2 * s.OH || s.W != 2 * s.OW)
