@@ -120,6 +120,64 @@ def test_gemm_bad_input():
         ops.gemm(np.zeros((2, 2), np.complex64), np.zeros((2, 2), np.float32))
 
 
+# --- a linear layer's forward and backward ---------------------------------------------
+
+LINEAR_SIZES = [(64, 128, 64), (64, 10, 128), (1, 1, 1), (0, 3, 4), (3, 0, 4), (3, 4, 0), (37, 613, 151), (130, 7, 33)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M,N,K", LINEAR_SIZES, ids=str)
+def test_linear_and_its_backward_match_reference(backend, rng, M, N, K, dtype):
+    x, w = rng.standard_normal((M, K)).astype(dtype), rng.standard_normal((N, K)).astype(dtype)
+    b, g = rng.standard_normal(N).astype(dtype), rng.standard_normal((M, N)).astype(dtype)
+    X, W, G = (v.astype(np.float64) for v in (x, w, g))
+    tol = _tol(dtype, max(K, M, N))
+    y = ops.linear(x, w, b)
+    assert_close(y, X @ W.T + b, dtype, tol=tol, what="linear")
+    assert_close(ops.linear(x, w), X @ W.T, dtype, tol=tol, what="linear")
+    dx, dw, db = ops.linear_backward(g, x, w)
+    assert_close(dx, G @ W, dtype, tol=tol, what="dx")
+    assert_close(dw, G.T @ X, dtype, tol=tol, what="dw")
+    assert_close(db, G.sum(0), dtype, tol=tol, what="db")
+    none_x, only_w, none_b = ops.linear_backward(g, x, w, input_grad=False, bias_grad=False)
+    assert none_x is None and none_b is None
+    np.testing.assert_array_equal(only_w, dw)
+
+
+def test_linear_converts_what_the_kernel_does_not_take(rng):
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    w = rng.standard_normal((4, 5)).astype(np.float32)
+    g = rng.standard_normal((6, 4)).astype(np.float32)
+    expected = x.astype(np.float64) @ w.T.astype(np.float64)
+    assert_close(ops.linear(np.asfortranarray(x), w), expected, np.float32, what="Fortran-order x")
+    assert_close(ops.linear(x.tolist(), w), expected, np.float64, tol=dict(rtol=1e-6, atol=1e-6),
+                 what="a nested list: float64, as NumPy makes it")
+    assert_close(ops.linear(x.astype(np.float64), w), expected, np.float64, tol=dict(rtol=1e-6, atol=1e-6),
+                 what="mixed dtypes: x's")
+    dx, dw, db = ops.linear_backward(g[::-1], x[::-1], w)  # reversed views: copied
+    assert_close(dw, g.T.astype(np.float64) @ x, np.float32, what="dw")
+    assert_close(dx, (g @ w.astype(np.float64))[::-1], np.float32, what="dx")
+    assert_close(db, g.sum(0, dtype=np.float64), np.float32, what="db")
+
+
+def test_linear_bad_input():
+    x, w = np.zeros((3, 4), np.float32), np.zeros((2, 4), np.float32)
+    with raises(ValueError, "linear", "(3, 4)", "(2, 5)"):
+        ops.linear(x, np.zeros((2, 5), np.float32))
+    with raises(ValueError, "linear", "bias", "(3,)", "(2,)"):
+        ops.linear(x, w, np.zeros(3, np.float32))
+    with raises(ValueError, "linear", "(4,)"):
+        ops.linear(np.zeros(4, np.float32), w)
+    with raises(TypeError, "linear", "x", "complex"):
+        ops.linear(np.zeros((3, 4), np.complex64), w)
+    with raises(ValueError, "linear_backward", "grad", "(3, 3)", "(3, 2)"):
+        ops.linear_backward(np.zeros((3, 3), np.float32), x, w)
+    with raises(ValueError, "linear_backward", "(3, 4)", "(2, 3)"):
+        ops.linear_backward(np.zeros((3, 2), np.float32), x, np.zeros((2, 3), np.float32))
+    with raises(TypeError, "linear_backward", "input_grad"):
+        ops.linear_backward(np.zeros((3, 2), np.float32), x, w, input_grad="yes")
+
+
 # --- reductions ------------------------------------------------------------------------
 
 REDUCE_CASES = [((0,), None), ((7,), None), ((7,), 0), ((5, 33), 0), ((5, 33), 1), ((5, 33), -1),

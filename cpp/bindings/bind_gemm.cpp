@@ -33,6 +33,42 @@ void bind_gemm(py::module_& m) {
                                               GemmActivation(activation));
     });
   });
+  // A linear layer's backward, y = a w^T (+ bias): a: (M, K), w: (N, K), g = dL/dy: (M, N).
+  // dx = g w: (M, K); dw = g^T a: (N, K); db = the column sums of g: (N,); each only
+  // when its output is given (None: not wanted). One call and one GIL release for three.
+  m.def("linear_backward", [](py::array g, py::array a, py::array w, py::object dx, py::object dw, py::object db,
+                              int64_t M, int64_t N, int64_t K) {
+    const char* op = "linear_backward";
+    checked_volume(M, N, K, op);
+    with_float_type(g, op, "g", [&](auto tag) {
+      using T = decltype(tag);
+      const T* pg = input<T>(g, op, "g");
+      const T* pa = input<T>(a, op, "a");
+      const T* pw = input<T>(w, op, "w");
+      check_size(g, M * N, op, "g");
+      check_size(a, M * K, op, "a");
+      check_size(w, N * K, op, "w");
+      py::array arrays[3];  // dx, dw, db: kept while the GIL is released
+      T* outputs[3] = {nullptr, nullptr, nullptr};
+      const py::object* given[3] = {&dx, &dw, &db};
+      const char* names[3] = {"dx", "dw", "db"};
+      const int64_t sizes[3] = {M * K, N * K, N};
+      for (int i = 0; i < 3; ++i) {
+        if (given[i]->is_none()) continue;
+        arrays[i] = as_ndarray(*given[i], op, names[i]);
+        outputs[i] = output<T>(arrays[i], op, names[i]);
+        check_size(arrays[i], sizes[i], op, names[i]);
+      }
+      T* const pdx = outputs[0];
+      T* const pdw = outputs[1];
+      T* const pdb = outputs[2];
+      py::gil_scoped_release release;
+      const auto gemm = kernels<T>().gemm.gemm;
+      if (pdx) gemm(pdx, pg, pw, M, K, N, false, false, T(1), T(0), nullptr, GemmBias::none, GemmActivation::none);
+      if (pdw) gemm(pdw, pg, pa, N, K, M, true, false, T(1), T(0), nullptr, GemmBias::none, GemmActivation::none);
+      if (pdb) kernels<T>().reduce.sum_axis(pdb, pg, 1, M, N);
+    });
+  });
 }
 
 }  // namespace bindings

@@ -69,7 +69,7 @@ def log_softmax(x, dim: int = -1):
 # --- layers ---------------------------------------------------------------------------
 
 def linear(x, weight, bias=None):
-    """x @ weight.T + bias in one GEMM call; x: (..., in), weight: (out, in)."""
+    """x @ weight.T + bias in one GEMM call, its backward in one more; x: (..., in), weight: (out, in)."""
     x, weight = _t(x), _t(weight)
     if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input has {x.shape[-1] if x.ndim else 0} features, expected {weight.shape[1]}; "
@@ -79,17 +79,18 @@ def linear(x, weight, bias=None):
     w = weight.data
     parents = (x, weight) if bias is None else (x, weight, _t(bias))
     b = None if bias is None else parents[2].data
-    y = ops.gemm(a, w, trans_b=True, bias=b)
+    if b is not None and b.shape != (w.shape[0],):
+        raise ValueError(f"linear: bias has shape {b.shape}, expected ({w.shape[0]},) for weight of shape {w.shape}")
+    y = ops.linear(a, w, b)
 
     def backward(g):
-        g2 = g.reshape(-1, w.shape[0])
-        dx = ops.gemm(g2, w).reshape(lead + (w.shape[1],)) if x.requires_grad else None
-        dw = ops.gemm(g2, a, trans_a=True) if weight.requires_grad else None
-        if bias is None:
-            return dx, dw
-        return dx, dw, ops.sum(g2, axis=0)
+        dx, dw, db = ops.linear_backward(g.reshape(-1, w.shape[0]), a, w, input_grad=x.requires_grad,
+                                         weight_grad=weight.requires_grad, bias_grad=b is not None)
+        if dx is not None:
+            dx = dx.reshape(lead + (w.shape[1],))
+        return (dx, dw) if b is None else (dx, dw, db)
 
-    return record(y.reshape(lead + (w.shape[0],)), parents, backward)
+    return record(y.reshape(lead + (w.shape[0],)) if len(lead) != 1 else y, parents, backward)
 
 
 def _conv(x, weight, bias, stride, padding, dilation, groups, forward, backward_op):

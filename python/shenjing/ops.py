@@ -34,7 +34,7 @@ __all__ = [
     "cross_entropy", "cross_entropy_backward", "cross_entropy_forward_backward", "nll_loss", "nll_loss_backward",
     "sgd_step", "adam_step",
     "sum", "mean", "sum_of_squares", "copy",
-    "gemm",
+    "gemm", "linear", "linear_backward",
     "conv2d", "conv2d_backward", "conv1d", "conv1d_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
@@ -841,6 +841,73 @@ def gemm(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1
     _core.gemm(result, a, b, M, N, K, bool(trans_a), bool(trans_b), alpha, beta, bias_arr, bias_kind,
                _ACTIVATIONS[activation], bool(_reference_kernel))
     return result
+
+
+def _plain_matrix(a) -> bool:
+    """An ndarray the kernels may take as it is, if its dtype and layout suit them (they check)."""
+    return type(a) is np.ndarray and a.ndim == 2
+
+
+def _linear_shapes(x, weight, op: str):
+    """(M, N, K) for x (M, K) and weight (N, K), after checking both are matrices that agree."""
+    if x.ndim != 2 or weight.ndim != 2 or x.shape[1] != weight.shape[1]:
+        raise ValueError(f"{op}: x must be (M, K) and weight (N, K) with the same K, got shapes {x.shape} and "
+                         f"{weight.shape}")
+    return x.shape[0], weight.shape[0], x.shape[1]
+
+
+def linear(x, weight, bias=None) -> np.ndarray:
+    """x @ weight.T + bias, a linear layer's forward: x (M, K), weight (N, K), bias (N,) or None -> (M, N)."""
+    op = "linear"
+    if _plain_matrix(x) and _plain_matrix(weight) and x.shape[1] == weight.shape[1] and (
+            bias is None or type(bias) is np.ndarray and bias.shape == (weight.shape[0],)):
+        M, N = x.shape[0], weight.shape[0]
+        out = _empty((M, N), x.dtype, op)
+        try:
+            _core.gemm(out, x, weight, M, N, x.shape[1], False, True, 1.0, 0.0, bias, 0 if bias is None else 1, 0,
+                       False)
+            return out
+        except (TypeError, ValueError):
+            pass  # a dtype or layout the kernel does not take: gemm converts it, or says what is wrong
+    x = _float_array(x, op, "x")
+    weight = _float_array(weight, op, "weight", x.dtype)
+    M, N, K = _linear_shapes(x, weight, op)
+    if bias is not None:
+        bias = _float_array(bias, op, "bias", x.dtype)
+        if bias.shape != (N,):
+            raise ValueError(f"{op}: bias has shape {bias.shape}, expected ({N},) for weight of shape {weight.shape}")
+    return gemm(x, weight, trans_b=True, bias=bias)
+
+
+def linear_backward(grad, x, weight, *, input_grad: bool = True, weight_grad: bool = True, bias_grad: bool = True):
+    """(dx, dw, db) of y = x @ weight.T + bias for grad = dL/dy (M, N), x (M, K), weight (N, K):
+    dx = grad @ weight, dw = grad.T @ x, db = grad summed over rows; each None unless asked for.
+    One C++ call for all three."""
+    op = "linear_backward"
+    if _plain_matrix(grad) and _plain_matrix(x) and _plain_matrix(weight) and x.shape[1] == weight.shape[1] \
+            and grad.shape == (x.shape[0], weight.shape[0]) and type(input_grad) is bool \
+            and type(weight_grad) is bool and type(bias_grad) is bool:
+        (M, K), N = x.shape, weight.shape[0]
+        dtype = grad.dtype
+        dx = _empty((M, K), dtype, op) if input_grad else None
+        dw = _empty((N, K), dtype, op) if weight_grad else None
+        db = _empty((N,), dtype, op) if bias_grad else None
+        try:
+            _core.linear_backward(grad, x, weight, dx, dw, db, M, N, K)
+            return dx, dw, db
+        except (TypeError, ValueError):
+            pass  # (the outputs are new arrays) the checks below convert, or say what is wrong
+    input_grad, weight_grad = _flag(input_grad, op, "input_grad"), _flag(weight_grad, op, "weight_grad")
+    bias_grad = _flag(bias_grad, op, "bias_grad")
+    grad = _float_array(grad, op, "grad")
+    x = _float_array(x, op, "x", grad.dtype)
+    weight = _float_array(weight, op, "weight", grad.dtype)
+    M, N, K = _linear_shapes(x, weight, op)
+    if grad.shape != (M, N):
+        raise ValueError(f"{op}: grad has shape {grad.shape}, expected ({M}, {N}) for x {x.shape} and weight "
+                         f"{weight.shape}")
+    return (gemm(grad, weight) if input_grad else None, gemm(grad, x, trans_a=True) if weight_grad else None,
+            _sum(grad, 0, False, op)[0] if bias_grad else None)
 
 
 # --- convolution ---------------------------------------------------------------------
