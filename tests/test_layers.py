@@ -182,6 +182,34 @@ def test_optimizer_validation():
         optim.Adam([])
 
 
+@pytest.mark.parametrize("make", [lambda p: optim.SGD(p, lr=0.1, momentum=0.9), lambda p: optim.Adam(p, lr=0.1),
+                                  lambda p: optim.AdamW(p, lr=0.1, amsgrad=True)], ids=["SGD", "Adam", "AdamW"])
+def test_optimizer_step_takes_odd_gradients_or_names_them(make):
+    """A step calls the kernel straight away on plain gradients; anything else goes through
+    ops' checks: converted when it can be (same update), refused by name when not."""
+    plain, odd = nn.Linear(3, 2), nn.Linear(3, 2)
+    odd.load_state_dict(plain.state_dict())
+    opt_plain, opt_odd = make(plain.parameters()), make(odd.parameters())
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        grads = [rng.standard_normal(p.shape).astype(np.float32) for p in plain.parameters()]
+        for p, g in zip(plain.parameters(), grads):
+            p.grad = g
+        for p, g in zip(odd.parameters(), grads):
+            p.grad = np.asfortranarray(g.astype(np.float64)) if g.ndim == 2 else g.tolist()
+        opt_plain.step()
+        opt_odd.step()
+    for a, b in zip(plain.parameters(), odd.parameters()):
+        np.testing.assert_allclose(b.data, a.data, rtol=1e-6, atol=1e-7)
+    odd.weight.grad = np.zeros((3, 2), np.float32)  # the right size, the wrong shape
+    with raises(ValueError, "grads[0]", "(3, 2)", "(2, 3)"):
+        opt_odd.step()
+    odd.weight.grad = np.zeros((2, 3), np.float32)
+    opt_odd.param_groups[0]["lr"] = -1.0  # set by hand, past the constructor's checks
+    with raises(ValueError, "learning rate", "-1"):
+        opt_odd.step()
+
+
 def test_parameter_groups_and_schedulers():
     a, b = nn.Linear(2, 2), nn.Linear(2, 2)
     opt = optim.SGD([{"params": a.parameters()}, {"params": b.parameters(), "lr": 0.5}], lr=0.1)

@@ -843,9 +843,10 @@ def gemm(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1
     return result
 
 
-def _plain_matrix(a) -> bool:
-    """An ndarray the kernels may take as it is, if its dtype and layout suit them (they check)."""
-    return type(a) is np.ndarray and a.ndim == 2
+def _plain_matrix(a, dtype) -> bool:
+    """A C-contiguous float matrix of ``dtype``: what the kernels take as it is (they check again).
+    (Asked first, so that other input goes to the converting checks without a failed call.)"""
+    return type(a) is np.ndarray and a.ndim == 2 and a.dtype == dtype and a.flags.c_contiguous
 
 
 def _linear_shapes(x, weight, op: str):
@@ -859,7 +860,8 @@ def _linear_shapes(x, weight, op: str):
 def linear(x, weight, bias=None) -> np.ndarray:
     """x @ weight.T + bias, a linear layer's forward: x (M, K), weight (N, K), bias (N,) or None -> (M, N)."""
     op = "linear"
-    if _plain_matrix(x) and _plain_matrix(weight) and x.shape[1] == weight.shape[1] and (
+    if type(x) is np.ndarray and x.dtype in _FLOAT_TYPES and _plain_matrix(x, x.dtype) \
+            and _plain_matrix(weight, x.dtype) and x.shape[1] == weight.shape[1] and (
             bias is None or type(bias) is np.ndarray and bias.shape == (weight.shape[0],)):
         M, N = x.shape[0], weight.shape[0]
         out = _empty((M, N), x.dtype, op)
@@ -884,7 +886,8 @@ def linear_backward(grad, x, weight, *, input_grad: bool = True, weight_grad: bo
     dx = grad @ weight, dw = grad.T @ x, db = grad summed over rows; each None unless asked for.
     One C++ call for all three."""
     op = "linear_backward"
-    if _plain_matrix(grad) and _plain_matrix(x) and _plain_matrix(weight) and x.shape[1] == weight.shape[1] \
+    if type(grad) is np.ndarray and grad.dtype in _FLOAT_TYPES and _plain_matrix(grad, grad.dtype) \
+            and _plain_matrix(x, grad.dtype) and _plain_matrix(weight, grad.dtype) and x.shape[1] == weight.shape[1] \
             and grad.shape == (x.shape[0], weight.shape[0]) and type(input_grad) is bool \
             and type(weight_grad) is bool and type(bias_grad) is bool:
         (M, K), N = x.shape, weight.shape[0]

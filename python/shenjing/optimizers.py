@@ -9,11 +9,19 @@ from typing import Iterable
 
 import numpy as np
 
-from . import ops
+from . import _core, ops
 from .ops import _flag, _real, _short
 from .tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_", "lr_scheduler"]
+
+
+def _plain_rates(*values) -> bool:
+    """Finite floats >= 0, as _validate leaves them: the step may skip ops' checks and call the kernel."""
+    for v in values:
+        if type(v) is not float or not 0.0 <= v < math.inf:
+            return False
+    return True
 
 
 class Optimizer:
@@ -124,22 +132,40 @@ class SGD(Optimizer):
 
     def step(self):
         for group in self.param_groups:
-            params = self._with_grads(group)
+            momentum = group["momentum"]
+            params, grads, buffers, firsts = [], [], [], []
+            plain = True  # every gradient an ndarray of its parameter's shape
+            for p in group["params"]:
+                grad = p.grad
+                if grad is None:
+                    continue
+                data = p.data
+                state = self.state.setdefault(id(p), {})
+                first = momentum != 0 and "momentum_buffer" not in state
+                if first:
+                    state["momentum_buffer"] = np.zeros_like(data)
+                params.append(data)
+                grads.append(grad)
+                buffers.append(state.get("momentum_buffer"))
+                firsts.append(first)
+                if type(grad) is not np.ndarray or grad.shape != data.shape:
+                    plain = False
             if not params:
                 continue
-            buffers, firsts = [], []
-            for p in params:
-                state = self.state.setdefault(id(p), {})
-                if group["momentum"] != 0 and "momentum_buffer" not in state:
-                    state["momentum_buffer"] = np.zeros_like(p.data)
-                    firsts.append(True)
-                else:
-                    firsts.append(False)
-                buffers.append(state.get("momentum_buffer"))
-            ops.sgd_step([p.data for p in params], [p.grad for p in params],
-                         buffers if group["momentum"] != 0 else None, lr=group["lr"], momentum=group["momentum"],
-                         dampening=group["dampening"], nesterov=group["nesterov"],
-                         weight_decay=group["weight_decay"], maximize=group["maximize"], first_step=firsts)
+            lr, dampening, weight_decay = group["lr"], group["dampening"], group["weight_decay"]
+            nesterov, maximize = group["nesterov"], group["maximize"]
+            if plain and _plain_rates(lr, momentum, weight_decay) and type(dampening) is float \
+                    and dampening == dampening and type(nesterov) is bool and type(maximize) is bool \
+                    and (not nesterov or momentum > 0 and dampening == 0):
+                try:  # (validated at construction) the kernel checks the arrays before it writes anything
+                    _core.sgd_step(params, grads, buffers if momentum != 0 else [None] * len(params), firsts, lr,
+                                   momentum, dampening, weight_decay, nesterov, maximize)
+                    continue
+                except (TypeError, ValueError):
+                    pass  # ops.sgd_step converts what it can, or names the problem
+            ops.sgd_step(params, grads, buffers if momentum != 0 else None, lr=lr, momentum=momentum,
+                         dampening=dampening, nesterov=nesterov, weight_decay=weight_decay, maximize=maximize,
+                         first_step=firsts)
 
 
 class Adam(Optimizer):
@@ -169,23 +195,45 @@ class Adam(Optimizer):
 
     def step(self):
         for group in self.param_groups:
-            params = self._with_grads(group)
+            amsgrad = group["amsgrad"]
+            params, grads, exp_avgs, exp_avg_sqs, maxes, steps = [], [], [], [], [], []
+            plain = True  # every gradient an ndarray of its parameter's shape
+            for p in group["params"]:
+                grad = p.grad
+                if grad is None:
+                    continue
+                data = p.data
+                state = self.state.get(id(p))
+                if not state:
+                    state = self.state[id(p)] = {"step": 0, "exp_avg": np.zeros_like(data),
+                                                 "exp_avg_sq": np.zeros_like(data)}
+                if amsgrad and "max_exp_avg_sq" not in state:
+                    state["max_exp_avg_sq"] = np.zeros_like(data)
+                state["step"] += 1
+                params.append(data)
+                grads.append(grad)
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                if amsgrad:
+                    maxes.append(state["max_exp_avg_sq"])
+                steps.append(state["step"])
+                if type(grad) is not np.ndarray or grad.shape != data.shape:
+                    plain = False
             if not params:
                 continue
-            states = []
-            for p in params:
-                state = self.state.setdefault(id(p), {})
-                if not state:
-                    state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
-                    if group["amsgrad"]:
-                        state["max_exp_avg_sq"] = np.zeros_like(p.data)
-                state["step"] += 1
-                states.append(state)
-            ops.adam_step([p.data for p in params], [p.grad for p in params], [s["exp_avg"] for s in states],
-                          [s["exp_avg_sq"] for s in states],
-                          [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else None,
-                          step=[s["step"] for s in states], lr=group["lr"], betas=group["betas"], eps=group["eps"],
-                          weight_decay=group["weight_decay"], amsgrad=group["amsgrad"], maximize=group["maximize"],
+            lr, eps, weight_decay, betas = group["lr"], group["eps"], group["weight_decay"], group["betas"]
+            maximize = group["maximize"]
+            if plain and _plain_rates(lr, eps, weight_decay) and type(betas) is tuple and len(betas) == 2 \
+                    and _plain_rates(*betas) and betas[0] < 1.0 and betas[1] < 1.0 \
+                    and type(amsgrad) is bool and type(maximize) is bool:
+                try:  # (validated at construction) the kernel checks the arrays before it writes anything
+                    _core.adam_step(params, grads, exp_avgs, exp_avg_sqs, maxes if amsgrad else None, steps, lr,
+                                    betas[0], betas[1], eps, weight_decay, amsgrad, maximize, self.decoupled)
+                    continue
+                except (TypeError, ValueError):
+                    pass  # ops.adam_step converts what it can, or names the problem
+            ops.adam_step(params, grads, exp_avgs, exp_avg_sqs, maxes if amsgrad else None, step=steps, lr=lr,
+                          betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
                           decoupled_weight_decay=self.decoupled)
 
 

@@ -21,22 +21,28 @@ struct Piece {
   int64_t tensor, begin, end;
 };
 
+// Pieces of at most kStepChunk elements, smaller when the whole list is small (about
+// four per thread, in whole cache lines) so that a net of a few small tensors is shared
+// evenly: a step costs ~2.3 cycles an element, so 10k parameters are worth two threads.
 template <class Tensor> std::vector<Piece> cut_into_pieces(const Tensor* tensors, int64_t count, int64_t* total) {
-  std::vector<Piece> pieces;
   *total = 0;
-  for (int64_t t = 0; t < count; ++t) {
-    for (int64_t b = 0; b < tensors[t].n; b += kStepChunk)
-      pieces.push_back({t, b, b + kStepChunk < tensors[t].n ? b + kStepChunk : tensors[t].n});
-    *total += tensors[t].n;
-  }
+  for (int64_t t = 0; t < count; ++t) *total += tensors[t].n;
+  constexpr int64_t kLine = 16;
+  int64_t chunk = ceil_div(ceil_div(*total, 4 * int64_t(thread_count())), kLine) * kLine;
+  chunk = chunk < 4096 ? 4096 : (chunk > kStepChunk ? kStepChunk : chunk);
+  std::vector<Piece> pieces;
+  for (int64_t t = 0; t < count; ++t)
+    for (int64_t b = 0; b < tensors[t].n; b += chunk)
+      pieces.push_back({t, b, b + chunk < tensors[t].n ? b + chunk : tensors[t].n});
   return pieces;
 }
 
-// f(piece) over all pieces, in parallel when the whole list is large enough
+// f(piece) over all pieces, in parallel when the whole list is large enough; taken one
+// at a time, so that a thread that starts late takes fewer
 template <class F> void for_pieces(const std::vector<Piece>& pieces, int64_t total, F f) {
   const int64_t n = int64_t(pieces.size());
   const bool parallel = n > 1 && total * 8 >= kParallelMinWork;
-#pragma omp parallel for schedule(static) if (parallel) num_threads(thread_count())
+#pragma omp parallel for schedule(dynamic, 1) if (parallel) num_threads(thread_count())
   for (int64_t i = 0; i < n; ++i) f(pieces[i]);
 }
 
