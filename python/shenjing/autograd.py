@@ -105,7 +105,12 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
 
 def record(data: np.ndarray, parents: Sequence, backward: Callable[[np.ndarray], Sequence[Optional[np.ndarray]]]):
     """The output Tensor of an op: tracked when grad is enabled and a parent needs a gradient."""
-    needs = getattr(_state, "enabled", True) and any(p.requires_grad for p in parents)
+    needs = False
+    if getattr(_state, "enabled", True):
+        for p in parents:  # (a loop: any() over a generator costs a frame and its closing)
+            if p.requires_grad:
+                needs = True
+                break
     if getattr(_state, "anomaly", False):
         _check_finite(data, [p.data for p in parents], backward, "forward")
     Tensor = _tensor_class()
