@@ -40,6 +40,10 @@ CASES = [
     ((2, 4, 6, 40), (6, 2, 3, 3), dict(groups=2, padding=1)),
     ((2, 3, 9, 30), (4, 3, 3, 3), dict(dilation=2, padding=(1, 2))),
     ((1, 3, 20, 33), (4, 3, 3, 2), dict(padding=(0, 1))),
+    # output rows shorter than a vector over enough pixels for panels: gathered columns,
+    # with taps in the padding, a width stride and dilation, and a partial last panel
+    ((2, 3, 13, 11), (4, 3, 3, 3), dict(stride=(1, 2), padding=(2, 1), dilation=(1, 2))),
+    ((3, 32, 12, 12), (16, 32, 5, 5), dict()),                         # LeNet conv2's geometry
 ]
 
 

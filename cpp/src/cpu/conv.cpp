@@ -129,6 +129,20 @@ template <class T> inline void copy_run(T* out, const T* in, int64_t length) {
   std::memcpy(out, in, sizeof(T) * size_t(length));
 }
 
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+// A row for the lanes past a panel's columns: below the image whatever the tap adds.
+constexpr int32_t kNoRow = -(1 << 30);
+
+// Whether a channel's offsets, a window corner plus a tap, and the row marker above all
+// stay in int32 (the gathers index a channel with 32-bit lanes).
+inline bool gather_offsets_fit(const ConvShape& c) {
+  constexpr int64_t kLimit = int64_t(1) << 28;
+  return c.H * c.W < kLimit && c.H < kLimit && c.W < kLimit && (c.KH - 1) * c.dh < kLimit &&
+         (c.KW - 1) * c.dw < kLimit && (c.OH - 1) * c.sh + c.ph < kLimit && (c.OW - 1) * c.sw + c.pw < kLimit &&
+         c.ph < kLimit && c.pw < kLimit;
+}
+#endif
+
 // op(B) = col of one (sample, group): (Kc, P), k = (c, kh, kw), j = (oh, ow)
 template <class T> struct ImageColumnsB : gemm_detail::PackedOperand<T> {
   const T* x;  // (Cg, H, W)
@@ -138,6 +152,11 @@ template <class T> struct ImageColumnsB : gemm_detail::PackedOperand<T> {
   void pack(T* dst, int64_t k0, int64_t kc, int64_t j0, int64_t n) const {
     constexpr int64_t NR = GemmBlocking<T>::NV * Simd<T>::lanes;
     const ConvShape& c = *s;
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+    if constexpr (sizeof(T) == 4 && NR == 32) {
+      if (c.OW < 16 && gather_offsets_fit(c)) return pack_gathered(dst, k0, kc, j0, n);
+    }
+#endif
     int64_t run_start[NR], run_length[NR], run_ih[NR], run_iw[NR], runs = 0;
     for (int64_t j = 0; j < n;) {
       const int64_t p = j0 + j, oh = p / c.OW, ow = p % c.OW;
@@ -183,6 +202,49 @@ template <class T> struct ImageColumnsB : gemm_detail::PackedOperand<T> {
       }
     }
   }
+
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  // Output rows shorter than a vector (8 pixels under a 5x5 kernel) cut each panel row
+  // into several runs, and copying them one by one cost as much as the products. Here
+  // each lane keeps its output pixel's window corner, and a panel row is two masked
+  // gathers at that corner plus the tap's offset (lanes whose tap falls in the padding,
+  // or past the panel's n columns, read nothing and hold 0).
+  void pack_gathered(float* dst, int64_t k0, int64_t kc, int64_t j0, int64_t n) const {
+    const ConvShape& c = *s;
+    alignas(64) int32_t corner_h[32], corner_w[32];
+    for (int64_t j = 0; j < 32; ++j) {
+      const int64_t p = j0 + j, oh = p / c.OW, ow = p % c.OW;
+      corner_h[j] = j < n ? int32_t(oh * c.sh - c.ph) : kNoRow;
+      corner_w[j] = j < n ? int32_t(ow * c.sw - c.pw) : 0;
+    }
+    __m512i ih0[2], iw0[2], offset0[2];
+    const __m512i width = _mm512_set1_epi32(int32_t(c.W)), height = _mm512_set1_epi32(int32_t(c.H));
+    for (int v = 0; v < 2; ++v) {
+      ih0[v] = _mm512_load_si512(corner_h + 16 * v);
+      iw0[v] = _mm512_load_si512(corner_w + 16 * v);
+      offset0[v] = _mm512_add_epi32(_mm512_mullo_epi32(ih0[v], width), iw0[v]);
+    }
+    const int64_t taps = c.KH * c.KW;
+    int64_t ch = k0 / taps, kh = (k0 % taps) / c.KW, kw = k0 % c.KW;
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* xc = x + ch * c.H * c.W;
+      const __m512i dh = _mm512_set1_epi32(int32_t(kh * c.dh)), dw = _mm512_set1_epi32(int32_t(kw * c.dw));
+      const __m512i shift = _mm512_set1_epi32(int32_t(kh * c.dh * c.W + kw * c.dw));
+      for (int v = 0; v < 2; ++v) {
+        // unsigned compares: a negative row or column is past the image too
+        const __mmask16 inside = _mm512_cmplt_epu32_mask(_mm512_add_epi32(ih0[v], dh), height) &
+                                 _mm512_cmplt_epu32_mask(_mm512_add_epi32(iw0[v], dw), width);
+        const __m512 values = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), inside,
+                                                       _mm512_add_epi32(offset0[v], shift), xc, 4);
+        _mm512_storeu_ps(dst + k * 32 + 16 * v, values);
+      }
+      if (++kw == c.KW) {
+        kw = 0;
+        if (++kh == c.KH) kh = 0, ++ch;
+      }
+    }
+  }
+#endif
 };
 
 // op(A) = col over S consecutive samples: (Kc, S P), row q = (c, kh, kw),
