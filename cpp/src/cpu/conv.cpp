@@ -59,8 +59,18 @@ inline void valid_range(int64_t offset, int64_t stride, int64_t size, int64_t co
   *hi = h > l ? h : l;
 }
 
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+constexpr int64_t kMaxGatheredTaps = 64;  // kernel widths col2im_rows takes (wider ones scatter)
+void col2im_rows(float* dx, const float* col, const ConvShape& s, int64_t Cg);
+#endif
+
 // dx: (Cg, H, W) += the columns col (Kc, P) scattered back (the adjoint of im2col)
 template <class T> void col2im_add(T* dx, const T* col, const ConvShape& s, int64_t Cg) {
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  if constexpr (sizeof(T) == 4) {
+    if (s.sw == 1 && s.KW <= kMaxGatheredTaps) return col2im_rows(dx, col, s, Cg);
+  }
+#endif
   const int64_t P = s.OH * s.OW;
   for (int64_t c = 0; c < Cg; ++c) {
     T* dxc = dx + c * s.H * s.W;
@@ -92,6 +102,59 @@ inline __mmask16 lanes_between(int64_t a, int64_t b) {
   a = a < 0 ? 0 : (a > 16 ? 16 : a);
   b = b < 0 ? 0 : (b > 16 ? 16 : b);
   return __mmask16(a >= b ? 0u : (((1u << b) - 1u) & ~((1u << a) - 1u)));
+}
+#endif
+
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+// col2im_add for width stride 1, gathered by output instead of scattered: each 16 pixels
+// of a dx row add up every tap that reaches them, (kh, kw) -> column row (c, kh, kw),
+// output row ih + ph - kh dh, the 16 columns shifted by kw dw - pw (a masked load: lanes
+// whose output column is off the grid read nothing), and are stored once. The scatter
+// added each tap's run into dx in turn, so every add waited for the previous one's store
+// to the same pixels (a fifth of LeNet conv2's backward).
+void col2im_rows(float* dx, const float* col, const ConvShape& s, int64_t Cg) {
+  const int64_t P = s.OH * s.OW;
+  __mmask16 valid[kMaxGatheredTaps];  // per kw, for one 16-column chunk of dx rows
+  int64_t shift[kMaxGatheredTaps];    // lane l of tap kw reads output column shift[kw] + l
+  for (int64_t iw0 = 0; iw0 < s.W; iw0 += 16) {
+    for (int64_t kw = 0; kw < s.KW; ++kw) {
+      shift[kw] = iw0 + s.pw - kw * s.dw;
+      valid[kw] = lanes_between(-shift[kw], s.OW - shift[kw]);
+    }
+    const __mmask16 row = lanes_between(0, s.W - iw0);
+    for (int64_t c = 0; c < Cg; ++c) {
+      const float* col_c = col + c * s.KH * s.KW * P;
+      for (int64_t ih = 0; ih < s.H; ++ih) {
+        // four sums, taps dealt in turn: one chain of 25 dependent adds was the bound
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t kh = 0; kh < s.KH; ++kh) {
+          int64_t oh = ih + s.ph - kh * s.dh;  // the output row whose window row kh is ih
+          if (s.sh != 1) {                      // (stride sh: only rows it divides)
+            if (oh < 0 || oh % s.sh != 0) continue;
+            oh /= s.sh;
+          }
+          if (oh < 0 || oh >= s.OH) continue;
+          const float* taps = col_c + kh * s.KW * P + oh * s.OW;  // tap kw's row: taps + kw P
+          auto tap = [&](int64_t kw) { return _mm512_maskz_loadu_ps(valid[kw], taps + kw * P + shift[kw]); };
+          int64_t kw = 0;
+          for (; kw + 4 <= s.KW; kw += 4) {
+            a0 = _mm512_add_ps(a0, tap(kw));
+            a1 = _mm512_add_ps(a1, tap(kw + 1));
+            a2 = _mm512_add_ps(a2, tap(kw + 2));
+            a3 = _mm512_add_ps(a3, tap(kw + 3));
+          }
+          if (kw < s.KW) a0 = _mm512_add_ps(a0, tap(kw));
+          if (kw + 1 < s.KW) a1 = _mm512_add_ps(a1, tap(kw + 1));
+          if (kw + 2 < s.KW) a2 = _mm512_add_ps(a2, tap(kw + 2));
+          __m512 t = a0;  // rotate, so that the next row's first taps go to other sums
+          a0 = a1, a1 = a2, a2 = a3, a3 = t;
+        }
+        float* out = dx + c * s.H * s.W + ih * s.W + iw0;
+        const __m512 total = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+        _mm512_mask_storeu_ps(out, row, _mm512_add_ps(total, _mm512_maskz_loadu_ps(row, out)));
+      }
+    }
+  }
 }
 #endif
 
