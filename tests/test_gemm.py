@@ -22,7 +22,10 @@ SIZES = [(0, 3, 4), (3, 0, 4), (3, 4, 0), (1, 1, 1), (7, 5, 3), (17, 1, 9), (1, 
          # fewer panels than threads: the rows are split
          (150, 20, 600),
          # narrow outputs computed as their transpose (N <= 16, M >= 64)
-         (100, 16, 50), (70, 3, 33)]
+         (100, 16, 50), (70, 3, 33),
+         # narrow outputs as dot products along k (N <= 12): an odd row, one row, a k tail,
+         # row tasks on both threads
+         (33, 12, 100), (1, 5, 40), (200, 11, 64)]
 
 
 def _operands(rng, M, N, K, ta, tb, dtype):
@@ -68,11 +71,12 @@ def test_gemm_never_reads_c_when_beta_is_zero(rng):
     np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
 
 
-def test_gemm_in_place_on_c(rng):
-    a, b = _operands(rng, 9, 10, 11, False, False, np.float32)
-    c = rng.standard_normal((9, 10)).astype(np.float32)
-    expected = a.astype(np.float64) @ b + 2 * c
-    result = ops.gemm(a, b, beta=2.0, c=c, out=c)
+@pytest.mark.parametrize("M,N,K", [(9, 10, 11), (41, 10, 70)], ids=str)
+def test_gemm_in_place_on_c(rng, M, N, K):
+    a, b = _operands(rng, M, N, K, False, False, np.float32)
+    c = rng.standard_normal((M, N)).astype(np.float32)
+    expected = 0.5 * (a.astype(np.float64) @ b) + 2 * c
+    result = ops.gemm(a, b, alpha=0.5, beta=2.0, c=c, out=c)
     assert result is c
     np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)
 

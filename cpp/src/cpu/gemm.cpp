@@ -3,6 +3,11 @@
 // hold it to.
 #include "shenjing/gemm.h"
 
+#include <array>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
 #include "shenjing/dispatch.h"
 #include "shenjing/gemm_driver.h"
 #include "shenjing/gemm_internal.h"
@@ -78,10 +83,131 @@ bool gemm_narrow(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, 
   return true;
 }
 
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+// --- narrow products from rows of A: dot products along k -------------------------
+// C (M, N <= 12) with A row-major (M, K): C[i, j] = A[i, :] . B^T[j, :]. Both operands
+// are read along k as they lie (B^T: b itself when trans_b, else a small transposed
+// copy), so nothing of A is packed, and every FMA uses all 16 lanes; the 16 partial
+// sums per output are added up once per row. (The C^T form packed A by transposes, a
+// third of its time on 128x10x256, and the broadcast kernel used 10 lanes of 16.)
+
+// s[j] = the sum of the lanes of v[j], j < 16: a tree of in-lane then cross-lane
+// shuffles (15 adds for 16 sums, where one reduction each takes 4).
+inline __m512 lane_sums16(const __m512* v) {
+  __m512 w[8], x[4], y[2];
+  for (int i = 0; i < 8; ++i)  // [a0+a2, b0+b2, a1+a3, b1+b3] per 128-bit lane, a, b = v[2i], v[2i+1]
+    w[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 4; ++i)  // [v4i, v4i+1, v4i+2, v4i+3] partial sums per 128-bit lane
+    x[i] = _mm512_add_ps(_mm512_shuffle_ps(w[2 * i], w[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(w[2 * i], w[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  for (int i = 0; i < 2; ++i)  // 128-bit lanes added in pairs
+    y[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// R rows of C from row i: NJ (= N) outputs each. bt: (N, K), row stride ldb.
+template <int NJ, int R>
+inline void narrow_row_block(float* c, const float* a, const float* bt, int64_t ldb, int64_t i, int64_t N, int64_t K,
+                             float alpha, float beta) {
+  __m512 acc[R][16];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j) acc[r][j] = _mm512_setzero_ps();
+  const float* ar = a + i * K;
+  for (int64_t k = 0; k < K; k += 16) {
+    const __mmask16 lanes = K - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - k)) - 1u);
+    __m512 av[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) av[r] = _mm512_maskz_loadu_ps(lanes, ar + r * K + k);
+#pragma GCC unroll 16
+    for (int j = 0; j < NJ; ++j) {
+      const __m512 bj = _mm512_maskz_loadu_ps(lanes, bt + j * ldb + k);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r][j] = _mm512_fmadd_ps(av[r], bj, acc[r][j]);
+    }
+  }
+  const __mmask16 out_lanes = __mmask16((1u << N) - 1u);
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    float* cr = c + (i + r) * N;
+    __m512 sums = _mm512_mul_ps(lane_sums16(acc[r]), _mm512_set1_ps(alpha));
+    if (beta != 0.0f) sums = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(out_lanes, cr), sums);
+    _mm512_mask_storeu_ps(cr, out_lanes, sums);
+  }
+}
+
+// Rows [i0, i1) of C, R rows at a time
+template <int NJ, int R>
+void narrow_rows(float* c, const float* a, const float* bt, int64_t ldb, int64_t i0, int64_t i1, int64_t N, int64_t K,
+                 float alpha, float beta) {
+  int64_t i = i0;
+  for (; i + R <= i1; i += R) narrow_row_block<NJ, R>(c, a, bt, ldb, i, N, K, alpha, beta);
+  for (; i < i1; ++i) narrow_row_block<NJ, 1>(c, a, bt, ldb, i, N, K, alpha, beta);
+}
+
+constexpr int kMaxNarrowRowsN = 12;
+
+using NarrowRows = void (*)(float*, const float*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float, float);
+
+// two rows a step: their 2 NJ sums, the two rows and a B^T row fit in the 32 registers
+template <int NJ> constexpr NarrowRows narrow_kernel() { return narrow_rows<NJ, 2>; }
+
+template <int... NJ> constexpr std::array<NarrowRows, sizeof...(NJ)> narrow_kernels(std::integer_sequence<int, NJ...>) {
+  return {narrow_kernel<NJ + 1>()...};
+}
+
+bool gemm_narrow_rows(float* c, const float* a, const float* b, int64_t M, int64_t N, int64_t K, bool trans_a,
+                      bool trans_b, float alpha, float beta, const float* bias, GemmBias bias_kind,
+                      GemmActivation activation, int threads) {
+  // rows of A along k (not transposed); at most 12 outputs (from 13 the broadcast kernel
+  // uses enough of its lanes: 128x16x128 took 1.15x the time here); k long enough to fill
+  // the lanes (a short k leaves them idle)
+  if (trans_a || N > kMaxNarrowRowsN || N == 0 || M == 0 || K < 32) return false;
+  static constexpr auto kernels = narrow_kernels(std::make_integer_sequence<int, kMaxNarrowRowsN>{});
+  static thread_local std::vector<float> bt_buffer;
+  const float* bt = b;  // B^T: (N, K), row stride ldb
+  int64_t ldb = K;
+  if (!trans_b) {  // b: (K, N) -> its transpose, N rows of K, gathered 16 k at a time
+    float* t = scratch(bt_buffer, size_t(N * K));
+    const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                            _mm512_set1_epi32(int32_t(N)));
+    for (int64_t k = 0; k < K; k += 16) {
+      const __mmask16 lanes = K - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - k)) - 1u);
+      for (int64_t j = 0; j < N; ++j)
+        _mm512_mask_storeu_ps(t + j * K + k, lanes,
+                              _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, rows, b + k * N + j, 4));
+    }
+    bt = t;
+  }
+  const NarrowRows kernel = kernels[size_t(N - 1)];
+  // tasks of 32 rows (16 for a short M, so that both threads get some), parallel from
+  // about 0.3 MFLOP: 128x10x256 took 9.7 us on one thread, 6 on two
+  const int64_t rows_per_task = M >= 64 * threads ? 32 : 16;
+  const int64_t tasks = ceil_div(M, rows_per_task);
+  const bool parallel = threads > 1 && tasks > 1 && 2.0 * double(M) * double(N) * double(K) >= 8.0 * kParallelMinWork;
+#pragma omp parallel for schedule(static) if (parallel) num_threads(threads)
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t i0 = t * rows_per_task, i1 = i0 + rows_per_task < M ? i0 + rows_per_task : M;
+    kernel(c, a, bt, ldb, i0, i1, N, K, alpha, beta);
+    const Epilogue ep{bias_kind, activation};
+    if (ep.needed()) epilogue_tile(c + i0 * N, N, i0, 0, i1 - i0, N, bias, ep);
+  }
+  return true;
+}
+#endif
+
 template <class T>
 void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b, T alpha,
           T beta, const T* bias, GemmBias bias_kind, GemmActivation activation) {
   const int threads = thread_count();
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  if constexpr (sizeof(T) == 4) {
+    if (gemm_narrow_rows(c, a, b, M, N, K, trans_a, trans_b, alpha, beta, bias, bias_kind, activation, threads)) return;
+  }
+#endif
   if (gemm_narrow(c, a, b, M, N, K, trans_a, trans_b, alpha, beta, bias, bias_kind, activation, threads)) return;
   gemm_blocked(c, a, b, M, N, K, trans_a, trans_b, alpha, beta, bias, bias_kind, activation, threads);
 }
