@@ -44,6 +44,10 @@ CASES = [
     # with taps in the padding, a width stride and dilation, and a partial last panel
     ((2, 3, 13, 11), (4, 3, 3, 3), dict(stride=(1, 2), padding=(2, 1), dilation=(1, 2))),
     ((3, 32, 12, 12), (16, 32, 5, 5), dict()),                         # LeNet conv2's geometry
+    # 8-pixel output rows as pairs of window rows: padded, strided and dilated, a partial panel
+    ((2, 3, 8, 8), (4, 3, 3, 3), dict(padding=1)),
+    ((2, 2, 17, 10), (3, 2, 3, 3), dict(stride=(2, 1), padding=1, dilation=2)),
+    ((1, 2, 7, 10), (3, 2, 3, 3), dict()),
     # the input gradient summed by dx rows (width stride 1) under a height stride, with
     # dilation and padding, on rows longer than a vector
     ((2, 3, 11, 21), (4, 3, 3, 3), dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1))),

@@ -217,6 +217,7 @@ template <class T> struct ImageColumnsB : gemm_detail::PackedOperand<T> {
     const ConvShape& c = *s;
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
     if constexpr (sizeof(T) == 4 && NR == 32) {
+      if (c.OW == 8 && c.sw == 1 && 7 + (c.KW - 1) * c.dw < 16) return pack_row_pairs(dst, k0, kc, j0, n);
       if (c.OW < 16 && gather_offsets_fit(c)) return pack_gathered(dst, k0, kc, j0, n);
     }
 #endif
@@ -267,6 +268,46 @@ template <class T> struct ImageColumnsB : gemm_detail::PackedOperand<T> {
   }
 
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  // Output rows of 8 pixels, width stride 1, a window row within 16 lanes (LeNet conv2:
+  // 12x12 under 5x5; 8x8 under 3x3, padded): each 16 columns of a panel are two output
+  // rows, and for one (channel, kernel row) the window rows they read are two input
+  // rows, loaded once (masked to the image, so the padding is 0). Every tap kw of that
+  // kernel row is then one two-source permute of the pair: lanes 0-7 from the first row
+  // at kw dw + ow, 8-15 from the second. (The gathers took 16 cycles a vector.)
+  void pack_row_pairs(float* dst, int64_t k0, int64_t kc, int64_t j0, int64_t n) const {
+    const ConvShape& c = *s;
+    int64_t ih0[4];  // window top row of each output row of the panel (a row past n: none)
+    for (int64_t q = 0; q < 4; ++q) ih0[q] = 8 * q < n ? ((j0 + 8 * q) / 8) * c.sh - c.ph : kNoRow;
+    const __mmask16 inside = lanes_between(c.pw, c.pw + c.W);  // lane t: input column t - pw
+    const __mmask16 live[2] = {lanes_between(0, n), lanes_between(0, n - 16)};
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    // lane l < 8 takes the first row's lane l, lane l >= 8 the second row's lane l - 8 (index
+    // bit 4 picks the second source), each shifted by the tap
+    const __m512i pair_index = _mm512_add_epi32(_mm512_and_si512(lane, _mm512_set1_epi32(7)),
+                                                _mm512_slli_epi32(_mm512_and_si512(lane, _mm512_set1_epi32(8)), 1));
+    const int64_t taps = c.KH * c.KW;
+    int64_t ch = k0 / taps, kh = (k0 % taps) / c.KW, kw = k0 % c.KW;
+    __m512 rows[4];
+    bool loaded = false;
+    for (int64_t k = 0; k < kc; ++k) {
+      if (!loaded) {  // the window rows of (ch, kh) for the panel's four output rows
+        const float* xc = x + ch * c.H * c.W - c.pw;
+        for (int64_t q = 0; q < 4; ++q) {
+          const int64_t ih = ih0[q] + kh * c.dh;
+          rows[q] = uint64_t(ih) < uint64_t(c.H) ? _mm512_maskz_loadu_ps(inside, xc + ih * c.W) : _mm512_setzero_ps();
+        }
+        loaded = true;
+      }
+      const __m512i index = _mm512_add_epi32(pair_index, _mm512_set1_epi32(int32_t(kw * c.dw)));
+      _mm512_storeu_ps(dst + k * 32, _mm512_maskz_permutex2var_ps(live[0], rows[0], index, rows[1]));
+      _mm512_storeu_ps(dst + k * 32 + 16, _mm512_maskz_permutex2var_ps(live[1], rows[2], index, rows[3]));
+      if (++kw == c.KW) {
+        kw = 0, loaded = false;
+        if (++kh == c.KH) kh = 0, ++ch;
+      }
+    }
+  }
+
   // Output rows shorter than a vector (8 pixels under a 5x5 kernel) cut each panel row
   // into several runs, and copying them one by one cost as much as the products. Here
   // each lane keeps its output pixel's window corner, and a panel row is two masked
