@@ -106,9 +106,12 @@ def _check_size(shape, dtype, op: str, what: str = "result") -> None:
 
 
 # Results of at least this many elements come from _core.empty, whose buffers return to a cache
-# when their arrays die: a repeated large op then finds its output's pages already mapped
-# (cpp/bindings/bind_buffers.cpp). Smaller ones are NumPy's (malloc reuses them anyway).
-_CACHED_ABOVE_ELEMENTS = 1 << 18
+# when their arrays die: a repeated op then finds its output's pages already mapped
+# (cpp/bindings/bind_buffers.cpp). Smaller ones are NumPy's, which malloc reuses. From 128 KiB
+# (32k float32) malloc maps each block afresh and unmaps it on free, so every training step
+# page-faulted its activations in again: the digits CNN's epoch took 0.76x the time when the
+# cache started here instead of at 1 MiB (in-process A/B of the two package trees).
+_CACHED_ABOVE_ELEMENTS = 1 << 15
 
 
 def _empty(shape, dtype, op: str, what: str = "result") -> np.ndarray:
