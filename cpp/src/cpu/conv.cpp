@@ -681,7 +681,8 @@ template <class T> bool input_gradient_as_convolution(T* dx, const T* dy, const 
   if (4 * s.H * s.W > 5 * s.OH * s.OW) return false;
   const int64_t Cg = s.C / s.groups, Og = s.O / s.groups, taps = s.KH * s.KW;
   // w: (O, Cg, KH, KW) -> flipped: (C, Og, KH, KW), group by group
-  std::vector<T> flipped(size_t(s.C) * size_t(Og) * size_t(taps));
+  static thread_local std::vector<T> flipped_buffer;  // (kept between calls, as dW's partials)
+  T* const flipped = scratch(flipped_buffer, size_t(s.C) * size_t(Og) * size_t(taps));
   for (int64_t grp = 0; grp < s.groups; ++grp)
     for (int64_t o = 0; o < Og; ++o)
       for (int64_t c = 0; c < Cg; ++c)
@@ -691,7 +692,7 @@ template <class T> bool input_gradient_as_convolution(T* dx, const T* dy, const 
   t.C = s.O, t.H = s.OH, t.W = s.OW;  // the input is dy
   t.O = s.C, t.OH = s.H, t.OW = s.W;  // the output is dx
   t.ph = ph, t.pw = pw;
-  conv2d_forward(dx, dy, flipped.data(), static_cast<const T*>(nullptr), t);
+  conv2d_forward(dx, dy, static_cast<const T*>(flipped), static_cast<const T*>(nullptr), t);
   return true;
 }
 
@@ -710,17 +711,23 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   const int64_t chunks = by_depth < 1 ? 1 : (by_depth > 16 ? 16 : (by_depth > s.N ? s.N : by_depth));
   const int64_t per_chunk = ceil_div(s.N, chunks);
   if (dw || db) {
-    std::vector<T> dw_partial(dw ? size_t(chunks) * size_t(weight_size) : 0);
+    // (kept between calls: a fresh one is a new mapping of megabytes, page-faulted in on every
+    // step; each chunk's GEMM overwrites its partial, an empty chunk zeroes it)
+    static thread_local std::vector<T> dw_buffer;
+    T* const dw_partial = dw ? scratch(dw_buffer, size_t(chunks) * size_t(weight_size)) : nullptr;
     std::vector<double> db_partial(db ? size_t(chunks) * size_t(s.O) : 0, 0.0);
     for_tasks(chunks * s.groups, 2.0 * g.Og * g.Kc * g.P * per_chunk, [&](int64_t task, int gemm_threads) {
       const int64_t chunk = task / s.groups, grp = task % s.groups;
       const int64_t n0 = chunk * per_chunk;
       const int64_t samples = (n0 + per_chunk < s.N ? n0 + per_chunk : s.N) - n0;
-      if (samples <= 0) return;
+      if (samples <= 0) {
+        if (dw) std::memset(dw_partial + chunk * weight_size + grp * g.Og * g.Kc, 0, sizeof(T) * size_t(g.Og * g.Kc));
+        return;
+      }
       const T* dy0 = dy + (n0 * s.O + grp * g.Og) * g.P;
       if (dw) {
         // dW_g^T (Kc, Og) = col (Kc, S P) dy^T (S P, Og): the long image runs go to the packed A side
-        T* partial = dw_partial.data() + chunk * weight_size + grp * g.Og * g.Kc;
+        T* partial = dw_partial + chunk * weight_size + grp * g.Og * g.Kc;
         const SamplesTransposedB<T> dy_t{{}, dy0, g.P, s.O * g.P};
         const T* x0 = x + (n0 * s.C + grp * g.Cg) * g.HW;
         if (s.OW < Simd<T>::lanes) {  // short rows: gather from a padded copy of the chunk
@@ -750,9 +757,9 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     if (dw) {
       // the chunks' partials (each group's is dW_g^T (Kc, Og)) summed in order into the first,
       // in their own layout (contiguous, vectorised), then transposed into dw once
-      T* total = dw_partial.data();
+      T* total = dw_partial;
       for (int64_t chunk = 1; chunk < chunks; ++chunk) {
-        const T* partial = dw_partial.data() + chunk * weight_size;
+        const T* partial = dw_partial + chunk * weight_size;
         for (int64_t i = 0; i < weight_size; ++i) total[i] += partial[i];
       }
       for (int64_t grp = 0; grp < s.groups; ++grp) {
