@@ -532,6 +532,11 @@ T* padded_block(std::vector<T>& buffer, const T* x, const ConvShape& s, int64_t 
 template <class T> struct PaddedColumnsA : PaddedBlock<T> {
   void pack(T* dst, int64_t i0, int64_t m, int64_t k0, int64_t kc) const {
     constexpr int MR = GemmBlocking<T>::MR;
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+    if constexpr (sizeof(T) == 4 && MR <= 16) {
+      if (this->s->OW == 8 && this->s->sw == 1 && k0 % 8 == 0 && kc % 8 == 0) return pack_row_pairs(dst, i0, m, k0, kc);
+    }
+#endif
     static thread_local std::vector<int64_t> windows;  // column k -> its window
     if (windows.size() < size_t(kc)) windows.resize(size_t(kc));
     for (int64_t k = 0; k < kc; ++k) windows[size_t(k)] = this->window(k0 + k);
@@ -547,6 +552,40 @@ template <class T> struct PaddedColumnsA : PaddedBlock<T> {
       }
     }
   }
+
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  // 8-pixel output rows, width stride 1 (LeNet conv2's weight gradient): 16 columns of a
+  // panel are two output rows, so a tap row of them is two runs of 8 pixels of the padded
+  // block; a tile's taps load as such pairs and one register transpose turns them into 16
+  // panel rows (the element-by-element gather was 12% of the backward). The columns come
+  // in whole output rows: k0 and kc are multiples of 8.
+  void pack_row_pairs(float* dst, int64_t i0, int64_t m, int64_t k0, int64_t kc) const {
+    constexpr int MR = GemmBlocking<float>::MR;
+    const __mmask16 row_mask = __mmask16((1u << MR) - 1u);
+    for (int64_t t = 0; t * MR < m; ++t) {
+      float* panel = dst + t * kc * MR;
+      const int64_t rows = m - t * MR < MR ? m - t * MR : MR;
+      int64_t taps[MR];
+      for (int64_t r = 0; r < rows; ++r) taps[r] = this->tap(i0 + t * MR + r);
+      for (int64_t k = 0; k < kc; k += 16) {
+        const int64_t count = kc - k < 16 ? kc - k : 16;  // 16, or 8 at the end
+        const float* first = this->xp + this->window(k0 + k);
+        const float* second = count > 8 ? this->xp + this->window(k0 + k + 8) : first;
+        __m512 v[16];
+        for (int64_t r = 0; r < 16; ++r) {
+          if (r >= rows) {
+            v[r] = _mm512_setzero_ps();
+            continue;
+          }
+          const __m512 low = _mm512_zextps256_ps512(_mm256_loadu_ps(first + taps[r]));
+          v[r] = count > 8 ? _mm512_insertf32x8(low, _mm256_loadu_ps(second + taps[r]), 1) : low;
+        }
+        gemm_detail::transpose16x16(v);
+        for (int64_t l = 0; l < count; ++l) _mm512_mask_storeu_ps(panel + (k + l) * MR, row_mask, v[l]);
+      }
+    }
+  }
+#endif
 };
 
 // op(B) = one sample's columns over a wide output grid, for stride 1: (Kc, OH Wp),
