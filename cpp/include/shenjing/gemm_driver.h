@@ -56,9 +56,37 @@ struct Epilogue {
   bool needed() const { return bias_kind != GemmBias::none || activation != GemmActivation::none; }
 };
 
+// c[i, j] += bias (a per-row or a per-column bias, no activation): the common epilogue,
+// inlined into the tile loop (through epilogue_row, a call per row of a 12x32 tile was
+// 13% of a LeNet conv1 forward)
+template <class T>
+inline void bias_tile(T* c, int64_t ldc, int64_t row0, int64_t col0, int64_t m, int64_t n, const T* bias,
+                      GemmBias kind) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t L = Simd<T>::lanes;
+  for (int64_t i = 0; i < m; ++i) {
+    T* row = c + i * ldc;
+    if (kind == GemmBias::per_row) {
+      const T b = bias[row0 + i];
+      int64_t j = 0;
+      for (; j + L <= n; j += L) vstore(row + j, vload(row + j) + b);
+      for (; j < n; ++j) row[j] += b;
+    } else {
+      const T* b = bias + col0;
+      int64_t j = 0;
+      for (; j + L <= n; j += L) vstore(row + j, vload(row + j) + vload(b + j));
+      for (; j < n; ++j) row[j] += b[j];
+    }
+  }
+}
+
 template <class T>
 void epilogue_tile(T* c, int64_t ldc, int64_t row0, int64_t col0, int64_t m, int64_t n, const T* bias,
                    const Epilogue& ep) {
+  if (ep.activation == GemmActivation::none) {
+    if (ep.bias_kind != GemmBias::none) bias_tile(c, ldc, row0, col0, m, n, bias, ep.bias_kind);
+    return;
+  }
   for (int64_t i = 0; i < m; ++i) {
     const T* col_bias = ep.bias_kind == GemmBias::per_column ? bias + col0 : nullptr;
     const T row_bias = ep.bias_kind == GemmBias::per_row ? bias[row0 + i] : T(0);

@@ -735,6 +735,30 @@ template <class T> bool input_gradient_as_convolution(T* dx, const T* dy, const 
   return true;
 }
 
+// The sum of row[0, n) in double, in a fixed order (four interleaved sums, then theirs):
+// one chain of dependent adds made db a quarter of LeNet conv1's backward.
+template <class T> double sum_in_double(const T* row, int64_t n) {
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  if constexpr (sizeof(T) == 4) {
+    __m512d acc[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd()};
+    int64_t p = 0;
+    for (; p + 32 <= n; p += 32)
+      for (int i = 0; i < 4; ++i) acc[i] = _mm512_add_pd(acc[i], _mm512_cvtps_pd(_mm256_loadu_ps(row + p + 8 * i)));
+    for (; p + 8 <= n; p += 8) acc[0] = _mm512_add_pd(acc[0], _mm512_cvtps_pd(_mm256_loadu_ps(row + p)));
+    double sum = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(acc[0], acc[1]), _mm512_add_pd(acc[2], acc[3])));
+    for (; p < n; ++p) sum += double(row[p]);
+    return sum;
+  }
+#endif
+  double acc[4] = {0.0, 0.0, 0.0, 0.0};
+  int64_t p = 0;
+  for (; p + 4 <= n; p += 4)
+    for (int i = 0; i < 4; ++i) acc[i] += double(row[p + i]);
+  double sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  for (; p < n; ++p) sum += double(row[p]);
+  return sum;
+}
+
 template <class T>
 void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const ConvShape& s) {
   const Geometry g = geometry(s);
@@ -786,10 +810,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         double* partial = db_partial.data() + chunk * s.O + grp * g.Og;
         for (int64_t n = 0; n < samples; ++n)
           for (int64_t o = 0; o < g.Og; ++o) {
-            const T* row = dy0 + n * s.O * g.P + o * g.P;
-            double sum = 0.0;
-            for (int64_t p = 0; p < g.P; ++p) sum += double(row[p]);
-            partial[o] += sum;
+            partial[o] += sum_in_double(dy0 + n * s.O * g.P + o * g.P, g.P);
           }
       }
     });
