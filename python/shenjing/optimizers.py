@@ -86,7 +86,18 @@ class Optimizer:
                     p.grad = np.zeros_like(p.data)
 
     def _with_grads(self, group):
-        return [p for p in group["params"] if p.grad is not None]
+        """(parameter, data, grad) for each of the group's parameters that has a gradient, and
+        whether every such gradient is an ndarray of its parameter's shape: the step may then
+        call the kernel straight away (it checks dtypes, sizes and writability itself)."""
+        entries, plain = [], True
+        for p in group["params"]:
+            grad = p.grad
+            if grad is not None:
+                data = p.data
+                entries.append((p, data, grad))
+                if type(grad) is not np.ndarray or grad.shape != data.shape:
+                    plain = False
+        return entries, plain
 
     def state_dict(self) -> dict:
         index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
@@ -132,14 +143,12 @@ class SGD(Optimizer):
 
     def step(self):
         for group in self.param_groups:
+            entries, plain = self._with_grads(group)
+            if not entries:
+                continue
             momentum = group["momentum"]
             params, grads, buffers, firsts = [], [], [], []
-            plain = True  # every gradient an ndarray of its parameter's shape
-            for p in group["params"]:
-                grad = p.grad
-                if grad is None:
-                    continue
-                data = p.data
+            for p, data, grad in entries:
                 state = self.state.setdefault(id(p), {})
                 first = momentum != 0 and "momentum_buffer" not in state
                 if first:
@@ -148,10 +157,6 @@ class SGD(Optimizer):
                 grads.append(grad)
                 buffers.append(state.get("momentum_buffer"))
                 firsts.append(first)
-                if type(grad) is not np.ndarray or grad.shape != data.shape:
-                    plain = False
-            if not params:
-                continue
             lr, dampening, weight_decay = group["lr"], group["dampening"], group["weight_decay"]
             nesterov, maximize = group["nesterov"], group["maximize"]
             if plain and _plain_rates(lr, momentum, weight_decay) and type(dampening) is float \
@@ -195,14 +200,12 @@ class Adam(Optimizer):
 
     def step(self):
         for group in self.param_groups:
+            entries, plain = self._with_grads(group)
+            if not entries:
+                continue
             amsgrad = group["amsgrad"]
             params, grads, exp_avgs, exp_avg_sqs, maxes, steps = [], [], [], [], [], []
-            plain = True  # every gradient an ndarray of its parameter's shape
-            for p in group["params"]:
-                grad = p.grad
-                if grad is None:
-                    continue
-                data = p.data
+            for p, data, grad in entries:
                 state = self.state.get(id(p))
                 if not state:
                     state = self.state[id(p)] = {"step": 0, "exp_avg": np.zeros_like(data),
@@ -217,10 +220,6 @@ class Adam(Optimizer):
                 if amsgrad:
                     maxes.append(state["max_exp_avg_sq"])
                 steps.append(state["step"])
-                if type(grad) is not np.ndarray or grad.shape != data.shape:
-                    plain = False
-            if not params:
-                continue
             lr, eps, weight_decay, betas = group["lr"], group["eps"], group["weight_decay"], group["betas"]
             maximize = group["maximize"]
             if plain and _plain_rates(lr, eps, weight_decay) and type(betas) is tuple and len(betas) == 2 \
