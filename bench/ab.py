@@ -14,7 +14,7 @@ a pair alike. The result of each build is checked against the other's first.
 CASE is a Python expression over these makers (shapes as in the issues):
     gemm(M, N, K, trans_a=False, trans_b=False)
     conv(N, C, H, O, K, pad)           conv2d forward and backward, square images
-    act(n, "gelu" | "gelu_tanh" | "sigmoid" | "tanh")
+    act(n, "gelu" | "gelu_tanh" | "sigmoid" | "tanh" | "relu" | "copy")
     adam(shape, ...)                   one Adam step over tensors of these shapes
     train("mlp_digits" | "cnn_digits" | "mlp_784_60k")   one epoch (bench/training.py's setup;
                                                           mlp_784_60k on its first 12,000 samples)
@@ -74,7 +74,8 @@ def act(n, name):
     x = rng.standard_normal(n, dtype=np.float32)
     y = np.empty_like(x)
     kernels = {"gelu": lambda: ops.gelu(x, out=y), "gelu_tanh": lambda: ops.gelu(x, approximate="tanh", out=y),
-               "sigmoid": lambda: ops.sigmoid(x, out=y), "tanh": lambda: ops.tanh(x, out=y)}
+               "sigmoid": lambda: ops.sigmoid(x, out=y), "tanh": lambda: ops.tanh(x, out=y),
+               "relu": lambda: ops.relu(x, out=y), "copy": lambda: ops.copy(x, out=y)}
     return {name: kernels[name]}
 
 
