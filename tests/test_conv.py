@@ -51,6 +51,10 @@ CASES = [
     # 17 samples in 16 chunks of 2 for dW: the last seven chunks are empty (their partials,
     # kept between calls, must not leak into the sum)
     ((17, 2, 16, 16), (3, 2, 3, 3), dict(padding=1)),
+    # the input gradient's weights packed once, over more output channels than one GEMM pass
+    # takes (300 > 256: slices of the packed panels are copied), with groups
+    ((1, 2, 5, 5), (300, 2, 3, 3), dict()),
+    ((2, 4, 7, 7), (6, 2, 3, 3), dict(groups=2, stride=2)),
     # the input gradient summed by dx rows (width stride 1) under a height stride, with
     # dilation and padding, on rows longer than a vector
     ((2, 3, 11, 21), (4, 3, 3, 3), dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1))),

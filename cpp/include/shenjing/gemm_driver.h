@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "shenjing/elementwise.h"
@@ -316,6 +317,27 @@ template <class T> struct PackedOperand {
   bool in_place() const { return false; }
   const T* at(int64_t, int64_t) const { return nullptr; }
   int64_t row_stride() const { return 0; }
+  const T* packed(int64_t, int64_t, int64_t) const { return nullptr; }  // see PackedPanelsA
+};
+
+// op(A) packed once for all its rows and its whole depth (pack_a's layout, tile t at
+// t K MR, rows past M zero), for a product repeated with the same A (a convolution's
+// weights, sample after sample): a pass over the whole depth reads the panels where
+// they lie, a shallower one copies its slice of each tile.
+template <class T> struct PackedPanelsA : PackedOperand<T> {
+  const T* panels;
+  int64_t K;
+  void pack(T* dst, int64_t i0, int64_t m, int64_t k0, int64_t kc) const {
+    constexpr int MR = GemmBlocking<T>::MR;
+    for (int64_t t = 0; t * MR < m; ++t)
+      std::memcpy(dst + t * kc * MR, panels + ((i0 / MR + t) * K + k0) * MR, sizeof(T) * size_t(kc * MR));
+  }
+  // the packed rows from i0 (a multiple of MR, as the driver's blocks start) over depth
+  // k0 .. k0 + kc, when they lie in place: only for the whole depth
+  const T* packed(int64_t i0, int64_t k0, int64_t kc) const {
+    constexpr int MR = GemmBlocking<T>::MR;
+    return k0 == 0 && kc == K ? panels + (i0 / MR) * K * MR : nullptr;
+  }
 };
 
 // op(A) of a row-major matrix a: (M, K), or (K, M) when trans
@@ -327,6 +349,7 @@ template <class T> struct MatrixA {
   bool in_place() const { return !trans; }
   const T* at(int64_t i, int64_t k) const { return a + i * K + k; }
   int64_t row_stride() const { return K; }
+  const T* packed(int64_t, int64_t, int64_t) const { return nullptr; }
 };
 
 // op(B) of a row-major matrix b: (K, N), or (N, K) when trans
@@ -422,9 +445,13 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
       // for a last partial row tile, which is packed so no row past M is read
       const bool a_in_place = !shared_b && A.in_place();
       const int64_t full_tiles = m / MR;
-      T* ap = scratch(a_buffer, size_t(ceil_div(m, int64_t(MR)) * MR) * size_t(kc));
-      if (!a_in_place) A.pack(ap, i0, m, pc, kc);
-      else if (m % MR) A.pack(ap + full_tiles * kc * MR, i0 + full_tiles * MR, m % MR, pc, kc);
+      const T* a_panels = A.packed(i0, pc, kc);  // packed before the call, or packed here
+      if (!a_panels) {
+        T* ap = scratch(a_buffer, size_t(ceil_div(m, int64_t(MR)) * MR) * size_t(kc));
+        if (!a_in_place) A.pack(ap, i0, m, pc, kc);
+        else if (m % MR) A.pack(ap + full_tiles * kc * MR, i0 + full_tiles * MR, m % MR, pc, kc);
+        a_panels = ap;
+      }
       // Panels in chunks that stay in L2 (16 x KC x NR floats: 512 KiB), each row tile
       // of A over a whole chunk: the A micro-panel stays in L1 and C is written along
       // its rows, which the hardware prefetches (row tiles inside panels wrote C down its
@@ -453,7 +480,7 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
         for (int64_t r = 0; r * MR < m; ++r) {
           const int64_t rows = m - r * MR < MR ? m - r * MR : MR;
           const bool tile_in_place = a_in_place && r < full_tiles;
-          const T* a_tile = tile_in_place ? A.at(i0 + r * MR, pc) : ap + r * kc * MR;
+          const T* a_tile = tile_in_place ? A.at(i0 + r * MR, pc) : a_panels + r * kc * MR;
           const int64_t a_rs = tile_in_place ? A.row_stride() : 0;
           for (int64_t p = p0; p < p1; ++p) {
             const int64_t j0 = jc + p * NR;
