@@ -172,6 +172,24 @@ def test_layer_shape_errors_name_the_layer():
         nn.Conv2d(4, 6, 3, groups=3)
 
 
+def test_linear_with_frozen_parameters():
+    """Frozen weight or bias: no gradient is computed for them, the others still are."""
+    rng = np.random.default_rng(5)
+    layer = nn.Linear(4, 3)
+    x = tensor(rng.standard_normal((5, 4)).astype(np.float32), requires_grad=True)
+    g = rng.standard_normal((5, 3)).astype(np.float32)
+    layer.weight.requires_grad_(False)
+    layer.bias.requires_grad_(False)
+    layer(x).backward(g)
+    assert layer.weight.grad is None and layer.bias.grad is None
+    np.testing.assert_allclose(x.grad, g.astype(np.float64) @ layer.weight.data, rtol=1e-5, atol=1e-6)
+    layer.bias.requires_grad_(True)
+    x.grad = None
+    layer(x).backward(g)
+    assert layer.weight.grad is None
+    np.testing.assert_allclose(layer.bias.grad, g.sum(0, dtype=np.float64), rtol=1e-5, atol=1e-6)
+
+
 def test_optimizer_validation():
     p = [nn.Linear(2, 2).weight]
     with raises(ValueError, "Invalid learning rate: -1"):

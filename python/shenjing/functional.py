@@ -85,7 +85,8 @@ def linear(x, weight, bias=None):
 
     def backward(g):
         dx, dw, db = ops.linear_backward(g.reshape(-1, w.shape[0]), a, w, input_grad=x.requires_grad,
-                                         weight_grad=weight.requires_grad, bias_grad=b is not None)
+                                         weight_grad=weight.requires_grad,
+                                         bias_grad=b is not None and parents[2].requires_grad)
         if dx is not None:
             dx = dx.reshape(lead + (w.shape[1],))
         return (dx, dw) if b is None else (dx, dw, db)
