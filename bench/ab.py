@@ -19,6 +19,7 @@ CASE is a Python expression over these makers (shapes as in the issues):
     train("mlp_digits" | "cnn_digits" | "mlp_784_60k")   one epoch (bench/training.py's setup;
                                                           mlp_784_60k on its first 12,000 samples)
 The builds must come from the same Python sources: only ``shenjing.ops._core`` is swapped.
+(For two versions of the Python code itself, bench/ab_python.py does the same with package trees.)
 """
 
 from __future__ import annotations
