@@ -110,7 +110,7 @@ def _check_size(shape, dtype, op: str, what: str = "result") -> None:
 # (cpp/bindings/bind_buffers.cpp). Smaller ones are NumPy's, which malloc reuses. From 128 KiB
 # (32k float32) malloc maps each block afresh and unmaps it on free, so every training step
 # page-faulted its activations in again: the digits CNN's epoch took 0.76x the time when the
-# cache started here instead of at 1 MiB (in-process A/B of the two package trees).
+# cache started here instead of at 1 MiB (bench/ab_python.py).
 _CACHED_ABOVE_ELEMENTS = 1 << 15
 
 

@@ -126,16 +126,21 @@ inline void transpose16x16(__m512 r[16]) {
 // dst[k stride + r] for k < kc and r < width (rows past `rows` as 0), 16 k at a time by
 // sixteen masked loads, a register transpose and `width`-lane stores. Packs A panels
 // (width MR) and transposed B panels (two calls of width 16).
+// r (16 rows of 16) transposed, its first `count` rows stored at dst + k stride (the
+// `lanes` of each): the last step of every transposing packer
+inline void transpose_store(__m512 r[16], float* dst, int64_t stride, __mmask16 lanes, int64_t count) {
+  transpose16x16(r);
+  for (int64_t k = 0; k < count; ++k) _mm512_mask_storeu_ps(dst + k * stride, lanes, r[k]);
+}
+
 inline void pack_rows_transposed(float* dst, int64_t stride, int64_t width, const float* src, int64_t lda,
                                  int64_t rows, int64_t kc) {
-  const __mmask16 lanes = width >= 16 ? __mmask16(0xffff) : __mmask16((1u << width) - 1u);
   for (int64_t kb = 0; kb < kc; kb += 16) {
     const int64_t depth = kc - kb < 16 ? kc - kb : 16;
-    const __mmask16 along = __mmask16((1u << depth) - 1u);
     __m512 r[16];
-    for (int64_t i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_maskz_loadu_ps(along, src + i * lda + kb) : _mm512_setzero_ps();
-    transpose16x16(r);
-    for (int64_t k = 0; k < depth; ++k) _mm512_mask_storeu_ps(dst + (kb + k) * stride, lanes, r[k]);
+    for (int64_t i = 0; i < 16; ++i)
+      r[i] = i < rows ? _mm512_maskz_loadu_ps(lanes_below(depth), src + i * lda + kb) : _mm512_setzero_ps();
+    transpose_store(r, dst + kb * stride, stride, lanes_below(width), depth);
   }
 }
 #endif

@@ -41,6 +41,18 @@ template <> struct Simd<double> {
   static constexpr int64_t lanes = 1;
 };
 
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+// --- lane masks (AVX-512, 16 float lanes) ------------------------------------
+// lanes [a, b) of 16; either end may lie outside, an empty range is 0
+static inline __mmask16 lanes_between(int64_t a, int64_t b) {
+  a = a < 0 ? 0 : (a > 16 ? 16 : a);
+  b = b < 0 ? 0 : (b > 16 ? 16 : b);
+  return __mmask16(a >= b ? 0u : (((1u << b) - 1u) & ~((1u << a) - 1u)));
+}
+// the first n lanes (n may be <= 0 or >= 16)
+static inline __mmask16 lanes_below(int64_t n) { return lanes_between(0, n); }
+#endif
+
 // --- load / store / broadcast ----------------------------------------------
 static inline vfloat vload(const float* p) { vfloat v; std::memcpy(&v, p, sizeof v); return v; }
 static inline void vstore(float* p, vfloat v) { std::memcpy(p, &v, sizeof v); }
@@ -68,7 +80,7 @@ static inline double vsplat(double s) { return s; }
 // the instruction set has them (no memory past n is touched), memcpy else.
 static inline vfloat vload_partial(const float* p, int64_t n, float fill) {
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
-  return _mm512_mask_loadu_ps(vsplat(fill), __mmask16((1u << n) - 1), p);
+  return _mm512_mask_loadu_ps(vsplat(fill), lanes_below(n), p);
 #else
   vfloat v = vsplat(fill);
   std::memcpy(&v, p, sizeof(float) * n);
@@ -77,7 +89,7 @@ static inline vfloat vload_partial(const float* p, int64_t n, float fill) {
 }
 static inline void vstore_partial(float* p, vfloat v, int64_t n) {
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
-  _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1), v);
+  _mm512_mask_storeu_ps(p, lanes_below(n), v);
 #else
   std::memcpy(p, &v, sizeof(float) * n);
 #endif
@@ -192,7 +204,7 @@ static inline double vexp(double x) { return std::exp(x); }
 static inline vfloat vexp_partial(const float* p, int64_t n, float shift) {
   const vfloat e = vexp(vload_partial(p, n, shift) - shift);
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
-  return _mm512_maskz_mov_ps(__mmask16((1u << n) - 1), e);
+  return _mm512_maskz_mov_ps(lanes_below(n), e);
 #else
   vfloat r = e;
   for (int64_t i = n; i < kFloatLanes; ++i) r[i] = 0.0f;

@@ -61,51 +61,7 @@ inline void valid_range(int64_t offset, int64_t stride, int64_t size, int64_t co
 
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
 constexpr int64_t kMaxGatheredTaps = 64;  // kernel widths col2im_rows takes (wider ones scatter)
-void col2im_rows(float* dx, const float* col, const ConvShape& s, int64_t Cg);
-#endif
 
-// dx: (Cg, H, W) += the columns col (Kc, P) scattered back (the adjoint of im2col)
-template <class T> void col2im_add(T* dx, const T* col, const ConvShape& s, int64_t Cg) {
-#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
-  if constexpr (sizeof(T) == 4) {
-    if (s.sw == 1 && s.KW <= kMaxGatheredTaps) return col2im_rows(dx, col, s, Cg);
-  }
-#endif
-  const int64_t P = s.OH * s.OW;
-  for (int64_t c = 0; c < Cg; ++c) {
-    T* dxc = dx + c * s.H * s.W;
-    for (int64_t kh = 0; kh < s.KH; ++kh) {
-      for (int64_t kw = 0; kw < s.KW; ++kw) {
-        const T* row = col + ((c * s.KH + kh) * s.KW + kw) * P;
-        int64_t lo, hi;
-        valid_range(kw * s.dw - s.pw, s.sw, s.W, s.OW, &lo, &hi);
-        for (int64_t oh = 0; oh < s.OH; ++oh) {
-          const int64_t ih = oh * s.sh - s.ph + kh * s.dh;
-          if (ih < 0 || ih >= s.H) continue;
-          T* dr = dxc + ih * s.W + kw * s.dw - s.pw;
-          const T* in = row + oh * s.OW;
-          if (s.sw == 1) {
-            for (int64_t ow = lo; ow < hi; ++ow) dr[ow] += in[ow];
-          } else {
-            for (int64_t ow = lo; ow < hi; ++ow) dr[ow * s.sw] += in[ow];
-          }
-        }
-      }
-    }
-  }
-}
-
-
-#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
-// the mask of lanes [a, b) of 16 (either end may lie outside)
-inline __mmask16 lanes_between(int64_t a, int64_t b) {
-  a = a < 0 ? 0 : (a > 16 ? 16 : a);
-  b = b < 0 ? 0 : (b > 16 ? 16 : b);
-  return __mmask16(a >= b ? 0u : (((1u << b) - 1u) & ~((1u << a) - 1u)));
-}
-#endif
-
-#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
 // col2im_add for width stride 1, gathered by output instead of scattered: each 16 pixels
 // of a dx row add up every tap that reaches them, (kh, kw) -> column row (c, kh, kw),
 // output row ih + ph - kh dh, the 16 columns shifted by kw dw - pw (a masked load: lanes
@@ -121,7 +77,7 @@ void col2im_rows(float* dx, const float* col, const ConvShape& s, int64_t Cg) {
       shift[kw] = iw0 + s.pw - kw * s.dw;
       valid[kw] = lanes_between(-shift[kw], s.OW - shift[kw]);
     }
-    const __mmask16 row = lanes_between(0, s.W - iw0);
+    const __mmask16 row = lanes_below(s.W - iw0);
     for (int64_t c = 0; c < Cg; ++c) {
       const float* col_c = col + c * s.KH * s.KW * P;
       for (int64_t ih = 0; ih < s.H; ++ih) {
@@ -158,6 +114,37 @@ void col2im_rows(float* dx, const float* col, const ConvShape& s, int64_t Cg) {
 }
 #endif
 
+// dx: (Cg, H, W) += the columns col (Kc, P) scattered back (the adjoint of im2col)
+template <class T> void col2im_add(T* dx, const T* col, const ConvShape& s, int64_t Cg) {
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  if constexpr (sizeof(T) == 4) {
+    if (s.sw == 1 && s.KW <= kMaxGatheredTaps) return col2im_rows(dx, col, s, Cg);
+  }
+#endif
+  const int64_t P = s.OH * s.OW;
+  for (int64_t c = 0; c < Cg; ++c) {
+    T* dxc = dx + c * s.H * s.W;
+    for (int64_t kh = 0; kh < s.KH; ++kh) {
+      for (int64_t kw = 0; kw < s.KW; ++kw) {
+        const T* row = col + ((c * s.KH + kh) * s.KW + kw) * P;
+        int64_t lo, hi;
+        valid_range(kw * s.dw - s.pw, s.sw, s.W, s.OW, &lo, &hi);
+        for (int64_t oh = 0; oh < s.OH; ++oh) {
+          const int64_t ih = oh * s.sh - s.ph + kh * s.dh;
+          if (ih < 0 || ih >= s.H) continue;
+          T* dr = dxc + ih * s.W + kw * s.dw - s.pw;
+          const T* in = row + oh * s.OW;
+          if (s.sw == 1) {
+            for (int64_t ow = lo; ow < hi; ++ow) dr[ow] += in[ow];
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) dr[ow * s.sw] += in[ow];
+          }
+        }
+      }
+    }
+  }
+}
+
 // out[t] = in[t] for t in [lo, hi), 0 for the rest of [0, length): one row of
 // a panel. Short runs are the rule on small images, so AVX-512 does it with
 // masked loads and stores (masked-off lanes touch no memory) instead of
@@ -167,7 +154,7 @@ template <class T> inline void copy_window(T* out, const T* in, int64_t length, 
   if constexpr (sizeof(T) == 4) {
     for (int64_t t0 = 0; t0 < length; t0 += 16) {
       const __m512 v = _mm512_maskz_loadu_ps(lanes_between(lo - t0, hi - t0), in + t0);
-      _mm512_mask_storeu_ps(out + t0, lanes_between(0, length - t0), v);
+      _mm512_mask_storeu_ps(out + t0, lanes_below(length - t0), v);
     }
     return;
   }
@@ -183,7 +170,7 @@ template <class T> inline void copy_run(T* out, const T* in, int64_t length) {
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
   if constexpr (sizeof(T) == 4) {
     for (int64_t t0 = 0; t0 < length; t0 += 16) {
-      const __mmask16 m = length - t0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (length - t0)) - 1u);
+      const __mmask16 m = lanes_below(length - t0);
       _mm512_mask_storeu_ps(out + t0, m, _mm512_maskz_loadu_ps(m, in + t0));
     }
     return;
@@ -279,7 +266,7 @@ template <class T> struct ImageColumnsB : gemm_detail::PackedOperand<T> {
     int64_t ih0[4];  // window top row of each output row of the panel (a row past n: none)
     for (int64_t q = 0; q < 4; ++q) ih0[q] = 8 * q < n ? ((j0 + 8 * q) / 8) * c.sh - c.ph : kNoRow;
     const __mmask16 inside = lanes_between(c.pw, c.pw + c.W);  // lane t: input column t - pw
-    const __mmask16 live[2] = {lanes_between(0, n), lanes_between(0, n - 16)};
+    const __mmask16 live[2] = {lanes_below(n), lanes_below(n - 16)};
     const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     // lane l < 8 takes the first row's lane l, lane l >= 8 the second row's lane l - 8 (index
     // bit 4 picks the second source), each shifted by the tap
@@ -414,7 +401,6 @@ template <class T> struct ImageColumnsA : gemm_detail::PackedOperand<T> {
     constexpr int MR = GemmBlocking<float>::MR;
     const ConvShape& c = *s;
     const int64_t taps = c.KH * c.KW;
-    const __mmask16 row_mask = __mmask16((1u << MR) - 1u);
     for (int64_t t = 0; t * MR < m; ++t) {
       float* panel = dst + t * kc * MR;
       const int64_t rows = m - t * MR < MR ? m - t * MR : MR;
@@ -437,8 +423,7 @@ template <class T> struct ImageColumnsA : gemm_detail::PackedOperand<T> {
             const float* in = x + run.sample_offset + channel[r] + ih * c.W;
             v[r] = _mm512_maskz_loadu_ps(lanes_between(-iw, count < c.W - iw ? count : c.W - iw), in + iw);
           }
-          gemm_detail::transpose16x16(v);
-          for (int64_t l = 0; l < count; ++l) _mm512_mask_storeu_ps(panel + (run.k + u0 + l) * MR, row_mask, v[l]);
+          gemm_detail::transpose_store(v, panel + (run.k + u0) * MR, MR, lanes_below(MR), count);
         }
       }
     }
@@ -561,7 +546,6 @@ template <class T> struct PaddedColumnsA : PaddedBlock<T> {
   // in whole output rows: k0 and kc are multiples of 8.
   void pack_row_pairs(float* dst, int64_t i0, int64_t m, int64_t k0, int64_t kc) const {
     constexpr int MR = GemmBlocking<float>::MR;
-    const __mmask16 row_mask = __mmask16((1u << MR) - 1u);
     for (int64_t t = 0; t * MR < m; ++t) {
       float* panel = dst + t * kc * MR;
       const int64_t rows = m - t * MR < MR ? m - t * MR : MR;
@@ -580,8 +564,7 @@ template <class T> struct PaddedColumnsA : PaddedBlock<T> {
           const __m512 low = _mm512_zextps256_ps512(_mm256_loadu_ps(first + taps[r]));
           v[r] = count > 8 ? _mm512_insertf32x8(low, _mm256_loadu_ps(second + taps[r]), 1) : low;
         }
-        gemm_detail::transpose16x16(v);
-        for (int64_t l = 0; l < count; ++l) _mm512_mask_storeu_ps(panel + (k + l) * MR, row_mask, v[l]);
+        gemm_detail::transpose_store(v, panel + k * MR, MR, lanes_below(MR), count);
       }
     }
   }

@@ -118,7 +118,7 @@ inline void narrow_row_block(float* c, const float* a, const float* bt, int64_t 
     for (int j = 0; j < 16; ++j) acc[r][j] = _mm512_setzero_ps();
   const float* ar = a + i * K;
   for (int64_t k = 0; k < K; k += 16) {
-    const __mmask16 lanes = K - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - k)) - 1u);
+    const __mmask16 lanes = lanes_below(K - k);
     __m512 av[R];
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) av[r] = _mm512_maskz_loadu_ps(lanes, ar + r * K + k);
@@ -129,7 +129,7 @@ inline void narrow_row_block(float* c, const float* a, const float* bt, int64_t 
       for (int r = 0; r < R; ++r) acc[r][j] = _mm512_fmadd_ps(av[r], bj, acc[r][j]);
     }
   }
-  const __mmask16 out_lanes = __mmask16((1u << N) - 1u);
+  const __mmask16 out_lanes = lanes_below(N);
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
     float* cr = c + (i + r) * N;
@@ -175,7 +175,7 @@ bool gemm_narrow_rows(float* c, const float* a, const float* b, int64_t M, int64
     const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                                             _mm512_set1_epi32(int32_t(N)));
     for (int64_t k = 0; k < K; k += 16) {
-      const __mmask16 lanes = K - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - k)) - 1u);
+      const __mmask16 lanes = lanes_below(K - k);
       for (int64_t j = 0; j < N; ++j)
         _mm512_mask_storeu_ps(t + j * K + k, lanes,
                               _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, rows, b + k * N + j, 4));

@@ -43,7 +43,7 @@ inline void max_pool_2x2_run(const float* xs, float* ys, int64_t* is, int64_t co
   const __m512i down = _mm512_set1_epi32(int32_t(W));  // the tap below; the one to the right is + one
   const __m512i row_step = _mm512_set1_epi64(W), shift_v = _mm512_set1_epi64(shift);
   for (int64_t j = 0; j < count; j += 16) {
-    const __mmask16 m = count - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (count - j)) - 1u);
+    const __mmask16 m = lanes_below(count - j);
     const __m512i o = _mm512_maskz_loadu_epi32(m, off + j);
     const __m512 zero = _mm512_setzero_ps();
     const __m512 a = _mm512_mask_i32gather_ps(zero, m, o, xs, 4);
