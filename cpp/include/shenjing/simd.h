@@ -134,6 +134,36 @@ static inline vfloat vsqrt(vfloat x) {
 }
 static inline double vsqrt(double x) { return std::sqrt(x); }
 
+// --- clamps ---------------------------------------------------------------------
+// x > c ? c : x and x < c ? c : x, NaN kept: vminps / vmaxps return their second
+// operand when unordered, so min(c, x) is exactly the ternary, in one instruction
+// where the compiler emits a compare and a blend for the ternary (it may not swap
+// the operands itself: that would change which NaN or signed zero comes back)
+static inline vfloat vclamp_above(vfloat x, float c) {
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  return _mm512_min_ps(vsplat(c), x);
+#elif defined(__AVX__) && SJ_VECTOR_BYTES == 32
+  return _mm256_min_ps(vsplat(c), x);
+#elif defined(__SSE2__) && SJ_VECTOR_BYTES == 16
+  return _mm_min_ps(vsplat(c), x);
+#else
+  return x > c ? vsplat(c) : x;
+#endif
+}
+static inline vfloat vclamp_below(vfloat x, float c) {
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  return _mm512_max_ps(vsplat(c), x);
+#elif defined(__AVX__) && SJ_VECTOR_BYTES == 32
+  return _mm256_max_ps(vsplat(c), x);
+#elif defined(__SSE2__) && SJ_VECTOR_BYTES == 16
+  return _mm_max_ps(vsplat(c), x);
+#else
+  return x < c ? vsplat(c) : x;
+#endif
+}
+static inline double vclamp_above(double x, double c) { return x > c ? c : x; }
+static inline double vclamp_below(double x, double c) { return x < c ? c : x; }
+
 // --- reciprocal -----------------------------------------------------------------
 // 1/d. AVX-512: rcp14 (14 bits) and one Newton step (~28 bits, below float's
 // rounding); elsewhere a division. d must be finite and non-zero.
@@ -166,8 +196,8 @@ static inline vfloat vexp_reduced(vfloat r) { return vexp_poly(r) * (r * r) + r 
 // Clamping keeps inf - inf out of the reduction (NaN compares false and stays
 // NaN); kUpper = false skips the upper clamp for arguments known to be <= 0.
 template <bool kWithLo, bool kUpper = true> static inline vfloat vexp_impl(vfloat x, vfloat lo) {
-  if (kUpper) x = x > 88.8f ? vsplat(88.8f) : x;
-  x = x < -104.0f ? vsplat(-104.0f) : x;
+  if (kUpper) x = vclamp_above(x, 88.8f);
+  x = vclamp_below(x, -104.0f);
   const vfloat arg = kWithLo ? x + lo : x;
 #if defined(__AVX512F__)
   // vscalefps multiplies by 2^n with one rounding, overflow to inf and
@@ -301,7 +331,7 @@ static inline vfloat vexpm1_nonpositive(vfloat y) {
 // max 3.0 ulp (tests/test_vector_math.py).
 static inline vfloat vtanh(vfloat x) {
   vfloat ax = vabs(x);
-  ax = ax > 10.0f ? vsplat(10.0f) : ax;  // NaN stays NaN
+  ax = vclamp_above(ax, 10.0f);  // NaN stays NaN
   const vfloat e = vexpm1_nonpositive(-2.0f * ax);
   return vcopysign(-e * vrecip(2.0f + e), x);
 }
@@ -322,8 +352,8 @@ static inline vfloat vtable32(const float* table, __m512i index) {
   return _mm512_permutex2var_ps(_mm512_load_ps(table), index, _mm512_load_ps(table + 16));
 }
 // |x| clamped below 14.99, where exp(-a^2/2) has underflowed (and a + 1 stays
-// below 16, the tables' end); NaN stays NaN (vminps returns its second operand)
-static inline vfloat vnormal_abs(vfloat x) { return _mm512_min_ps(vsplat(14.99f), vabs(x)); }
+// below 16, the tables' end); NaN stays NaN
+static inline vfloat vnormal_abs(vfloat x) { return vclamp_above(vabs(x), 14.99f); }
 // exp(-a^2/2) as mantissa * 2^exponent, taken apart so the caller can multiply
 // the mantissa first and round once through vscalefps. a^2 = hi + lo exactly
 // (-a/2 and the FMA are exact), and lo goes into the reduced argument. a < 15,
@@ -369,7 +399,7 @@ static inline vfloat vexp_neg_half_square(vfloat ax, vfloat extra) {
 }
 static inline vfloat vabs_clamped20(vfloat x) {
   vfloat ax = vabs(x);
-  return ax > 20.0f ? vsplat(20.0f) : ax;  // NaN stays NaN
+  return vclamp_above(ax, 20.0f);  // NaN stays NaN
 }
 // Phi(-|x|) = erfc(|x|/sqrt2)/2 by the Chebyshev fit of Numerical Recipes'
 // erfcc (fractional error < 1.2e-7 everywhere), so the lower tail keeps its
@@ -413,8 +443,7 @@ constexpr double kGeluCubic = 0.044715;
 // keeps x^2 from overflowing into inf * 0 = NaN (NaN stays NaN).
 template <class V> static inline V vclamp30(V x) {
   using T = decltype(hsum(x));
-  x = x > T(30) ? vsplat(T(30)) : x;
-  return x < T(-30) ? vsplat(T(-30)) : x;
+  return vclamp_below(vclamp_above(x, T(30)), T(-30));
 }
 
 template <class V> static inline V vgelu(V x) { return x * vnormal_cdf(x); }

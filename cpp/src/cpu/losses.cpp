@@ -35,8 +35,8 @@ template <PointwiseLoss K, class T, class V> static inline V loss_value(V x, V t
     // PyTorch: (t - 1) max(log1p(-x), -100) - t max(log(x), -100)
     V log_x = vlog(x);
     V log_1mx = vlog1p(-x);
-    log_x = log_x < T(-100) ? vsplat(T(-100)) : log_x;
-    log_1mx = log_1mx < T(-100) ? vsplat(T(-100)) : log_1mx;
+    log_x = vclamp_below(log_x, T(-100));
+    log_1mx = vclamp_below(log_1mx, T(-100));
     return (t - T(1)) * log_1mx - t * log_x;
   } else if constexpr (K == PointwiseLoss::binary_cross_entropy_with_logits) {
     // max(x, 0) - x t + log1p(exp(-|x|)): finite for every finite logit
@@ -63,7 +63,7 @@ template <PointwiseLoss K, class T, class V> static inline V loss_grad(V x, V t,
   } else if constexpr (K == PointwiseLoss::binary_cross_entropy) {
     // PyTorch: (x - t) / max((1 - x) x, 1e-12)
     V den = (T(1) - x) * x;
-    den = den < T(1e-12) ? vsplat(T(1e-12)) : den;
+    den = vclamp_below(den, T(1e-12));
     return (x - t) / den;
   } else if constexpr (K == PointwiseLoss::binary_cross_entropy_with_logits) {
     return vsigmoid(x) - t;
