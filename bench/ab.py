@@ -15,6 +15,7 @@ CASE is a Python expression over these makers (shapes as in the issues):
     gemm(M, N, K, trans_a=False, trans_b=False)
     conv(N, C, H, O, K, pad)           conv2d forward and backward, square images
     act(n, "gelu" | "gelu_tanh" | "sigmoid" | "tanh" | "relu" | "copy")
+    softmax(rows, length)              softmax and cross_entropy (forward + backward) along rows
     adam(shape, ...)                   one Adam step over tensors of these shapes
     train("mlp_digits" | "cnn_digits" | "mlp_784_60k")   one epoch (bench/training.py's setup;
                                                           mlp_784_60k on its first 12,000 samples)
@@ -80,6 +81,14 @@ def act(n, name):
     return {name: kernels[name]}
 
 
+def softmax(rows, length):
+    x = rng.standard_normal((rows, length), dtype=np.float32)
+    y = np.empty_like(x)
+    target = rng.integers(0, length, rows)
+    return {"softmax": lambda: ops.softmax(x, axis=-1, out=y),
+            "cross_entropy": lambda: (ops.cross_entropy(x, target), ops.cross_entropy_backward(np.float32(1), x, target))}
+
+
 def adam(*shapes):
     params = [rng.random(s, dtype=np.float32) for s in shapes]
     grads = [rng.random(s, dtype=np.float32) for s in shapes]
@@ -118,7 +127,7 @@ def main() -> None:
     threads = int(os.environ.get("SHENJING_AB_THREADS", "2"))
     for build in builds:
         build.set_num_threads(threads)
-    kernels = eval(case, {"gemm": gemm, "conv": conv, "act": act, "adam": adam, "train": train})
+    kernels = eval(case, {"gemm": gemm, "conv": conv, "act": act, "softmax": softmax, "adam": adam, "train": train})
     original = ops._core
     try:
         for name, f in kernels.items():

@@ -161,6 +161,21 @@ static inline vfloat vclamp_below(vfloat x, float c) {
   return x < c ? vsplat(c) : x;
 #endif
 }
+// max(a, b) for a maximum that only shifts exp's argument (softmax, log-sum-exp):
+// a NaN may be kept or dropped, since a NaN input comes back through exp(x - max)
+// itself. One vmaxps where vmax_nan takes two compares and a blend.
+static inline vfloat vmax_shift(vfloat a, vfloat b) {
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  return _mm512_max_ps(a, b);
+#elif defined(__AVX__) && SJ_VECTOR_BYTES == 32
+  return _mm256_max_ps(a, b);
+#elif defined(__SSE2__) && SJ_VECTOR_BYTES == 16
+  return _mm_max_ps(a, b);
+#else
+  return a > b ? a : b;
+#endif
+}
+static inline double vmax_shift(double a, double b) { return a > b ? a : b; }
 static inline double vclamp_above(double x, double c) { return x > c ? c : x; }
 static inline double vclamp_below(double x, double c) { return x < c ? c : x; }
 
@@ -228,6 +243,7 @@ static inline vfloat vexp(vfloat x, vfloat lo) { return vexp_impl<true>(x, lo); 
 static inline vfloat vexp(vfloat x) { return vexp_impl<false>(x, x); }
 static inline vfloat vexp_nonpositive(vfloat x) { return vexp_impl<false, false>(x, x); }
 static inline double vexp(double x) { return std::exp(x); }
+static inline double vexp_nonpositive(double x) { return std::exp(x); }
 
 // exp(p[i] - shift) in the first n lanes (0 < n < lanes), 0 in the rest: the tail
 // of a row. The rest are loaded as `shift` (exp(0)) and dropped after, because a

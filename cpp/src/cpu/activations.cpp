@@ -69,14 +69,14 @@ template <class T> struct RowSoftmax {
     V m0 = lowest, m1 = lowest, m2 = lowest, m3 = lowest;
     int64_t i = 0;
     for (; i + 4 * L <= len; i += 4 * L) {
-      m0 = vmax_nan(m0, vload(x + i));
-      m1 = vmax_nan(m1, vload(x + i + L));
-      m2 = vmax_nan(m2, vload(x + i + 2 * L));
-      m3 = vmax_nan(m3, vload(x + i + 3 * L));
+      m0 = vmax_shift(m0, vload(x + i));
+      m1 = vmax_shift(m1, vload(x + i + L));
+      m2 = vmax_shift(m2, vload(x + i + 2 * L));
+      m3 = vmax_shift(m3, vload(x + i + 3 * L));
     }
-    for (; i + L <= len; i += L) m0 = vmax_nan(m0, vload(x + i));
-    if (i < len) m0 = vmax_nan(m0, vload_partial(x + i, len - i, -std::numeric_limits<T>::infinity()));
-    return hmax(vmax_nan(vmax_nan(m0, m1), vmax_nan(m2, m3)));
+    for (; i + L <= len; i += L) m0 = vmax_shift(m0, vload(x + i));
+    if (i < len) m0 = vmax_shift(m0, vload_partial(x + i, len - i, -std::numeric_limits<T>::infinity()));
+    return hmax(vmax_shift(vmax_shift(m0, m1), vmax_shift(m2, m3)));
   }
   // sum of exp(x - shift); stores the exps in y when y is not null. `next` (the next
   // row, or null) is prefetched meanwhile, so its load from memory overlaps this
@@ -89,14 +89,14 @@ template <class T> struct RowSoftmax {
         __builtin_prefetch(next + i);
         __builtin_prefetch(next + i + L);
       }
-      V e = vexp(vload(x + i) - shift), e1 = vexp(vload(x + i + L) - shift);
+      V e = vexp_nonpositive(vload(x + i) - shift), e1 = vexp_nonpositive(vload(x + i + L) - shift);
       if (y) vstore(y + i, e), vstore(y + i + L, e1);
       s += e;
       s1 += e1;
     }
     s += s1;
     for (; i + L <= len; i += L) {
-      V e = vexp(vload(x + i) - shift);
+      V e = vexp_nonpositive(vload(x + i) - shift);
       if (y) vstore(y + i, e);
       s += e;
     }
@@ -183,10 +183,10 @@ template <class T> void softmax_columns(T* y, const T* x, int64_t outer, int64_t
     auto load = [&](const T* p) { return w == L ? vload(p) : vload_partial(p, w, ninf); };
     auto store = [&](T* p, V v) { if (w == L) vstore(p, v); else vstore_partial(p, v, w); };
     V m = vsplat(ninf);
-    for (int64_t l = 0; l < len; ++l) m = vmax_nan(m, load(x + base + l * inner));
+    for (int64_t l = 0; l < len; ++l) m = vmax_shift(m, load(x + base + l * inner));
     V s = vsplat(T(0));
     for (int64_t l = 0; l < len; ++l) {
-      V e = vexp(load(x + base + l * inner) - m);
+      V e = vexp_nonpositive(load(x + base + l * inner) - m);
       if (!log) store(y + base + l * inner, e);
       s += e;
     }

@@ -208,18 +208,18 @@ template <class T> void row_logsumexp(const T* x, int64_t C, int64_t stride, T* 
     const T ninf = -std::numeric_limits<T>::infinity();
     V m = vsplat(ninf), s = vsplat(T(0));
     int64_t c = 0;
-    for (; c + L <= C; c += L) { V v = vload(x + c); m = vmax_nan(m, v); s += v; }
-    if (c < C) { m = vmax_nan(m, vload_partial(x + c, C - c, ninf)); s += vload_partial(x + c, C - c, T(0)); }
+    for (; c + L <= C; c += L) { V v = vload(x + c); m = vmax_shift(m, v); s += v; }
+    if (c < C) { m = vmax_shift(m, vload_partial(x + c, C - c, ninf)); s += vload_partial(x + c, C - c, T(0)); }
     const T mx = hmax(m);
     V e = vsplat(T(0));
-    for (c = 0; c + L <= C; c += L) e += vexp(vload(x + c) - mx);
+    for (c = 0; c + L <= C; c += L) e += vexp_nonpositive(vload(x + c) - mx);
     if (c < C) e += vexp_partial(x + c, C - c, mx);
     *lse = mx + std::log(hsum(e));
     *sum = hsum(s);
     return;
   }
   T mx = -std::numeric_limits<T>::infinity(), s = 0;
-  for (int64_t c = 0; c < C; ++c) { mx = vmax_nan(mx, x[c * stride]); s += x[c * stride]; }
+  for (int64_t c = 0; c < C; ++c) { mx = vmax_shift(mx, x[c * stride]); s += x[c * stride]; }
   T e = 0;
   for (int64_t c = 0; c < C; ++c) e += std::exp(x[c * stride] - mx);
   *lse = mx + std::log(e);
@@ -265,12 +265,12 @@ template <class T> T row_exp(T* e, const T* x, int64_t C, T* max_out, T* sum_out
   const T ninf = -std::numeric_limits<T>::infinity();
   V m = vsplat(ninf), s = vsplat(T(0));
   int64_t c = 0;
-  for (; c + L <= C; c += L) { V v = vload(x + c); m = vmax_nan(m, v); s += v; }
-  if (c < C) { m = vmax_nan(m, vload_partial(x + c, C - c, ninf)); s += vload_partial(x + c, C - c, T(0)); }
+  for (; c + L <= C; c += L) { V v = vload(x + c); m = vmax_shift(m, v); s += v; }
+  if (c < C) { m = vmax_shift(m, vload_partial(x + c, C - c, ninf)); s += vload_partial(x + c, C - c, T(0)); }
   const T mx = hmax(m);
   V total = vsplat(T(0));
   for (c = 0; c + L <= C; c += L) {
-    V v = vexp(vload(x + c) - mx);
+    V v = vexp_nonpositive(vload(x + c) - mx);
     vstore(e + c, v);
     total += v;
   }
