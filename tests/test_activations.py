@@ -156,6 +156,29 @@ def test_softmax_nan_and_inf_rows():
     np.testing.assert_allclose(y[2], R.softmax(np.array([-np.inf, 0.0, 1.0])), rtol=1e-6)
 
 
+@pytest.mark.parametrize("axis", [1, 0])
+def test_softmax_nan_anywhere_spreads_over_its_row(backend, axis):
+    # the row maximum only shifts exp's argument and may drop a NaN (one vmaxps); the
+    # NaN must still come back through exp, wherever it lies: in each of the
+    # interleaved maxima, the single-vector loop or the tail
+    length = 200
+    for at in (0, 17, 33, 50, 63, 64, 150, 191, 199):
+        x = np.linspace(-3, 3, 3 * length, dtype=np.float32).reshape(3, length)
+        x[1, at] = np.nan
+        x = x if axis == 1 else np.ascontiguousarray(x.T)
+        for f in (ops.softmax, ops.log_softmax):
+            y = f(x, axis=axis)
+            y = y if axis == 1 else y.T
+            assert np.isnan(y[1]).all(), f"{f.__name__}: NaN at {at} did not spread"
+            assert np.isfinite(y[[0, 2]]).all(), f"{f.__name__}: NaN at {at} leaked into other rows"
+        if axis == 1:
+            target = np.array([0, 1, 2])
+            loss = ops.cross_entropy(x, target, reduction="none")
+            assert np.isnan(loss[1]) and np.isfinite(loss[[0, 2]]).all()
+            grad = ops.cross_entropy_backward(np.ones(3, np.float32), x, target, reduction="none")
+            assert np.isnan(grad[1]).all() and np.isfinite(grad[[0, 2]]).all()
+
+
 def test_softmax_rows_sum_to_one(rng):
     x = rng.standard_normal((100, 257)).astype(np.float32) * 10
     np.testing.assert_allclose(ops.softmax(x).sum(axis=1), 1.0, rtol=1e-5)

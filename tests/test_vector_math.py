@@ -37,6 +37,16 @@ def ulp_error(got: np.ndarray, exact: np.ndarray) -> np.ndarray:
     return np.abs(got.astype(np.float64) - exact) / spacing
 
 
+def _normal_tail_edges() -> np.ndarray:
+    """+-x around where exact GELU's AVX-512 tail switches piece: |x| + 1 = 2^e (1 + m/8)
+    for e < 4 (tools/fit_normal_tail.py), and the clamp at 14.99, each with its float
+    neighbours."""
+    edges = np.array([2.0**e * (1 + m / 8) - 1 for e in range(4) for m in range(8)] + [15.0, 14.99],
+                     dtype=np.float32)
+    around = np.concatenate([np.nextafter(edges, np.float32(-1)), edges, np.nextafter(edges, np.float32(99))])
+    return np.concatenate([around, -around])
+
+
 @pytest.fixture(scope="module")
 def grid():
     rng = np.random.default_rng(7)
@@ -44,6 +54,7 @@ def grid():
         np.linspace(-30, 30, 2_000_001, dtype=np.float32),
         (rng.standard_normal(1_000_000) * 3).astype(np.float32),
         np.linspace(-1e-3, 1e-3, 100_001, dtype=np.float32),
+        _normal_tail_edges(),
     ])
 
 
