@@ -20,7 +20,7 @@ except ImportError:  # PyTorch is an optional test dependency
 
 needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
 
-SHAPES = [(2, 3, 9, 11), (1, 1, 1, 1), (4, 2, 8, 8), (3, 7, 6)]
+SHAPES = [(2, 3, 9, 11), (1, 1, 1, 1), (4, 2, 8, 8), (3, 7, 6), (2, 2, 5, 71)]  # 71: rows of several vectors
 MAX = [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
        dict(kernel_size=(3, 2), stride=(2, 3), dilation=(2, 1)), dict(kernel_size=1), dict(kernel_size=3, stride=1)]
 AVG = [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
