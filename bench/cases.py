@@ -279,6 +279,24 @@ def _gemm_case(M, N, K, trans=""):
         rtol=1e-4, atol=1e-3 * math.sqrt(K))
 
 
+def _matmul_case(batch, M, N, K):
+    """A batch of small products (attention heads, per-sample layers): matmul's batched path."""
+
+    def make(rng):
+        return {"a": rng.standard_normal((batch, M, K)).astype(np.float32),
+                "b": rng.standard_normal((batch, K, N)).astype(np.float32)}
+
+    return Case(
+        f"matmul {batch}x({M}x{N}x{K})", "GFLOP/s", 2.0 * batch * M * N * K, make,
+        expected=lambda d: d["a"].astype(np.float64) @ d["b"].astype(np.float64),
+        runners={
+            "shenjing": lambda d: (lambda: ops.matmul(d["a"], d["b"])),
+            "numpy": lambda d: (lambda: d["a"] @ d["b"]),
+            "torch": lambda d: (lambda t=_torch(): (t.from_numpy(d["a"]) @ t.from_numpy(d["b"])).numpy()),
+        },
+        rtol=1e-4, atol=1e-3 * math.sqrt(K))
+
+
 # --- the FMA peak: GEMM's yardstick --------------------------------------------------------
 
 PEAK_ITERATIONS = 4_000_000
@@ -428,6 +446,7 @@ def all_cases():
     return ([_copy_case(), _peak_case()] + _activation_cases() + [_softmax_case(), _cross_entropy_case(), _adam_case()]
             + [_gemm_case(M, N, K, trans) for M, N, K in SMALL_GEMMS for trans in ("", "a", "b")]
             + [_paired(_gemm_case(1024, 1024, 1024)), _paired(_gemm_case(2048, 2048, 2048))]
+            + [_matmul_case(256, 64, 64, 64)]
             + [_conv_case(64, 1, 28, 32, 5, 0), _conv_case(64, 32, 12, 64, 5, 0), _conv_case(32, 64, 56, 64, 3, 1)]
             + [_pool_case("max"), _pool_case("avg")])
 

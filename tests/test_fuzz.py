@@ -74,6 +74,7 @@ def _valid_calls():
         "adam_step": ([[x.copy()], [g], [np.zeros_like(x)], [np.zeros_like(x)]], dict(step=1, lr=1e-3)),
         "sum": ([x, 1], {}), "mean": ([x, None, True], {}), "sum_of_squares": ([x], {}), "copy": ([x], {}),
         "gemm": ([x, g], dict(trans_b=True, alpha=2.0, beta=1.0, c=f32(3, 3), bias=f32(3), activation="relu")),
+        "matmul": ([f32(2, 3, 5), f32(5, 4)], {}),
         "linear": ([x, f32(4, 5), f32(4)], {}),
         "linear_backward": ([f32(3, 4), x, f32(4, 5)], dict(input_grad=True, weight_grad=False, bias_grad=True)),
         "conv2d": ([x4, w4, f32(4), 1, 1, 1, 1], {}),

@@ -124,6 +124,93 @@ def test_gemm_bad_input():
         ops.gemm(np.zeros((2, 2), np.complex64), np.zeros((2, 2), np.float32))
 
 
+# --- matmul: NumPy's semantics on the GEMM ------------------------------------------------
+
+MATMUL_SHAPES = [((3, 4), (4, 5)), ((4,), (4, 5)), ((3, 4), (4,)), ((4,), (4,)),
+                 ((2, 3, 4), (4, 5)), ((3, 4), (2, 4, 5)), ((2, 1, 3, 4), (5, 4, 6)), ((7, 1, 3, 4), (1, 6, 4, 2)),
+                 ((5,), (2, 5, 3)), ((2, 3, 5), (5,)),
+                 # small products split over the threads; large ones each on all threads
+                 ((64, 16, 24), (64, 24, 8)), ((3, 130, 70), (70, 90)), ((2, 33, 12), (2, 12, 100)),
+                 # empty batch, rows, columns and depth
+                 ((0, 3, 4), (4, 5)), ((2, 0, 4), (4, 5)), ((2, 3, 4), (2, 4, 0)), ((3, 0), (0, 5)), ((2, 3, 0), (0,))]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shapes", MATMUL_SHAPES, ids=str)
+def test_matmul_matches_numpy(backend, rng, shapes, dtype):
+    a = rng.standard_normal(shapes[0]).astype(dtype)
+    b = rng.standard_normal(shapes[1]).astype(dtype)
+    y = ops.matmul(a, b)
+    expected = R.matmul(a.astype(np.float64), b.astype(np.float64))
+    assert y.shape == np.shape(expected) and y.dtype == dtype
+    np.testing.assert_allclose(y, expected, **_tol(dtype, shapes[0][-1]))
+
+
+@pytest.mark.parametrize("layout", ["a.T", "b.T", "swapaxes", "fortran", "strided", "ints", "mixed"])
+def test_matmul_takes_any_layout_and_type(rng, layout):
+    a = rng.standard_normal((3, 5, 4)).astype(np.float32)
+    b = rng.standard_normal((3, 4, 6)).astype(np.float32)
+    if layout == "a.T":  # a 2-D transposed view, read transposed in place
+        x, y = rng.standard_normal((4, 5)).astype(np.float32).T, b[0]
+    elif layout == "b.T":  # x @ w.T, a linear layer's product
+        x, y = a[0], rng.standard_normal((6, 4)).astype(np.float32).T
+    elif layout == "swapaxes":
+        x, y = np.swapaxes(np.ascontiguousarray(np.swapaxes(a, -1, -2)), -1, -2), np.swapaxes(np.swapaxes(b, -1, -2).copy(), -1, -2)
+    elif layout == "fortran":
+        x, y = np.asfortranarray(a[0]), np.asfortranarray(b[0])
+    elif layout == "strided":  # neither way contiguous: copied once
+        x, y = rng.standard_normal((3, 10, 4)).astype(np.float32)[:, ::2], b
+    elif layout == "ints":
+        x, y = np.arange(12).reshape(3, 4), np.ones((4, 2), np.int32)
+    else:  # float32 with float64: float64
+        x, y = a, b.astype(np.float64)
+    got = ops.matmul(x, y)
+    expected = np.matmul(np.asarray(x, np.float64), np.asarray(y, np.float64))
+    assert got.dtype == (np.float64 if layout == "mixed" else np.float32)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_matmul_out_and_bit_identical_threads(rng):
+    a = rng.standard_normal((40, 20, 30)).astype(np.float32)  # small products: split over threads
+    b = rng.standard_normal((30, 25)).astype(np.float32)
+    big_a = rng.standard_normal((2, 300, 200)).astype(np.float32)  # large: one after another
+    old = shenjing.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            shenjing.set_num_threads(threads)
+            out = np.empty((40, 20, 25), np.float32)
+            assert ops.matmul(a, b, out=out) is out
+            results.append((out, ops.matmul(big_a, np.swapaxes(big_a, -1, -2))))
+    finally:
+        shenjing.set_num_threads(old)
+    for x, y in zip(*results):
+        np.testing.assert_array_equal(x, y)
+    for i in range(40):  # each product of the batch is the 2-D GEMM's
+        np.testing.assert_array_equal(results[0][0][i], ops.gemm(a[i], b))
+
+
+def test_matmul_bad_input():
+    with raises(ValueError, "matmul", "(3, 4)", "(5, 6)", "do not match"):
+        ops.matmul(np.ones((3, 4)), np.ones((5, 6)))
+    with raises(ValueError, "matmul", "(2, 3, 4)", "(3, 4, 5)", "broadcast"):
+        ops.matmul(np.ones((2, 3, 4)), np.ones((3, 4, 5)))
+    with raises(ValueError, "matmul", "at least one dimension"):
+        ops.matmul(np.float32(2), np.ones(3))
+    with raises(TypeError, "matmul", "b", "complex"):
+        ops.matmul(np.ones((2, 2)), np.ones((2, 2), np.complex64))
+    with raises(ValueError, "matmul", "out", "(2, 2)"):
+        ops.matmul(np.ones((2, 3)), np.ones((3, 4)), out=np.empty((2, 2)))
+    with raises(ValueError, "matmul", "cannot be made an array"):
+        ops.matmul([[1, 2], [3]], np.ones((2, 2)))
+    # _core itself refuses offsets outside the operands, instead of reading past them
+    a, b, c = np.ones((2, 3, 4), np.float32), np.ones((4, 5), np.float32), np.empty((2, 3, 5), np.float32)
+    with raises(ValueError, "matmul", "a_offsets", "outside"):
+        shenjing.ops._core.gemm_batched(c, a, b, np.array([0, 13], np.int64), np.zeros(2, np.int64), 3, 5, 4, False, False)
+    with raises(ValueError, "matmul", "b_offsets", "entries"):
+        shenjing.ops._core.gemm_batched(c, a, b, np.array([0, 12], np.int64), np.zeros(3, np.int64), 3, 5, 4, False, False)
+
+
 # --- a linear layer's forward and backward ---------------------------------------------
 
 LINEAR_SIZES = [(64, 128, 64), (64, 10, 128), (1, 1, 1), (0, 3, 4), (3, 0, 4), (3, 4, 0), (37, 613, 151), (130, 7, 33)]

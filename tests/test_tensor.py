@@ -28,6 +28,7 @@ OPS = {
     "neg_pow": (lambda a: -(a ** 3), [rand(5)]),
     "matmul": (lambda a, b: a @ b, [rand(3, 4), rand(4, 5)]),
     "matmul_batched": (lambda a, b: a @ b, [rand(2, 3, 4), rand(4, 2)]),
+    "matmul_broadcast": (lambda a, b: a @ b, [rand(2, 1, 3, 4), rand(5, 4, 2)]),
     "matmul_vector": (lambda a, b: a @ b, [rand(3, 4), rand(4)]),
     "sum_axis": (lambda a: a.sum(axis=1), [rand(3, 4)]),
     "mean_keepdims": (lambda a: a.mean(axis=0, keepdims=True), [rand(3, 4)]),

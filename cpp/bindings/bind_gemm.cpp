@@ -33,6 +33,38 @@ void bind_gemm(py::module_& m) {
                                               GemmActivation(activation));
     });
   });
+  // A batch of products C_i = op(A_i) op(B_i): c (batch, M, N); A_i = a[a_offsets[i]:]
+  // and B_i = b[b_offsets[i]:] (element offsets into the flat arrays; a broadcast
+  // operand repeats one), each checked to lie inside its array.
+  m.def("gemm_batched", [](py::array c, py::array a, py::array b, py::array a_offsets, py::array b_offsets, int64_t M,
+                           int64_t N, int64_t K, bool trans_a, bool trans_b) {
+    const char* op = "matmul";
+    checked_volume(M, N, K, op);
+    auto offsets = [&](const py::array& o, const char* arg, int64_t matrix, int64_t size) {
+      if (!py::isinstance<py::array_t<int64_t>>(o) || o.itemsize() != 8 || !(o.flags() & py::array::c_style) || o.ndim() != 1)
+        fail_type(op, arg, "must be a contiguous 1-D int64 array, got " + dtype_of(o) + " with shape " + shape_of(o));
+      const int64_t* p = static_cast<const int64_t*>(o.data());
+      for (py::ssize_t i = 0; i < o.size(); ++i)
+        if (p[i] < 0 || p[i] > size - matrix)
+          fail_value(op, arg, "holds " + std::to_string(p[i]) + " at " + std::to_string(i) + ", outside an array of " +
+                                  std::to_string(size) + " elements for a matrix of " + std::to_string(matrix));
+      return p;
+    };
+    const int64_t batch = int64_t(a_offsets.size());
+    with_float_type(a, op, "a", [&](auto tag) {
+      using T = decltype(tag);
+      const T* pa = input<T>(a, op, "a");
+      const T* pb = input<T>(b, op, "b");
+      T* pc = output<T>(c, op, "out");
+      if (int64_t(b_offsets.size()) != batch)
+        fail_value(op, "b_offsets", "has " + std::to_string(b_offsets.size()) + " entries, a_offsets " + std::to_string(batch));
+      const int64_t* ao = offsets(a_offsets, "a_offsets", M * K, int64_t(a.size()));
+      const int64_t* bo = offsets(b_offsets, "b_offsets", K * N, int64_t(b.size()));
+      check_size(c, checked_volume(batch, M, N, op), op, "out");
+      py::gil_scoped_release release;
+      kernels<T>().gemm.gemm_batched(pc, pa, pb, batch, ao, bo, M, N, K, trans_a, trans_b);
+    });
+  });
   // A linear layer's backward, y = a w^T (+ bias): a: (M, K), w: (N, K), g = dL/dy: (M, N).
   // dx = g w: (M, K); dw = g^T a: (N, K); db = the column sums of g: (N,); each only
   // when its output is given (None: not wanted). One call and one GIL release for three.

@@ -331,6 +331,10 @@ def sum_of_squares(x):
 
 # --- GEMM --------------------------------------------------------------------------
 
+def matmul(a, b):
+    return np.matmul(a, b)
+
+
 def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, c=None, bias=None, activation=None):
     r = alpha * ((a.T if trans_a else a) @ (b.T if trans_b else b))
     if beta != 0:

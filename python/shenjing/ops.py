@@ -34,7 +34,7 @@ __all__ = [
     "cross_entropy", "cross_entropy_backward", "cross_entropy_forward_backward", "nll_loss", "nll_loss_backward",
     "sgd_step", "adam_step",
     "sum", "mean", "sum_of_squares", "copy",
-    "gemm", "linear", "linear_backward",
+    "gemm", "matmul", "linear", "linear_backward",
     "conv2d", "conv2d_backward", "conv1d", "conv1d_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
@@ -860,6 +860,76 @@ def gemm(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1
             np.copyto(result, c_arr)
     _core.gemm(result, a, b, M, N, K, bool(trans_a), bool(trans_b), alpha, beta, bias_arr, bias_kind,
                _ACTIVATIONS[activation], bool(_reference_kernel))
+    return result
+
+
+def _gemm_operand(x):
+    """(array, transposed): ``x`` as row-major matrices the GEMM reads as they lie: ``x``
+    itself, or, when the swap of its last two axes is C-contiguous (``w.T``, a Fortran-
+    ordered matrix, ``np.swapaxes(x, -1, -2)``), that swap read transposed; else a copy."""
+    if x.flags.c_contiguous:
+        return x, False
+    swapped = np.swapaxes(x, -1, -2)
+    if swapped.flags.c_contiguous:
+        return swapped, True
+    return np.ascontiguousarray(x), False
+
+
+def _batch_offsets(batch_shape, full_shape, matrix: int) -> np.ndarray:
+    """Element offsets of each matrix of an operand with batch dimensions ``batch_shape``,
+    broadcast to ``full_shape`` (a broadcast operand repeats its offsets)."""
+    index = np.arange(math.prod(batch_shape), dtype=np.int64).reshape(batch_shape)
+    return np.ascontiguousarray(np.broadcast_to(index, full_shape).reshape(-1)) * np.int64(matrix)
+
+
+def matmul(a, b, *, out=None) -> np.ndarray:
+    """a @ b with NumPy's semantics, on shenjing's GEMM.
+
+    A 1-D a is a row (1, K) and a 1-D b a column (K, 1), the added dimension dropped
+    from the result; the dimensions before the last two are batch dimensions,
+    broadcast against each other. Integer and boolean input become float32, as
+    everywhere in ``ops``; two float types give float64 unless both are float32.
+    Transposed views (``w.T``, ``np.swapaxes(x, -1, -2)``) are read as they lie.
+    Small products of a batch run one per thread.
+    """
+    op = "matmul"
+    a, b = _any_array(a, op, "a"), _any_array(b, op, "b")
+    for arg, x in (("a", a), ("b", b)):
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"{op}: {arg} must be a real numeric array, got dtype {x.dtype} with shape {x.shape}")
+        if x.ndim == 0:
+            raise ValueError(f"{op}: {arg} must have at least one dimension, got shapes {a.shape} and {b.shape}")
+    dtype = np.result_type(*(x.dtype if x.dtype in _FLOAT_TYPES else np.float32 for x in (a, b)))
+    dtype = _F32 if dtype == _F32 else _F64
+    row, column = a.ndim == 1, b.ndim == 1
+    A = a.reshape(1, -1) if row else a
+    B = b.reshape(-1, 1) if column else b
+    M, K = A.shape[-2:]
+    Kb, N = B.shape[-2:]
+    if K != Kb:
+        raise ValueError(f"{op}: shapes {a.shape} and {b.shape} do not match: {K} (last of a) != {Kb} "
+                         f"({'only' if column else 'second-to-last'} of b)")
+    try:
+        batch = np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+    except ValueError:
+        raise ValueError(f"{op}: batch dimensions of shapes {a.shape} and {b.shape} cannot be broadcast "
+                         f"together") from None
+    shape = batch + ((() if row else (M,)) + (() if column else (N,)))
+    _check_size(shape, dtype, op, "result")
+    result = _output(out, shape, dtype, op, (a, b), in_place=False)
+    if result.size == 0:
+        return result
+    if K == 0:
+        result.fill(0)
+        return result
+    A, trans_a = _gemm_operand(np.asarray(A, dtype=dtype))
+    B, trans_b = _gemm_operand(np.asarray(B, dtype=dtype))
+    if not batch:
+        _core.gemm(result, A, B, M, N, K, trans_a, trans_b, 1.0, 0.0, None, 0, 0, False)
+        return result
+    a_offsets = _batch_offsets(A.shape[:-2], batch, M * K)
+    b_offsets = _batch_offsets(B.shape[:-2], batch, K * N)
+    _core.gemm_batched(result, A, B, a_offsets, b_offsets, M, N, K, trans_a, trans_b)
     return result
 
 

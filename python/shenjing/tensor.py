@@ -415,15 +415,17 @@ def matmul(a, b):
         return reshape(out, out.shape[:-1])
     if a.shape[-1] != b.shape[-2]:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match ({a.shape[-1]} != {b.shape[-2]})")
-    if a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.dtype.kind == "f":
-        A, B = a.data, b.data
+    A, B = a.data, b.data
+    if a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype:
         y = ops.gemm(A, B)
         return autograd.record(y, (a, b), lambda g: (ops.gemm(g, B, trans_b=True), ops.gemm(A, g, trans_a=True)))
-    A, B = a.data, b.data
-    y = _broadcasting("matmul", np.matmul, A, B)
+    y = ops.matmul(A, B)  # batched, broadcast (its errors name matmul and both shapes)
 
     def backward(g):
-        return np.matmul(g, np.swapaxes(B, -1, -2)), np.matmul(np.swapaxes(A, -1, -2), g)
+        # the transposes are views the GEMM reads as they lie; record() sums broadcast dimensions
+        da = ops.matmul(g, np.swapaxes(B, -1, -2))
+        db = ops.matmul(np.swapaxes(A, -1, -2), g)
+        return da.astype(A.dtype, copy=False), db.astype(B.dtype, copy=False)
 
     return autograd.record(y, (a, b), backward)
 

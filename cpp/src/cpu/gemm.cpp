@@ -197,9 +197,8 @@ bool gemm_narrow_rows(float* c, const float* a, const float* b, int64_t M, int64
 #endif
 
 template <class T>
-void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b, T alpha,
-          T beta, const T* bias, GemmBias bias_kind, GemmActivation activation) {
-  const int threads = thread_count();
+void gemm_on(int threads, T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b,
+             T alpha, T beta, const T* bias, GemmBias bias_kind, GemmActivation activation) {
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
   if constexpr (sizeof(T) == 4) {
     if (gemm_narrow_rows(c, a, b, M, N, K, trans_a, trans_b, alpha, beta, bias, bias_kind, activation, threads)) return;
@@ -209,8 +208,37 @@ void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool tr
   gemm_blocked(c, a, b, M, N, K, trans_a, trans_b, alpha, beta, bias, bias_kind, activation, threads);
 }
 
+template <class T>
+void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b, T alpha,
+          T beta, const T* bias, GemmBias bias_kind, GemmActivation activation) {
+  gemm_on(thread_count(), c, a, b, M, N, K, trans_a, trans_b, alpha, beta, bias, bias_kind, activation);
+}
+
+// Below this many flops a product of a batch runs on one thread, the batch split
+// among the threads: the size from which a single product starts its own parallel
+// region is about the same (gemm_narrow_rows: 8, the driver: 64 x kParallelMinWork).
+constexpr double kBatchedParallelFlops = 64.0 * double(kParallelMinWork);
+
+template <class T>
+void gemm_batched(T* c, const T* a, const T* b, int64_t batch, const int64_t* a_offsets, const int64_t* b_offsets,
+                  int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b) {
+  const int threads = thread_count();
+  const bool split_batch = threads > 1 && batch > 1 && 2.0 * double(M) * double(N) * double(K) < kBatchedParallelFlops;
+  if (split_batch) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int64_t i = 0; i < batch; ++i)
+      gemm_on(1, c + i * M * N, a + a_offsets[i], b + b_offsets[i], M, N, K, trans_a, trans_b, T(1), T(0),
+              static_cast<const T*>(nullptr), GemmBias::none, GemmActivation::none);
+    return;
+  }
+  for (int64_t i = 0; i < batch; ++i)
+    gemm_on(threads, c + i * M * N, a + a_offsets[i], b + b_offsets[i], M, N, K, trans_a, trans_b, T(1), T(0),
+            static_cast<const T*>(nullptr), GemmBias::none, GemmActivation::none);
+}
+
 template <class T> void fill(GemmKernels<T>& k) {
   k.gemm = gemm<T>;
+  k.gemm_batched = gemm_batched<T>;
   k.gemm_reference = gemm_reference<T>;
 }
 
