@@ -38,6 +38,38 @@ def test_elementwise_matches_reference(backend, rng, name, shape, dtype):
     assert_close(dx, dx_ref, dtype, what=f"{name} backward")
 
 
+STREAMED = (1 << 22) + 21  # float32 outputs from 16 MiB are written with streaming stores
+
+
+@pytest.fixture(scope="module")
+def large():
+    """Inputs of STREAMED floats starting 3 elements off a vector boundary, and their
+    float64 results (computed once for every backend)."""
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal(STREAMED + 3) * 3).astype(np.float32)[3:]
+    g = rng.standard_normal(STREAMED + 3).astype(np.float32)[3:]
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    y = R.sigmoid(x64)
+    return {"x": x, "g": g, "sigmoid": y, "sigmoid_backward": R.sigmoid_backward(g64, y.astype(np.float32)),
+            "relu_backward": R.relu_backward(g64, x64)}
+
+
+def test_elementwise_large_outputs(backend, large):
+    """Outputs large enough for streaming stores (an unaligned head, aligned vectors, a
+    tail in every chunk), into fresh arrays, into a view that starts off a vector
+    boundary, and in place (not streamed)."""
+    x, g = large["x"], large["g"]
+    assert_close(ops.sigmoid(x), large["sigmoid"], np.float32, what="sigmoid, large")  # interleaved map
+    y32 = large["sigmoid"].astype(np.float32)
+    assert_close(ops.sigmoid_backward(g, y32), large["sigmoid_backward"], np.float32, what="sigmoid backward, large")
+    np.testing.assert_array_equal(ops.relu_backward(g, x), large["relu_backward"].astype(np.float32))  # binary map
+    out = np.empty(STREAMED + 5, np.float32)[5:]
+    np.testing.assert_array_equal(ops.copy(x, out=out), x)  # unary map, unaligned out
+    inplace = x.copy()
+    assert ops.relu(inplace, out=inplace) is inplace
+    np.testing.assert_array_equal(inplace, np.maximum(x, 0))
+
+
 @pytest.mark.parametrize("name", ELEMENTWISE)
 def test_elementwise_gradient_by_finite_differences(rng, name):
     forward, backward = ELEMENTWISE[name]

@@ -17,12 +17,56 @@ constexpr int64_t kElementChunk = 16384;  // a multiple of every vector width
 // bodies of map_unary, the copy yardstick among them, gain nothing)
 constexpr int64_t kPrefetchAhead = 2048;  // bytes
 
+// --- non-temporal stores for large outputs ------------------------------------------
+// An output of at least this many bytes (that is not also an input) is written with
+// streaming stores, which skip reading each line in before overwriting it and leave
+// the caches to the inputs: a third less memory traffic. Measured (bench/ab.py, 16M
+// floats, 2 threads): tanh 0.79x, sigmoid 0.84x, gelu 0.92x; tanh then sigmoid on the
+// result then its sum, 0.86x at 16M, 0.94x at 8M, 1.00x at 4M (16 MB), so outputs
+// that size and larger do not stay in this machine's caches for the next op anyway.
+constexpr int64_t kStreamAboveBytes = int64_t(16) << 20;
+
+#if (defined(__AVX512F__) && SJ_VECTOR_BYTES == 64) || (defined(__AVX__) && SJ_VECTOR_BYTES == 32)
+constexpr bool kHasStreamingStores = true;
+static inline void vstream(float* p, vfloat v) {
+#if SJ_VECTOR_BYTES == 64
+  _mm512_stream_ps(p, v);
+#else
+  _mm256_stream_ps(p, v);
+#endif
+}
+static inline void stream_fence() { _mm_sfence(); }  // streaming stores are weakly ordered
+#else
+constexpr bool kHasStreamingStores = false;
+static inline void vstream(float* p, vfloat v) { vstore(p, v); }
+static inline void stream_fence() {}
+#endif
+static inline void vstream(double* p, double v) { *p = v; }
+
+// whether y (n elements) is written with streaming stores: float, large, not an input
+template <class T> static inline bool streams_output(const T* y, int64_t n, const T* a, const T* b = nullptr) {
+  return kHasStreamingStores && sizeof(T) == 4 && n * int64_t(sizeof(T)) >= kStreamAboveBytes && y != a && y != b;
+}
+// the first i from `i` at which y + i is vector-aligned (streaming stores need it), or `end`
+template <class T> static inline int64_t aligned_from(const T* y, int64_t i, int64_t end) {
+  constexpr uintptr_t kBytes = uintptr_t(Simd<T>::lanes) * sizeof(T);
+  while (i < end && reinterpret_cast<uintptr_t>(y + i) % kBytes != 0) ++i;
+  return i;
+}
+
 // y[i] = f(a[i])
 template <class T, class F>
 static inline void map_unary(T* y, const T* a, int64_t n, F f) {
   constexpr int64_t L = Simd<T>::lanes;
+  const bool stream = streams_output(y, n, a);
   parallel_chunks(n, kElementChunk, 1, [&](int64_t, int64_t begin, int64_t end) {
     int64_t i = begin;
+    if (stream) {
+      const int64_t start = aligned_from(y, begin, end);
+      if (i < start) vstore_partial(y + i, f(vload_partial(a + i, start - i, T(0))), start - i);
+      for (i = start; i + L <= end; i += L) vstream(y + i, f(vload(a + i)));
+      stream_fence();
+    }
     for (; i + L <= end; i += L) vstore(y + i, f(vload(a + i)));
     if (i < end) vstore_partial(y + i, f(vload_partial(a + i, end - i, T(0))), end - i);
   });
@@ -38,12 +82,27 @@ static inline void map_unary(T* y, const T* a, int64_t n, F f) {
 template <class T, class F>
 static inline void map_unary_interleaved(T* y, const T* a, int64_t n, F f) {
   constexpr int64_t L = Simd<T>::lanes, kStepBytes = 2 * L * int64_t(sizeof(T));
+  const bool stream = streams_output(y, n, a);
   parallel_chunks(n, kElementChunk, 1, [=](int64_t, int64_t begin, int64_t end) {
     int64_t i = begin;
-    for (; i + 2 * L <= end; i += 2 * L) {
-      if (kStepBytes >= 64 || (i * int64_t(sizeof(T))) % 64 == 0)  // each line of the step, once
+    auto prefetch = [=](int64_t at) {
+      if (kStepBytes >= 64 || (at * int64_t(sizeof(T))) % 64 == 0)  // each line of the step, once
         for (int64_t line = 0; line < 2 * L; line += 64 / int64_t(sizeof(T)))
-          __builtin_prefetch(a + i + line + kPrefetchAhead / sizeof(T), 0, 3);
+          __builtin_prefetch(a + at + line + kPrefetchAhead / sizeof(T), 0, 3);
+    };
+    if (stream) {
+      const int64_t start = aligned_from(y, begin, end);
+      if (i < start) vstore_partial(y + i, f(vload_partial(a + i, start - i, T(0))), start - i);
+      for (i = start; i + 2 * L <= end; i += 2 * L) {
+        prefetch(i);
+        const auto r0 = f(vload(a + i)), r1 = f(vload(a + i + L));
+        vstream(y + i, r0);
+        vstream(y + i + L, r1);
+      }
+      stream_fence();
+    }
+    for (; i + 2 * L <= end; i += 2 * L) {
+      prefetch(i);
       const auto r0 = f(vload(a + i)), r1 = f(vload(a + i + L));
       vstore(y + i, r0);
       vstore(y + i + L, r1);
@@ -57,8 +116,16 @@ static inline void map_unary_interleaved(T* y, const T* a, int64_t n, F f) {
 template <class T, class F>
 static inline void map_binary(T* y, const T* a, const T* b, int64_t n, F f) {
   constexpr int64_t L = Simd<T>::lanes;
+  const bool stream = streams_output(y, n, a, b);
   parallel_chunks(n, kElementChunk, 1, [&](int64_t, int64_t begin, int64_t end) {
     int64_t i = begin;
+    if (stream) {
+      const int64_t start = aligned_from(y, begin, end);
+      if (i < start)
+        vstore_partial(y + i, f(vload_partial(a + i, start - i, T(0)), vload_partial(b + i, start - i, T(0))), start - i);
+      for (i = start; i + L <= end; i += L) vstream(y + i, f(vload(a + i), vload(b + i)));
+      stream_fence();
+    }
     for (; i + L <= end; i += L) vstore(y + i, f(vload(a + i), vload(b + i)));
     if (i < end)
       vstore_partial(y + i, f(vload_partial(a + i, end - i, T(0)), vload_partial(b + i, end - i, T(0))),
