@@ -70,6 +70,22 @@ def test_elementwise_large_outputs(backend, large):
     np.testing.assert_array_equal(inplace, np.maximum(x, 0))
 
 
+def test_softmax_large_outputs(backend, rng):
+    """Rows of an output large enough for streaming stores, each starting at another
+    alignment (4099 floats a row), into a fresh array and an unaligned out, and in place."""
+    x = (rng.standard_normal((1025, 4099)) * 4).astype(np.float32)
+    x64 = x.astype(np.float64)
+    for f, ref in ((ops.softmax, R.softmax), (ops.log_softmax, R.log_softmax)):
+        expected = ref(x64)
+        assert_close(f(x), expected, np.float32, what=f"{f.__name__}, large")
+        out = np.empty(x.size + 1, np.float32)[1:].reshape(x.shape)
+        assert f(x, out=out) is out
+        assert_close(out, expected, np.float32, what=f"{f.__name__} into an unaligned out")
+        inplace = x.copy()
+        assert f(inplace, out=inplace) is inplace
+        assert_close(inplace, expected, np.float32, what=f"{f.__name__} in place")
+
+
 @pytest.mark.parametrize("name", ELEMENTWISE)
 def test_elementwise_gradient_by_finite_differences(rng, name):
     forward, backward = ELEMENTWISE[name]

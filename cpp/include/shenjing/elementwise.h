@@ -54,6 +54,22 @@ template <class T> static inline int64_t aligned_from(const T* y, int64_t i, int
   return i;
 }
 
+// y[0, n) = value(i) a vector at a time (value(i, lanes) for the first lanes of one
+// that is partial), with streaming stores over the vector-aligned middle when `stream`
+// (the caller fences once it is done with its rows). For rows of a larger output.
+template <class T, class F>
+static inline void store_row(T* y, int64_t n, bool stream, F value) {
+  constexpr int64_t L = Simd<T>::lanes;
+  int64_t i = 0;
+  if (stream) {
+    const int64_t start = aligned_from(y, 0, n);
+    if (start > 0) vstore_partial(y, value(0, start), start);
+    for (i = start; i + L <= n; i += L) vstream(y + i, value(i, L));
+  }
+  for (; i + L <= n; i += L) vstore(y + i, value(i, L));
+  if (i < n) vstore_partial(y + i, value(i, n - i), n - i);
+}
+
 // y[i] = f(a[i])
 template <class T, class F>
 static inline void map_unary(T* y, const T* a, int64_t n, F f) {

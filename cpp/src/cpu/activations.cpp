@@ -129,19 +129,38 @@ template <class T> struct RowSoftmax {
   }
 };
 
+// A large output (see streams_output) is written once, with streaming stores: the
+// exps go to a row of scratch instead of into y, which would read y's lines in first
+// (softmax of 4096x4096 0.87x, 4096x1000 0.98x; rows over kScratchRow floats keep the exps in y).
+constexpr int64_t kScratchRow = int64_t(1) << 16;
+
 template <class T> void softmax_rows(T* y, const T* x, int64_t rows, int64_t len, bool log) {
   using R = RowSoftmax<T>;
+  using V = typename Simd<T>::V;
+  const bool stream = streams_output(y, rows * len, x) && len <= kScratchRow;
   parallel_for(rows, 4 * len, [&](int64_t r) {
     const T* xr = x + r * len;
     T* yr = y + r * len;
+    const T* next = r + 1 < rows ? xr + len : nullptr;
     const T m = R::row_max(xr, len);
     if (log) {  // (x - max) - log(sum): rounding x - (max + log(sum)) would cost digits at |x| ~ 1e4
-      const T log_sum = std::log(R::sum_exp(nullptr, xr, len, m, r + 1 < rows ? xr + len : nullptr));
-      R::apply(yr, xr, xr, len, [m, log_sum](auto v, auto) { return (v - m) - log_sum; });
+      const T log_sum = std::log(R::sum_exp(nullptr, xr, len, m, next));
+      store_row(yr, len, stream, [&](int64_t i, int64_t lanes) -> V {
+        const V v = lanes == Simd<T>::lanes ? vload(xr + i) : vload_partial(xr + i, lanes, T(0));
+        return (v - m) - log_sum;
+      });
+    } else if (stream) {
+      static thread_local std::vector<T> exp_buffer;
+      T* e = scratch(exp_buffer, size_t(len));
+      const T inv = T(1) / R::sum_exp(e, xr, len, m, next);
+      store_row(yr, len, true, [&](int64_t i, int64_t lanes) -> V {
+        return (lanes == Simd<T>::lanes ? vload(e + i) : vload_partial(e + i, lanes, T(0))) * inv;
+      });
     } else {
-      const T inv = T(1) / R::sum_exp(yr, xr, len, m, r + 1 < rows ? xr + len : nullptr);
+      const T inv = T(1) / R::sum_exp(yr, xr, len, m, next);
       R::apply(yr, yr, yr, len, [inv](auto v, auto) { return v * inv; });
     }
+    if (stream) stream_fence();
   });
 }
 
