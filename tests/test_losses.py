@@ -155,6 +155,20 @@ def test_cross_entropy_matches_reference(backend, rng, reduction, shape, dtype, 
     assert_close(dx, dx_ref, dtype, what="cross_entropy backward")
 
 
+@pytest.mark.parametrize("reduction,smoothing", [("none", 0.0), ("mean", 0.1)])
+def test_cross_entropy_backward_large(backend, rng, reduction, smoothing):
+    """A gradient large enough for streaming stores (rows of 4099 classes, each starting at
+    another alignment), with ignored samples and targets at a row's first and last class."""
+    x = (rng.standard_normal((1025, 4099)) * 3).astype(np.float32)
+    t = rng.integers(0, 4099, 1025)
+    t[:3] = [0, 4098, -100]
+    kw = dict(reduction=reduction, label_smoothing=smoothing)
+    g = rng.standard_normal(1025).astype(np.float32) if reduction == "none" else np.float32(1.5)
+    dx = ops.cross_entropy_backward(g, x, t, **kw)
+    expected = R.cross_entropy_backward(np.asarray(g, np.float64), x.astype(np.float64), t, **kw)
+    assert_close(dx, expected, np.float32, what="cross_entropy backward, large")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", CLASS_SHAPES, ids=str)
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])

@@ -114,6 +114,9 @@ static inline float hmax(vfloat v) {
 static inline double hmax(double v) { return v; }
 static inline float lane(vfloat v, int64_t k) { return v[k]; }
 static inline double lane(double v, int64_t) { return v; }
+// v with d taken from lane k
+static inline vfloat vsub_lane(vfloat v, int64_t k, float d) { v[k] -= d; return v; }
+static inline double vsub_lane(double v, int64_t, double d) { return v - d; }
 
 // --- bit-level helpers ---------------------------------------------------------
 static inline vfloat vabs(vfloat x) { return (vfloat)((vint)x & 0x7fffffff); }
