@@ -201,6 +201,12 @@ static inline double vrecip(double d) { return 1.0 / d; }
 // (|lo| < 2) into the reduced argument r = (x - n C1) - n C2 + lo, so it keeps
 // the bits that rounding x + lo would lose (used for exp(-x^2/2)). Measured: max 1 ulp over
 // [-104, 89] (tests/test_vector_math.py).
+// round(v log2(e)) for |v| < 2^21, as a float: adding 1.5 * 2^23 in the FMA leaves the
+// nearest integer in the low bits (two instructions where vrndscaleps takes three uops)
+static inline vfloat vround_log2e(vfloat v) {
+  const float round_magic = 12582912.0f;
+  return (v * 1.44269504088896341f + round_magic) - round_magic;
+}
 // p(r) with e^r = 1 + r + r^2 p(r) on |r| <= ln2/2 (Cephes expf's polynomial)
 static inline vfloat vexp_poly(vfloat r) {
   vfloat p = vsplat(1.9875691500e-4f);
@@ -222,7 +228,7 @@ template <bool kWithLo, bool kUpper = true> static inline vfloat vexp_impl(vfloa
 #if defined(__AVX512F__)
   // vscalefps multiplies by 2^n with one rounding, overflow to inf and
   // gradual underflow included
-  vfloat n = _mm512_roundscale_ps(arg * 1.44269504088896341f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  vfloat n = vround_log2e(arg);
   vfloat r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   if (kWithLo) r = r + lo;
@@ -334,12 +340,7 @@ static inline double vsigmoid(double x) {
 // expm1(y) = 2^n (r + r^2 p(r)) + (2^n - 1), where 2^n - 1 is exact, so small
 // |y| keeps its relative accuracy (exp(y) - 1 would cancel).
 static inline vfloat vexpm1_nonpositive(vfloat y) {
-#if defined(__AVX512F__)
-  vfloat n = _mm512_roundscale_ps(y * 1.44269504088896341f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-#else
-  const float round_magic = 12582912.0f;
-  vfloat n = (y * 1.44269504088896341f + round_magic) - round_magic;
-#endif
+  const vfloat n = vround_log2e(y);
   vfloat r = y - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   const vfloat q = vexp_poly(r) * (r * r) + r;                         // e^r - 1
@@ -395,7 +396,7 @@ static inline ScaledExp vexp_neg_half_square_parts(vfloat a) {
   const vfloat h = a * -0.5f;
   const vfloat hi = h * a;
   const vfloat lo = _mm512_fmsub_ps(h, a, hi);
-  const vfloat n = _mm512_roundscale_ps(hi * 1.44269504088896341f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const vfloat n = vround_log2e(hi);
   vfloat r = hi - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   return {vexp_reduced(r + lo), n};
