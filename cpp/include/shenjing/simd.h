@@ -21,6 +21,7 @@
 #endif
 
 #include "shenjing/normal_tail_table.h"
+#include "shenjing/tanh_table.h"
 
 #ifndef SJ_ISA
 #error "simd.h is only for the kernel files compiled once per instruction set"
@@ -344,15 +345,36 @@ static inline vfloat vexpm1_nonpositive(vfloat y) {
   vfloat r = y - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   const vfloat q = vexp_poly(r) * (r * r) + r;                         // e^r - 1
-#if defined(__AVX512F__)
-  // 2^n q + (2^n - 1) by vscalefps, exact as the multiply was: one instruction fewer
-  return _mm512_scalef_ps(q, n) + (_mm512_scalef_ps(vsplat(1.0f), n) - 1.0f);
-#else
   const vfloat scale = (vfloat)((__builtin_convertvector(n, vint) + 127) << 23);  // 2^n, n in [-29, 0]
   return scale * q + (scale - 1.0f);
-#endif
 }
 
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+// table[index & 31] in each lane: one vpermt2ps from the table's two registers
+static inline vfloat vtable32(const float* table, __m512i index) {
+  return _mm512_permutex2var_ps(_mm512_load_ps(table), index, _mm512_load_ps(table + 16));
+}
+
+// tanh(a) = a T(a), a = |x|, with T = tanh(a)/a read off 32 fitted degree-5 pieces
+// (tanh_table.h, tools/fit_tables.py; relative error 1.2e-7), so tanh keeps its
+// relative accuracy near 0; the sign comes back by one bit select (vpternlogd:
+// sign ? x : t). About 19 instructions a vector where the expm1 form below takes 26.
+// a is clamped at 9.02, from where tanh rounds to 1.0f. Measured: max 2.4 ulp
+// (tests/test_vector_math.py).
+static inline vfloat vtanh(vfloat x) {
+  const vfloat a = vclamp_above(vabs(x), 9.02f);  // NaN stays NaN
+  const __m512i index = _mm512_srli_epi32(_mm512_castps_si512(a + 1.0f), 20);
+  const vfloat u = a - vtable32(kTanhRatioStart, index);
+  vfloat p = vtable32(kTanhRatioC5, index);
+  p = p * u + vtable32(kTanhRatioC4, index);
+  p = p * u + vtable32(kTanhRatioC3, index);
+  p = p * u + vtable32(kTanhRatioC2, index);
+  p = p * u + vtable32(kTanhRatioC1, index);
+  p = p * u + vtable32(kTanhRatioC0, index);
+  const __m512i t = _mm512_castps_si512(a * p);
+  return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(t, _mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN), 0xD8));
+}
+#else
 // tanh(|x|) = -e / (2 + e) with e = expm1(-2|x|): one path, accurate near 0
 // and saturating to 1 (|x| is clamped at 10, where tanh is 1.0f). Measured:
 // max 3.0 ulp (tests/test_vector_math.py).
@@ -360,30 +382,21 @@ static inline vfloat vtanh(vfloat x) {
   vfloat ax = vabs(x);
   ax = vclamp_above(ax, 10.0f);  // NaN stays NaN
   const vfloat e = vexpm1_nonpositive(-2.0f * ax);
-#if defined(__AVX512F__)
-  // e / (2 + e) <= 0 takes x's sign bit in one bit select (vpternlogd: sign ? x : t)
-  const __m512i t = _mm512_castps_si512(e * vrecip(2.0f + e));
-  return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(t, _mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN), 0xD8));
-#else
   return vcopysign(-e * vrecip(2.0f + e), x);
-#endif
 }
+#endif
 static inline double vtanh(double x) { return std::tanh(x); }
 
 // --- the normal distribution, for exact GELU -----------------------------------
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
 // Phi(-a) = exp(-a^2/2) R(a), a = |x|, with R read off 32 fitted degree-4 pieces
-// (normal_tail_table.h, tools/fit_normal_tail.py; relative error 1.3e-7), so
+// (normal_tail_table.h, tools/fit_tables.py; relative error 1.3e-7), so
 // the tail keeps its relative accuracy in about 36 instructions a vector of
 // GELU where the Chebyshev erfc below takes 54 (a reciprocal, a degree-9
 // polynomial, a split square and clamped exp): exact GELU measured 0.66x the
 // time in cache and 0.71x on 16M floats (bench/ab.py, 2 threads), and its
 // error fell from 7.1 to 3.7 ulp (tests/test_vector_math.py).
 
-// table[index & 31] in each lane: one vpermt2ps from the table's two registers
-static inline vfloat vtable32(const float* table, __m512i index) {
-  return _mm512_permutex2var_ps(_mm512_load_ps(table), index, _mm512_load_ps(table + 16));
-}
 // |x| clamped below 14.99, where exp(-a^2/2) has underflowed (and a + 1 stays
 // below 16, the tables' end); NaN stays NaN
 static inline vfloat vnormal_abs(vfloat x) { return vclamp_above(vabs(x), 14.99f); }
