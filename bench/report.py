@@ -10,7 +10,9 @@ all sides, every result is checked against shenjing._reference (float64)
 before its clock starts, inputs are random, and the table gives medians and
 the ratios of medians. Each library uses all the cores this process may use
 (NumPy's ufuncs are single-threaded by design; its matmul uses OpenBLAS's
-threads). The copy row is the bandwidth yardstick of the memory-bound rows.
+threads). The copy row is the bandwidth yardstick of the memory-bound rows: ops.copy,
+which like every elementwise kernel writes an output of 16 MiB or more with streaming
+stores, so it is a real copy (before those stores it also read every output line in).
 """
 
 from __future__ import annotations
