@@ -73,18 +73,11 @@ static inline void store_row(T* y, int64_t n, bool stream, F value) {
 // y[i] = f(a[i])
 template <class T, class F>
 static inline void map_unary(T* y, const T* a, int64_t n, F f) {
-  constexpr int64_t L = Simd<T>::lanes;
   const bool stream = streams_output(y, n, a);
   parallel_chunks(n, kElementChunk, 1, [&](int64_t, int64_t begin, int64_t end) {
-    int64_t i = begin;
-    if (stream) {
-      const int64_t start = aligned_from(y, begin, end);
-      if (i < start) vstore_partial(y + i, f(vload_partial(a + i, start - i, T(0))), start - i);
-      for (i = start; i + L <= end; i += L) vstream(y + i, f(vload(a + i)));
-      stream_fence();
-    }
-    for (; i + L <= end; i += L) vstore(y + i, f(vload(a + i)));
-    if (i < end) vstore_partial(y + i, f(vload_partial(a + i, end - i, T(0))), end - i);
+    const T* ac = a + begin;
+    store_row(y + begin, end - begin, stream, [&](int64_t i, int64_t lanes) { return f(vload_lanes(ac + i, lanes)); });
+    if (stream) stream_fence();
   });
 }
 
@@ -108,7 +101,7 @@ static inline void map_unary_interleaved(T* y, const T* a, int64_t n, F f) {
     };
     if (stream) {
       const int64_t start = aligned_from(y, begin, end);
-      if (i < start) vstore_partial(y + i, f(vload_partial(a + i, start - i, T(0))), start - i);
+      if (i < start) vstore_partial(y + i, f(vload_lanes(a + i, start - i)), start - i);
       for (i = start; i + 2 * L <= end; i += 2 * L) {
         prefetch(i);
         const auto r0 = f(vload(a + i)), r1 = f(vload(a + i + L));
@@ -131,21 +124,12 @@ static inline void map_unary_interleaved(T* y, const T* a, int64_t n, F f) {
 // y[i] = f(a[i], b[i])
 template <class T, class F>
 static inline void map_binary(T* y, const T* a, const T* b, int64_t n, F f) {
-  constexpr int64_t L = Simd<T>::lanes;
   const bool stream = streams_output(y, n, a, b);
   parallel_chunks(n, kElementChunk, 1, [&](int64_t, int64_t begin, int64_t end) {
-    int64_t i = begin;
-    if (stream) {
-      const int64_t start = aligned_from(y, begin, end);
-      if (i < start)
-        vstore_partial(y + i, f(vload_partial(a + i, start - i, T(0)), vload_partial(b + i, start - i, T(0))), start - i);
-      for (i = start; i + L <= end; i += L) vstream(y + i, f(vload(a + i), vload(b + i)));
-      stream_fence();
-    }
-    for (; i + L <= end; i += L) vstore(y + i, f(vload(a + i), vload(b + i)));
-    if (i < end)
-      vstore_partial(y + i, f(vload_partial(a + i, end - i, T(0)), vload_partial(b + i, end - i, T(0))),
-                     end - i);
+    const T *ac = a + begin, *bc = b + begin;
+    store_row(y + begin, end - begin, stream,
+              [&](int64_t i, int64_t lanes) { return f(vload_lanes(ac + i, lanes), vload_lanes(bc + i, lanes)); });
+    if (stream) stream_fence();
   });
 }
 

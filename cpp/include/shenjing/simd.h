@@ -98,6 +98,10 @@ static inline void vstore_partial(float* p, vfloat v, int64_t n) {
 #endif
 }
 static inline double vload_partial(const double* p, int64_t, double) { return *p; }
+// the first `lanes` values at p (a whole vector when lanes is the width), 0 past them
+template <class T> static inline typename Simd<T>::V vload_lanes(const T* p, int64_t lanes) {
+  return lanes == Simd<T>::lanes ? vload(p) : vload_partial(p, lanes, T(0));
+}
 static inline void vstore_partial(double* p, double v, int64_t) { *p = v; }
 
 // --- horizontal reductions ----------------------------------------------------
@@ -138,37 +142,22 @@ static inline vfloat vsqrt(vfloat x) {
 }
 static inline double vsqrt(double x) { return std::sqrt(x); }
 
-// --- clamps ---------------------------------------------------------------------
-// x > c ? c : x and x < c ? c : x, NaN kept: vminps / vmaxps return their second
-// operand when unordered, so min(c, x) is exactly the ternary, in one instruction
-// where the compiler emits a compare and a blend for the ternary (it may not swap
-// the operands itself: that would change which NaN or signed zero comes back)
-static inline vfloat vclamp_above(vfloat x, float c) {
+// --- min / max as the instructions do them, and the clamps built on them ---------
+// vminps / vmaxps: a < b ? a : b and a > b ? a : b, the second operand when unordered.
+// The compiler emits a compare and a blend for such a ternary, since it may not swap
+// the operands itself (that would change which NaN or signed zero comes back).
+static inline vfloat vmin_op(vfloat a, vfloat b) {
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
-  return _mm512_min_ps(vsplat(c), x);
+  return _mm512_min_ps(a, b);
 #elif defined(__AVX__) && SJ_VECTOR_BYTES == 32
-  return _mm256_min_ps(vsplat(c), x);
+  return _mm256_min_ps(a, b);
 #elif defined(__SSE2__) && SJ_VECTOR_BYTES == 16
-  return _mm_min_ps(vsplat(c), x);
+  return _mm_min_ps(a, b);
 #else
-  return x > c ? vsplat(c) : x;
+  return a < b ? a : b;
 #endif
 }
-static inline vfloat vclamp_below(vfloat x, float c) {
-#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
-  return _mm512_max_ps(vsplat(c), x);
-#elif defined(__AVX__) && SJ_VECTOR_BYTES == 32
-  return _mm256_max_ps(vsplat(c), x);
-#elif defined(__SSE2__) && SJ_VECTOR_BYTES == 16
-  return _mm_max_ps(vsplat(c), x);
-#else
-  return x < c ? vsplat(c) : x;
-#endif
-}
-// max(a, b) for a maximum that only shifts exp's argument (softmax, log-sum-exp):
-// a NaN may be kept or dropped, since a NaN input comes back through exp(x - max)
-// itself. One vmaxps where vmax_nan takes two compares and a blend.
-static inline vfloat vmax_shift(vfloat a, vfloat b) {
+static inline vfloat vmax_op(vfloat a, vfloat b) {
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
   return _mm512_max_ps(a, b);
 #elif defined(__AVX__) && SJ_VECTOR_BYTES == 32
@@ -179,9 +168,16 @@ static inline vfloat vmax_shift(vfloat a, vfloat b) {
   return a > b ? a : b;
 #endif
 }
-static inline double vmax_shift(double a, double b) { return a > b ? a : b; }
-static inline double vclamp_above(double x, double c) { return x > c ? c : x; }
-static inline double vclamp_below(double x, double c) { return x < c ? c : x; }
+static inline double vmin_op(double a, double b) { return a < b ? a : b; }
+static inline double vmax_op(double a, double b) { return a > b ? a : b; }
+
+// x > c ? c : x and x < c ? c : x, a NaN x kept (it is the second operand)
+template <class V, class T> static inline V vclamp_above(V x, T c) { return vmin_op(vsplat(c), x); }
+template <class V, class T> static inline V vclamp_below(V x, T c) { return vmax_op(vsplat(c), x); }
+// max(a, b) for a maximum that only shifts exp's argument (softmax, log-sum-exp):
+// a NaN may be kept or dropped, since a NaN input comes back through exp(x - max)
+// itself. One vmaxps where vmax_nan takes two compares and a blend.
+template <class V> static inline V vmax_shift(V a, V b) { return vmax_op(a, b); }
 
 // --- reciprocal -----------------------------------------------------------------
 // 1/d. AVX-512: rcp14 (14 bits) and one Newton step (~28 bits, below float's

@@ -146,15 +146,14 @@ template <class T> void softmax_rows(T* y, const T* x, int64_t rows, int64_t len
     if (log) {  // (x - max) - log(sum): rounding x - (max + log(sum)) would cost digits at |x| ~ 1e4
       const T log_sum = std::log(R::sum_exp(nullptr, xr, len, m, next));
       store_row(yr, len, stream, [&](int64_t i, int64_t lanes) -> V {
-        const V v = lanes == Simd<T>::lanes ? vload(xr + i) : vload_partial(xr + i, lanes, T(0));
-        return (v - m) - log_sum;
+        return (vload_lanes(xr + i, lanes) - m) - log_sum;
       });
     } else if (stream) {
       static thread_local std::vector<T> exp_buffer;
       T* e = scratch(exp_buffer, size_t(len));
       const T inv = T(1) / R::sum_exp(e, xr, len, m, next);
       store_row(yr, len, true, [&](int64_t i, int64_t lanes) -> V {
-        return (lanes == Simd<T>::lanes ? vload(e + i) : vload_partial(e + i, lanes, T(0))) * inv;
+        return vload_lanes(e + i, lanes) * inv;
       });
     } else {
       const T inv = T(1) / R::sum_exp(yr, xr, len, m, next);

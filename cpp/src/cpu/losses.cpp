@@ -321,7 +321,7 @@ int64_t cross_entropy_backward(T* dx, double* loss, const T* dout, const T* logi
       lse = mx + std::log(total);
       const T inv = T(1) / total, hit = (T(1) - eps) * scale;
       store_row(d, C, true, [&](int64_t c, int64_t lanes) -> V {
-        V v = ((lanes == Simd<T>::lanes ? vload(e + c) : vload_partial(e + c, lanes, T(0))) * inv - off) * scale;
+        V v = (vload_lanes(e + c, lanes) * inv - off) * scale;
         if (y >= c && y < c + lanes) v = vsub_lane(v, y - c, hit);  // the target's own term
         return v;
       });
