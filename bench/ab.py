@@ -86,6 +86,7 @@ def softmax(rows, length):
     y = np.empty_like(x)
     target = rng.integers(0, length, rows)
     return {"softmax": lambda: ops.softmax(x, axis=-1, out=y),
+            "log_softmax": lambda: ops.log_softmax(x, axis=-1, out=y),
             "cross_entropy": lambda: (ops.cross_entropy(x, target), ops.cross_entropy_backward(np.float32(1), x, target))}
 
 
