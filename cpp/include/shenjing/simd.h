@@ -117,6 +117,21 @@ static inline float hmax(vfloat v) {
   return m;
 }
 static inline double hmax(double v) { return v; }
+
+// A running sum of many terms in T, kept in runs: each lane sums kRun terms on
+// their own, then the run joins the total. The rounding error then grows with
+// kRun + terms / kRun instead of with the number of terms (a float softmax over
+// 40000-long rows had its sum 1.3e-5 off, five times its tolerance).
+template <class V> struct RunningSum {
+  static constexpr int kRun = 64;
+  V total = V(), run = V();
+  int count = 0;
+  void add(V v) {
+    run += v;
+    if (++count == kRun) total += run, run = V(), count = 0;
+  }
+  V value() const { return total + run; }
+};
 static inline float lane(vfloat v, int64_t k) { return v[k]; }
 static inline double lane(double v, int64_t) { return v; }
 // v with d taken from lane k

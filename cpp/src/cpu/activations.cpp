@@ -87,7 +87,7 @@ template <class T> struct RowSoftmax {
   };
   template <class D = NoStep>
   static T sum_exp(T* y, const T* x, int64_t len, T shift, const T* next = nullptr, D during = D()) {
-    V s = vsplat(T(0)), s1 = vsplat(T(0));
+    RunningSum<V> s, s1;
     int64_t i = 0;
     for (; i + 2 * L <= len; i += 2 * L) {
       if (next) {
@@ -97,35 +97,34 @@ template <class T> struct RowSoftmax {
       during(i);
       V e = vexp_nonpositive(vload(x + i) - shift), e1 = vexp_nonpositive(vload(x + i + L) - shift);
       if (y) vstore(y + i, e), vstore(y + i + L, e1);
-      s += e;
-      s1 += e1;
+      s.add(e);
+      s1.add(e1);
     }
-    s += s1;
     for (; i + L <= len; i += L) {
       V e = vexp_nonpositive(vload(x + i) - shift);
       if (y) vstore(y + i, e);
-      s += e;
+      s.add(e);
     }
     if (i < len) {
       V e = vexp_partial(x + i, len - i, shift);
       if (y) vstore_partial(y + i, e, len - i);
-      s += e;
+      s.add(e);
     }
-    return hsum(s);
+    return hsum(s.value() + s1.value());
   }
   static T dot(const T* a, const T* b, int64_t len) {
-    V s = vsplat(T(0));
+    RunningSum<V> s;
     int64_t i = 0;
-    for (; i + L <= len; i += L) s += vload(a + i) * vload(b + i);
-    if (i < len) s += vload_partial(a + i, len - i, T(0)) * vload_partial(b + i, len - i, T(0));
-    return hsum(s);
+    for (; i + L <= len; i += L) s.add(vload(a + i) * vload(b + i));
+    if (i < len) s.add(vload_partial(a + i, len - i, T(0)) * vload_partial(b + i, len - i, T(0)));
+    return hsum(s.value());
   }
   static T sum(const T* a, int64_t len) {
-    V s = vsplat(T(0));
+    RunningSum<V> s;
     int64_t i = 0;
-    for (; i + L <= len; i += L) s += vload(a + i);
-    if (i < len) s += vload_partial(a + i, len - i, T(0));
-    return hsum(s);
+    for (; i + L <= len; i += L) s.add(vload(a + i));
+    if (i < len) s.add(vload_partial(a + i, len - i, T(0)));
+    return hsum(s.value());
   }
   template <class F> static void apply(T* y, const T* a, const T* b, int64_t len, F f) {
     int64_t i = 0;
@@ -263,12 +262,13 @@ template <class T> void softmax_columns(T* y, const T* x, int64_t outer, int64_t
     auto store = [&](T* p, V v) { if (w == L) vstore(p, v); else vstore_partial(p, v, w); };
     V m = vsplat(ninf);
     for (int64_t l = 0; l < len; ++l) m = vmax_shift(m, load(x + base + l * inner));
-    V s = vsplat(T(0));
+    RunningSum<V> sum;
     for (int64_t l = 0; l < len; ++l) {
       V e = vexp_nonpositive(load(x + base + l * inner) - m);
       if (!log) store(y + base + l * inner, e);
-      s += e;
+      sum.add(e);
     }
+    const V s = sum.value();
     if (log) {
       V log_sum = vlog(s);
       for (int64_t l = 0; l < len; ++l) store(y + base + l * inner, (load(x + base + l * inner) - m) - log_sum);
@@ -286,11 +286,12 @@ void softmax_columns_backward(T* dx, const T* dy, const T* y, int64_t outer, int
   for_column_blocks<T>(outer, len, inner, [&](int64_t base, int64_t w) {
     auto load = [&](const T* p) { return w == L ? vload(p) : vload_partial(p, w, T(0)); };
     auto store = [&](T* p, V v) { if (w == L) vstore(p, v); else vstore_partial(p, v, w); };
-    V s = vsplat(T(0));
+    RunningSum<V> sum;
     for (int64_t l = 0; l < len; ++l) {
       const int64_t k = base + l * inner;
-      s += log ? load(dy + k) : load(dy + k) * load(y + k);
+      sum.add(log ? load(dy + k) : load(dy + k) * load(y + k));
     }
+    const V s = sum.value();
     for (int64_t l = 0; l < len; ++l) {
       const int64_t k = base + l * inner;
       store(dx + k, log ? load(dy + k) - vexp(load(y + k)) * s : load(y + k) * (load(dy + k) - s));

@@ -206,24 +206,24 @@ template <class T> void row_logsumexp(const T* x, int64_t C, int64_t stride, T* 
     using V = typename R::V;
     constexpr int64_t L = R::lanes;
     const T ninf = -std::numeric_limits<T>::infinity();
-    V m = vsplat(ninf), s = vsplat(T(0));
+    V m = vsplat(ninf);
+    RunningSum<V> s, e;
     int64_t c = 0;
-    for (; c + L <= C; c += L) { V v = vload(x + c); m = vmax_shift(m, v); s += v; }
-    if (c < C) { m = vmax_shift(m, vload_partial(x + c, C - c, ninf)); s += vload_partial(x + c, C - c, T(0)); }
+    for (; c + L <= C; c += L) { V v = vload(x + c); m = vmax_shift(m, v); s.add(v); }
+    if (c < C) { m = vmax_shift(m, vload_partial(x + c, C - c, ninf)); s.add(vload_partial(x + c, C - c, T(0))); }
     const T mx = hmax(m);
-    V e = vsplat(T(0));
-    for (c = 0; c + L <= C; c += L) e += vexp_nonpositive(vload(x + c) - mx);
-    if (c < C) e += vexp_partial(x + c, C - c, mx);
-    *lse = mx + std::log(hsum(e));
-    *sum = hsum(s);
+    for (c = 0; c + L <= C; c += L) e.add(vexp_nonpositive(vload(x + c) - mx));
+    if (c < C) e.add(vexp_partial(x + c, C - c, mx));
+    *lse = mx + std::log(hsum(e.value()));
+    *sum = hsum(s.value());
     return;
   }
-  T mx = -std::numeric_limits<T>::infinity(), s = 0;
-  for (int64_t c = 0; c < C; ++c) { mx = vmax_shift(mx, x[c * stride]); s += x[c * stride]; }
-  T e = 0;
-  for (int64_t c = 0; c < C; ++c) e += std::exp(x[c * stride] - mx);
-  *lse = mx + std::log(e);
-  *sum = s;
+  T mx = -std::numeric_limits<T>::infinity();
+  RunningSum<T> s, e;
+  for (int64_t c = 0; c < C; ++c) { mx = vmax_shift(mx, x[c * stride]); s.add(x[c * stride]); }
+  for (int64_t c = 0; c < C; ++c) e.add(std::exp(x[c * stride] - mx));
+  *lse = mx + std::log(e.value());
+  *sum = s.value();
 }
 
 // loss = (1-eps) (lse - x_y) + eps/C sum_c (lse - x_c)
@@ -263,25 +263,25 @@ template <class T> T row_exp(T* e, const T* x, int64_t C, T* max_out, T* sum_out
   using V = typename Simd<T>::V;
   constexpr int64_t L = Simd<T>::lanes;
   const T ninf = -std::numeric_limits<T>::infinity();
-  V m = vsplat(ninf), s = vsplat(T(0));
+  V m = vsplat(ninf);
+  RunningSum<V> s, total;
   int64_t c = 0;
-  for (; c + L <= C; c += L) { V v = vload(x + c); m = vmax_shift(m, v); s += v; }
-  if (c < C) { m = vmax_shift(m, vload_partial(x + c, C - c, ninf)); s += vload_partial(x + c, C - c, T(0)); }
+  for (; c + L <= C; c += L) { V v = vload(x + c); m = vmax_shift(m, v); s.add(v); }
+  if (c < C) { m = vmax_shift(m, vload_partial(x + c, C - c, ninf)); s.add(vload_partial(x + c, C - c, T(0))); }
   const T mx = hmax(m);
-  V total = vsplat(T(0));
   for (c = 0; c + L <= C; c += L) {
     V v = vexp_nonpositive(vload(x + c) - mx);
     vstore(e + c, v);
-    total += v;
+    total.add(v);
   }
   if (c < C) {
     V v = vexp_partial(x + c, C - c, mx);
     vstore_partial(e + c, v, C - c);
-    total += v;
+    total.add(v);
   }
   *max_out = mx;
-  *sum_out = hsum(s);
-  return hsum(total);
+  *sum_out = hsum(s.value());
+  return hsum(total.value());
 }
 
 // dx_c = scale (softmax_c - (1-eps) [c == y] - eps/C). When `loss` is not
