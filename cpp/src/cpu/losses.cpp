@@ -91,15 +91,15 @@ void pointwise_forward(T* out, double* result, const T* x, const T* t, int64_t n
   }
   std::vector<double> partial(ceil_div(n, kElementChunk) + 1, 0.0);
   parallel_chunks(n, kElementChunk, 8, [&](int64_t c, int64_t begin, int64_t end) {
-    V s = vsplat(T(0));
+    RunningSum<V> s;
     int64_t i = begin;
-    for (; i + L <= end; i += L) s += loss_value<K, T>(vload(x + i), vload(t + i), beta);
+    for (; i + L <= end; i += L) s.add(loss_value<K, T>(vload(x + i), vload(t + i), beta));
     if (i < end) {
       // lanes past the end must add nothing: select them away (l(0, 0) may be NaN, as for kl_div of log 0)
       V v = loss_value<K, T>(vload_partial(x + i, end - i, T(0)), vload_partial(t + i, end - i, T(0)), beta);
       for (int64_t k = 0; k < end - i; ++k) partial[c] += double(lane(v, k));
     }
-    partial[c] += double(hsum(s));
+    partial[c] += double(hsum(s.value()));
   });
   double total = 0.0;
   for (double p : partial) total += p;
