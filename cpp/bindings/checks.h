@@ -9,7 +9,6 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
-#include <sstream>
 #include <string>
 
 #include "shenjing/dispatch.h"
@@ -19,13 +18,13 @@ namespace bindings {
 
 namespace py = pybind11;
 
+// (no iostreams: a build whose libstdc++ got linked in statically crashed in a
+// stream's locale facets once NumPy had loaded the shared libstdc++)
 inline std::string shape_of(const py::array& a) {
-  std::ostringstream s;
-  s << "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
-  if (a.ndim() == 1) s << ",";
-  s << ")";
-  return s.str();
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  if (a.ndim() == 1) s += ",";
+  return s + ")";
 }
 
 inline std::string dtype_of(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
