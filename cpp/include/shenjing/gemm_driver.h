@@ -394,6 +394,10 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
   // block every panel is packed once either way, and a task's own panels stay in L2
   // where the shared pass writes all of B out and reads it back.)
   const bool shared_b = 2.0 * double(M) * double(N) * double(K) > kGemmDirectFlops && M > Blk::MC;
+  // a product below a parallel region's worth (see `parallel` below) is split as for one
+  // thread: split for two and run on one, 128x10x256 packed its B panel once per half
+  if (!shared_b && 2.0 * double(M) * double(N < Blk::NC ? N : Blk::NC) * double(K) < 64.0 * kParallelMinWork)
+    threads = 1;
   // B in place only for a single row tile, which reads each panel once: a panel
   // used by several tiles is packed, because KC rows of B a power-of-two stride
   // apart fall in a few L1 sets and miss on every reuse (64x512x784 ran at 51
