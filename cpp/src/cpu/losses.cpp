@@ -199,8 +199,10 @@ void reduce_samples(T* out, double* result, const std::vector<double>& sample_lo
   *result = reduction == Reduction::mean ? total / double(kept) : total;
 }
 
-// log-sum-exp of one row of C logits at stride `stride`, and the row's sum
-template <class T> void row_logsumexp(const T* x, int64_t C, int64_t stride, T* lse, T* sum) {
+// One row of C logits at stride `stride`: its max, the sum of exp(x - max) (returned)
+// and the sum of x. log-sum-exp is max + log(that sum); it is never formed in T,
+// whose rounding near |max| ~ 8 (2e-7) would swamp a confident sample's small loss.
+template <class T> T row_exp_sum(const T* x, int64_t C, int64_t stride, T* max_out, T* sum) {
   using R = Simd<T>;
   if (stride == 1) {
     using V = typename R::V;
@@ -214,16 +216,26 @@ template <class T> void row_logsumexp(const T* x, int64_t C, int64_t stride, T* 
     const T mx = hmax(m);
     for (c = 0; c + L <= C; c += L) e.add(vexp_nonpositive(vload(x + c) - mx));
     if (c < C) e.add(vexp_partial(x + c, C - c, mx));
-    *lse = mx + std::log(hsum(e.value()));
+    *max_out = mx;
     *sum = hsum(s.value());
-    return;
+    return hsum(e.value());
   }
   T mx = -std::numeric_limits<T>::infinity();
   RunningSum<T> s, e;
   for (int64_t c = 0; c < C; ++c) { mx = vmax_shift(mx, x[c * stride]); s.add(x[c * stride]); }
   for (int64_t c = 0; c < C; ++c) e.add(std::exp(x[c * stride] - mx));
-  *lse = mx + std::log(e.value());
+  *max_out = mx;
   *sum = s.value();
+  return e.value();
+}
+
+// One sample's loss, (1-eps) (lse - x_y) + eps/C sum_c (lse - x_c), from the row's max,
+// sum of exps and sum: lse - x_y as (max - x_y) + log(sum of exps), in double.
+template <class T> double sample_cross_entropy(T mx, T exp_sum, T sum, T x_y, int64_t C, T eps) {
+  const double log_sum = std::log(double(exp_sum));
+  double loss = (1.0 - double(eps)) * ((double(mx) - double(x_y)) + log_sum);
+  if (eps != T(0)) loss += double(eps) / double(C) * (double(C) * (double(mx) + log_sum) - double(sum));
+  return loss;
 }
 
 // loss = (1-eps) (lse - x_y) + eps/C sum_c (lse - x_c)
@@ -239,11 +251,9 @@ int64_t cross_entropy_forward(T* out, double* result, const T* logits, const int
     if (y == ignore_index) return;
     const int64_t n = s / inner, i = s % inner;
     const T* x = logits + n * C * inner + i;
-    T lse, sum;
-    row_logsumexp(x, C, inner, &lse, &sum);
-    double loss = (1.0 - double(eps)) * double(lse - x[y * inner]);
-    if (eps != T(0)) loss += double(eps) / double(C) * (double(C) * double(lse) - double(sum));
-    sample_loss[s] = loss;
+    T mx, sum;
+    const T exp_sum = row_exp_sum(x, C, inner, &mx, &sum);
+    sample_loss[s] = sample_cross_entropy(mx, exp_sum, sum, x[y * inner], C, eps);
   });
   reduce_samples(out, result, sample_loss, reduction, count_kept(target, samples, ignore_index));
   return -1;
@@ -311,14 +321,12 @@ int64_t cross_entropy_backward(T* dx, double* loss, const T* dout, const T* logi
       return;
     }
     const T scale = reduction == Reduction::none ? dout[s] : shared_scale;
-    T lse, sum;
+    T mx, sum, total;
     if (stream) {
       using V = typename Simd<T>::V;
       static thread_local std::vector<T> exp_buffer;
       T* e = scratch(exp_buffer, size_t(C));
-      T mx;
-      const T total = row_exp(e, x, C, &mx, &sum);
-      lse = mx + std::log(total);
+      total = row_exp(e, x, C, &mx, &sum);
       const T inv = T(1) / total, hit = (T(1) - eps) * scale;
       store_row(d, C, true, [&](int64_t c, int64_t lanes) -> V {
         V v = (vload_lanes(e + c, lanes) * inv - off) * scale;
@@ -327,21 +335,16 @@ int64_t cross_entropy_backward(T* dx, double* loss, const T* dout, const T* logi
       });
       stream_fence();
     } else if (inner == 1) {
-      T mx;
-      const T total = row_exp(d, x, C, &mx, &sum);
-      lse = mx + std::log(total);
+      total = row_exp(d, x, C, &mx, &sum);
       const T inv = T(1) / total;
       map_row(d, C, [=](auto e) { return (e * inv - off) * scale; });
     } else {
-      row_logsumexp(x, C, inner, &lse, &sum);
-      for (int64_t c = 0; c < C; ++c) d[c * inner] = (std::exp(x[c * inner] - lse) - off) * scale;
+      total = row_exp_sum(x, C, inner, &mx, &sum);
+      const T inv = T(1) / total;  // exp(x - max) / sum, not exp(x - lse): see row_exp_sum
+      for (int64_t c = 0; c < C; ++c) d[c * inner] = (std::exp(x[c * inner] - mx) * inv - off) * scale;
     }
     if (!stream) d[y * inner] -= (T(1) - eps) * scale;
-    if (loss) {
-      double l = (1.0 - double(eps)) * double(lse - x[y * inner]);
-      if (eps != T(0)) l += double(eps) / double(C) * (double(C) * double(lse) - double(sum));
-      sample_loss[s] = l;
-    }
+    if (loss) sample_loss[s] = sample_cross_entropy(mx, total, sum, x[y * inner], C, eps);
   });
   if (loss) reduce_samples<T>(nullptr, loss, sample_loss, reduction, kept);
   return -1;
