@@ -421,6 +421,22 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
     if (shared_b && mc < 4 * MR) mc = 4 * MR;
   }
   const int64_t m_blocks = ceil_div(M, mc);
+  // Row tiles dealt to the blocks so that each thread's share comes out even when the
+  // threads take blocks in turn: per thread, its tiles split over its blocks (1024 rows
+  // as 8 blocks of 132 rows left the last 100 and one thread 44 tiles to the other's 41).
+  // Block ib holds rows [block_row[ib], block_row[ib + 1]).
+  std::vector<int64_t> block_row(size_t(m_blocks) + 1, 0);  // read by every thread of the regions below
+  const int64_t tiles = ceil_div(M, int64_t(MR));
+  const bool dealt = !split_columns && threads > 1 && m_blocks % threads == 0 && m_blocks <= tiles;
+  for (int64_t ib = 0; ib < m_blocks; ++ib) {
+    int64_t rows = mc;
+    if (dealt) {
+      const int64_t rounds = m_blocks / threads, t = ib % threads, r = ib / threads;
+      const int64_t share = tiles / threads + (t < tiles % threads ? 1 : 0);
+      rows = (share / rounds + (r < share % rounds ? 1 : 0)) * MR;
+    }
+    block_row[size_t(ib) + 1] = block_row[size_t(ib)] + rows < M ? block_row[size_t(ib)] + rows : M;
+  }
 
   static thread_local std::vector<T> b_buffer;
   for (int64_t jc = 0; jc < N; jc += Blk::NC) {
@@ -447,7 +463,7 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
       static thread_local std::vector<T> a_buffer, edge_buffer;
       const bool first = pc == 0, last = pc + kc == K;
       const int64_t ib = task / groups, g = task % groups;
-      const int64_t i0 = ib * mc, m = M - i0 < mc ? M - i0 : mc;
+      const int64_t i0 = block_row[size_t(ib)], m = block_row[size_t(ib) + 1] - i0;
       const int64_t p_begin = g * panels_per_group;
       const int64_t p_end = p_begin + panels_per_group < n_panels ? p_begin + panels_per_group : n_panels;
       // A: packed, or (small products, not transposed) read in place but
