@@ -199,34 +199,43 @@ void reduce_samples(T* out, double* result, const std::vector<double>& sample_lo
   *result = reduction == Reduction::mean ? total / double(kept) : total;
 }
 
-// One row of C logits at stride `stride`: its max, the sum of exp(x - max) (returned)
-// and the sum of x. log-sum-exp is max + log(that sum); it is never formed in T,
-// whose rounding near |max| ~ 8 (2e-7) would swamp a confident sample's small loss.
-template <class T> T row_exp_sum(const T* x, int64_t C, int64_t stride, T* max_out, T* sum) {
+// One row of C logits at stride `stride`: its max and the sum of x (one pass), then
+// the sum of exp(x - max) (returned; the exps also stored in `e` when given, stride 1
+// only). log-sum-exp is max + log(that sum); it is never formed in T, whose rounding
+// near |max| ~ 8 (2e-7) would swamp a confident sample's small loss.
+template <class T> T row_exp_sum(const T* x, int64_t C, int64_t stride, T* max_out, T* sum, T* e = nullptr) {
   using R = Simd<T>;
   if (stride == 1) {
     using V = typename R::V;
     constexpr int64_t L = R::lanes;
     const T ninf = -std::numeric_limits<T>::infinity();
     V m = vsplat(ninf);
-    RunningSum<V> s, e;
+    RunningSum<V> s, total;
     int64_t c = 0;
     for (; c + L <= C; c += L) { V v = vload(x + c); m = vmax_shift(m, v); s.add(v); }
     if (c < C) { m = vmax_shift(m, vload_partial(x + c, C - c, ninf)); s.add(vload_partial(x + c, C - c, T(0))); }
     const T mx = hmax(m);
-    for (c = 0; c + L <= C; c += L) e.add(vexp_nonpositive(vload(x + c) - mx));
-    if (c < C) e.add(vexp_partial(x + c, C - c, mx));
+    for (c = 0; c + L <= C; c += L) {
+      V v = vexp_nonpositive(vload(x + c) - mx);
+      if (e) vstore(e + c, v);
+      total.add(v);
+    }
+    if (c < C) {
+      V v = vexp_partial(x + c, C - c, mx);
+      if (e) vstore_partial(e + c, v, C - c);
+      total.add(v);
+    }
     *max_out = mx;
     *sum = hsum(s.value());
-    return hsum(e.value());
+    return hsum(total.value());
   }
   T mx = -std::numeric_limits<T>::infinity();
-  RunningSum<T> s, e;
+  RunningSum<T> s, total;
   for (int64_t c = 0; c < C; ++c) { mx = vmax_shift(mx, x[c * stride]); s.add(x[c * stride]); }
-  for (int64_t c = 0; c < C; ++c) e.add(std::exp(x[c * stride] - mx));
+  for (int64_t c = 0; c < C; ++c) total.add(std::exp(x[c * stride] - mx));
   *max_out = mx;
   *sum = s.value();
-  return e.value();
+  return total.value();
 }
 
 // One sample's loss, (1-eps) (lse - x_y) + eps/C sum_c (lse - x_c), from the row's max,
@@ -267,33 +276,6 @@ template <class T, class F> void map_row(T* row, int64_t C, F f) {
   if (c < C) vstore_partial(row + c, f(vload_partial(row + c, C - c, T(0))), C - c);
 }
 
-// One row of logits at stride 1: max and sum of the row (one pass), then
-// e = exp(x - max) written to `e` and summed (second pass). Returns the sum.
-template <class T> T row_exp(T* e, const T* x, int64_t C, T* max_out, T* sum_out) {
-  using V = typename Simd<T>::V;
-  constexpr int64_t L = Simd<T>::lanes;
-  const T ninf = -std::numeric_limits<T>::infinity();
-  V m = vsplat(ninf);
-  RunningSum<V> s, total;
-  int64_t c = 0;
-  for (; c + L <= C; c += L) { V v = vload(x + c); m = vmax_shift(m, v); s.add(v); }
-  if (c < C) { m = vmax_shift(m, vload_partial(x + c, C - c, ninf)); s.add(vload_partial(x + c, C - c, T(0))); }
-  const T mx = hmax(m);
-  for (c = 0; c + L <= C; c += L) {
-    V v = vexp_nonpositive(vload(x + c) - mx);
-    vstore(e + c, v);
-    total.add(v);
-  }
-  if (c < C) {
-    V v = vexp_partial(x + c, C - c, mx);
-    vstore_partial(e + c, v, C - c);
-    total.add(v);
-  }
-  *max_out = mx;
-  *sum_out = hsum(s.value());
-  return hsum(total.value());
-}
-
 // dx_c = scale (softmax_c - (1-eps) [c == y] - eps/C). When `loss` is not
 // null (reduction mean or sum), the loss is computed in the same pass: a
 // training step's forward and backward in one call.
@@ -326,7 +308,7 @@ int64_t cross_entropy_backward(T* dx, double* loss, const T* dout, const T* logi
       using V = typename Simd<T>::V;
       static thread_local std::vector<T> exp_buffer;
       T* e = scratch(exp_buffer, size_t(C));
-      total = row_exp(e, x, C, &mx, &sum);
+      total = row_exp_sum(x, C, 1, &mx, &sum, e);
       const T inv = T(1) / total, hit = (T(1) - eps) * scale;
       store_row(d, C, true, [&](int64_t c, int64_t lanes) -> V {
         V v = (vload_lanes(e + c, lanes) * inv - off) * scale;
@@ -335,7 +317,7 @@ int64_t cross_entropy_backward(T* dx, double* loss, const T* dout, const T* logi
       });
       stream_fence();
     } else if (inner == 1) {
-      total = row_exp(d, x, C, &mx, &sum);
+      total = row_exp_sum(x, C, 1, &mx, &sum, d);
       const T inv = T(1) / total;
       map_row(d, C, [=](auto e) { return (e * inv - off) * scale; });
     } else {
