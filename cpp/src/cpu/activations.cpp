@@ -140,10 +140,11 @@ template <class T> struct RowSoftmax {
 constexpr int64_t kScratchRow = int64_t(1) << 16;
 
 // A row whose softmax (y = src * a, src its exps, a = 1/sum) or log_softmax
-// (y = (src - a) - b, src the row of x, a its max, b log(sum): rounding x - (max + log(sum))
-// would cost digits at |x| ~ 1e4) is known but not yet written. It streams out during the next row's exp pass, 2L values a step, so the
-// writes to memory overlap that arithmetic instead of following each row in a burst
-// that the next row's reads then wait behind (softmax of 4096x4096: 0.84x).
+// (y = (src - a) - b, src the row of x, a its max, b log(sum): rounding
+// x - (max + log(sum)) would cost digits at |x| ~ 1e4) is known but not yet written.
+// It streams out during the next row's exp pass, 2L values a step, so the writes to
+// memory overlap that arithmetic instead of following each row in a burst that the
+// next row's reads then wait behind (4096x4096: softmax 0.86x, log_softmax 0.77x).
 template <class T, bool kLog> struct FinishedRow {
   using V = typename Simd<T>::V;
   static constexpr int64_t L = Simd<T>::lanes;
