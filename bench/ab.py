@@ -15,7 +15,7 @@ CASE is a Python expression over these makers (shapes as in the issues):
     gemm(M, N, K, trans_a=False, trans_b=False)
     conv(N, C, H, O, K, pad)           conv2d forward and backward, square images
     act(n, "gelu" | "gelu_tanh" | "sigmoid" | "tanh" | "relu" | "copy")
-    softmax(rows, length)              softmax and cross_entropy (forward + backward) along rows
+    softmax(rows, length)              softmax, log_softmax and cross_entropy (forward + backward) along rows
     adam(shape, ...)                   one Adam step over tensors of these shapes
     train("mlp_digits" | "cnn_digits" | "mlp_784_60k")   one epoch (bench/training.py's setup;
                                                           mlp_784_60k on its first 12,000 samples)

@@ -70,6 +70,45 @@ static inline void store_row(T* y, int64_t n, bool stream, F value) {
   if (i < n) vstore_partial(y + i, value(i, n - i), n - i);
 }
 
+// The sum of exp(x - shift) over a row of len (shift >= the row's max, so every
+// argument is <= 0); the exps are stored in y when y is not null. `next` (the next
+// row, or null) is prefetched meanwhile, so its load from memory overlaps this
+// compute-bound pass instead of waiting for that row's max pass, and during(i) runs
+// at every step of 2L values (a finished row streaming out, as softmax does). Two
+// running sums, so consecutive exps do not wait on one add's latency.
+struct NoStep {
+  void operator()(int64_t) const {}
+};
+template <class T, class D = NoStep>
+static inline T row_sum_exp(T* y, const T* x, int64_t len, T shift, const T* next = nullptr, D during = D()) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t L = Simd<T>::lanes;
+  RunningSum<V> s, s1;
+  int64_t i = 0;
+  for (; i + 2 * L <= len; i += 2 * L) {
+    if (next) {
+      __builtin_prefetch(next + i);
+      __builtin_prefetch(next + i + L);
+    }
+    during(i);
+    V e = vexp_nonpositive(vload(x + i) - shift), e1 = vexp_nonpositive(vload(x + i + L) - shift);
+    if (y) vstore(y + i, e), vstore(y + i + L, e1);
+    s.add(e);
+    s1.add(e1);
+  }
+  for (; i + L <= len; i += L) {
+    V e = vexp_nonpositive(vload(x + i) - shift);
+    if (y) vstore(y + i, e);
+    s.add(e);
+  }
+  if (i < len) {
+    V e = vexp_partial(x + i, len - i, shift);
+    if (y) vstore_partial(y + i, e, len - i);
+    s.add(e);
+  }
+  return hsum(s.value() + s1.value());
+}
+
 // y[i] = f(a[i])
 template <class T, class F>
 static inline void map_unary(T* y, const T* a, int64_t n, F f) {

@@ -78,40 +78,6 @@ template <class T> struct RowSoftmax {
     if (i < len) m0 = vmax_shift(m0, vload_partial(x + i, len - i, -std::numeric_limits<T>::infinity()));
     return hmax(vmax_shift(vmax_shift(m0, m1), vmax_shift(m2, m3)));
   }
-  // sum of exp(x - shift); stores the exps in y when y is not null. `next` (the next
-  // row, or null) is prefetched meanwhile, so its load from memory overlaps this
-  // compute-bound pass instead of waiting for the next row's max pass, and
-  // during(i) runs at every step of 2L values (a finished row streaming out).
-  struct NoStep {
-    void operator()(int64_t) const {}
-  };
-  template <class D = NoStep>
-  static T sum_exp(T* y, const T* x, int64_t len, T shift, const T* next = nullptr, D during = D()) {
-    RunningSum<V> s, s1;
-    int64_t i = 0;
-    for (; i + 2 * L <= len; i += 2 * L) {
-      if (next) {
-        __builtin_prefetch(next + i);
-        __builtin_prefetch(next + i + L);
-      }
-      during(i);
-      V e = vexp_nonpositive(vload(x + i) - shift), e1 = vexp_nonpositive(vload(x + i + L) - shift);
-      if (y) vstore(y + i, e), vstore(y + i + L, e1);
-      s.add(e);
-      s1.add(e1);
-    }
-    for (; i + L <= len; i += L) {
-      V e = vexp_nonpositive(vload(x + i) - shift);
-      if (y) vstore(y + i, e);
-      s.add(e);
-    }
-    if (i < len) {
-      V e = vexp_partial(x + i, len - i, shift);
-      if (y) vstore_partial(y + i, e, len - i);
-      s.add(e);
-    }
-    return hsum(s.value() + s1.value());
-  }
   static T dot(const T* a, const T* b, int64_t len) {
     RunningSum<V> s;
     int64_t i = 0;
@@ -189,7 +155,7 @@ template <class T, bool kLog> void softmax_rows_streamed(T* y, const T* x, int64
     const T* xr = x + r * len;
     T* e = kLog ? nullptr : exps + (r % 2) * stride;
     const T m = R::row_max(xr, len);
-    const T sum = R::sum_exp(e, xr, len, m, r + 1 < end ? xr + len : nullptr, [&](int64_t) { finished.step(); });
+    const T sum = row_sum_exp(e, xr, len, m, r + 1 < end ? xr + len : nullptr, [&](int64_t) { finished.step(); });
     finished.finish();
     if (kLog) finished.start(y + r * len, xr, m, std::log(sum), len);
     else finished.start(y + r * len, e, T(1) / sum, T(0), len);
@@ -215,10 +181,10 @@ template <class T> void softmax_rows(T* y, const T* x, int64_t rows, int64_t len
     const T* next = r + 1 < rows ? xr + len : nullptr;
     const T m = R::row_max(xr, len);
     if (log) {  // (x - max) - log(sum), as FinishedRow says
-      const T log_sum = std::log(R::sum_exp(nullptr, xr, len, m, next));
+      const T log_sum = std::log(row_sum_exp<T>(nullptr, xr, len, m, next));
       R::apply(yr, xr, xr, len, [m, log_sum](auto v, auto) { return (v - m) - log_sum; });
     } else {
-      const T inv = T(1) / R::sum_exp(yr, xr, len, m, next);
+      const T inv = T(1) / row_sum_exp(yr, xr, len, m, next);
       R::apply(yr, yr, yr, len, [inv](auto v, auto) { return v * inv; });
     }
   });

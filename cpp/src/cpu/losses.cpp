@@ -210,24 +210,13 @@ template <class T> T row_exp_sum(const T* x, int64_t C, int64_t stride, T* max_o
     constexpr int64_t L = R::lanes;
     const T ninf = -std::numeric_limits<T>::infinity();
     V m = vsplat(ninf);
-    RunningSum<V> s, total;
+    RunningSum<V> s;
     int64_t c = 0;
     for (; c + L <= C; c += L) { V v = vload(x + c); m = vmax_shift(m, v); s.add(v); }
     if (c < C) { m = vmax_shift(m, vload_partial(x + c, C - c, ninf)); s.add(vload_partial(x + c, C - c, T(0))); }
-    const T mx = hmax(m);
-    for (c = 0; c + L <= C; c += L) {
-      V v = vexp_nonpositive(vload(x + c) - mx);
-      if (e) vstore(e + c, v);
-      total.add(v);
-    }
-    if (c < C) {
-      V v = vexp_partial(x + c, C - c, mx);
-      if (e) vstore_partial(e + c, v, C - c);
-      total.add(v);
-    }
-    *max_out = mx;
+    *max_out = hmax(m);
     *sum = hsum(s.value());
-    return hsum(total.value());
+    return row_sum_exp(e, x, C, *max_out);
   }
   T mx = -std::numeric_limits<T>::infinity();
   RunningSum<T> s, total;
