@@ -68,6 +68,12 @@ CASES = [
     ((1, 16, 2, 3), (2, 16, 3, 3), dict(padding=3)),
     ((2, 32, 5, 6), (8, 32, 1, 1), dict(padding=1)),
     ((33, 16, 48, 48), (4, 16, 3, 3), dict(padding=1)),  # chunks of 3 samples copied 2 + 1
+    # the weight gradient's direct form (under 16 channels, width stride 1, output rows of 8+):
+    # 1- and 6-wide kernels, window rows in groups of 2, 2, 1, rows of exactly one vector
+    ((2, 3, 9, 12), (5, 3, 2, 1), dict(padding=(1, 0))),
+    ((2, 2, 7, 20), (3, 2, 3, 6), dict(padding=(1, 2))),
+    ((2, 3, 12, 17), (4, 3, 5, 3), dict(padding=(2, 1))),
+    ((2, 2, 6, 16), (3, 2, 3, 1), dict()),
 ]
 
 

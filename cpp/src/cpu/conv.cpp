@@ -611,6 +611,146 @@ inline bool channels_last_weight_gradient(const ConvShape& s, const Geometry& g)
   return s.sh == 1 && s.sw == 1 && g.Cg >= 16;
 }
 
+// --- direct weight gradient, for few channels and width stride 1 ---------------
+// dW[o, c, kh, kw] = sum over (sample, oh, ow) of dy[o, oh, ow] xp[c, oh sh + kh dh, ow + kw]
+// (xp: the chunk's zero-padded copy) as dot products along output rows, 16 ow a vector:
+// a tile of 4 outputs by KR window rows of KW taps (KR KW <= 6) keeps its sums in 24
+// registers over the chunk, and reduces them across lanes at the end. Each window row
+// is loaded as two vectors, and its KW shifted copies are made in registers (valignd):
+// loading each tap's unaligned vector instead split most loads across cache lines and
+// ran at a fifth of the peak. With under 16 channels a group's columns col (Kc, S P) are
+// too few rows to pay for transposing them while packing (LeNet conv1, 1 -> 32 channels
+// 5x5 on 28x28: 54 GFLOP/s), and the channels-last form would pack a gather per value.
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+constexpr int kDirectOutputs = 4, kDirectTaps = 6, kDirectMaxWidth = 1024;
+
+inline bool direct_weight_gradient(const ConvShape& s, const Geometry& g) {
+  return s.sw == 1 && s.dw == 1 && g.Cg < 16 && s.OW >= 8 && s.OW <= kDirectMaxWidth && s.KW <= kDirectTaps;
+}
+
+// A tile's sources, for the chunk's first sample: dy rows (OH, OW) of its outputs (a zero
+// row past the group's last, with stride 0) and the padded channel (Hp, Wp).
+struct DirectTile {
+  const float* dy[kDirectOutputs];
+  int64_t dy_stride[kDirectOutputs];
+  const float* xp;
+  int64_t xp_stride, Wp, kh0;
+};
+
+// acc[r][j KW + kw] += d[r] * (lanes kw .. kw + 16 of lo:hi), lanes off `mask` zeroed
+template <int KW, int KR, int J, int KWi = 0>
+inline void direct_taps(__m512 (&acc)[kDirectOutputs][KR * KW], const __m512 (&d)[kDirectOutputs], __m512 lo, __m512 hi,
+                        __mmask16 mask) {
+  if constexpr (KWi < KW) {
+    const __m512 xv = _mm512_castsi512_ps(
+        _mm512_maskz_alignr_epi32(mask, _mm512_castps_si512(hi), _mm512_castps_si512(lo), KWi));
+#pragma GCC unroll 8
+    for (int r = 0; r < kDirectOutputs; ++r) acc[r][J * KW + KWi] = _mm512_fmadd_ps(d[r], xv, acc[r][J * KW + KWi]);
+    direct_taps<KW, KR, J, KWi + 1>(acc, d, lo, hi, mask);
+  }
+}
+template <int KW, int KR, int J = 0>
+inline void direct_rows(__m512 (&acc)[kDirectOutputs][KR * KW], const __m512 (&d)[kDirectOutputs], const float* const* row,
+                        int64_t at, __mmask16 mask) {
+  if constexpr (J < KR) {
+    direct_taps<KW, KR, J>(acc, d, _mm512_loadu_ps(row[J] + at), _mm512_loadu_ps(row[J] + at + 16), mask);
+    direct_rows<KW, KR, J + 1>(acc, d, row, at, mask);
+  }
+}
+
+// sum[r kDirectTaps + j KW + kw] = the tile's dot products over `samples` samples, for
+// window rows kh0 .. kh0 + KR; dy_mask[v]: the lanes of output vector v in the row
+template <int KW, int KR>
+void direct_tile(float* sum, const DirectTile& t, const ConvShape& s, int64_t samples, const __mmask16* dy_mask) {
+  const int64_t vectors = ceil_div(s.OW, int64_t(16)), whole = s.OW / 16, OW = s.OW;
+  __m512 acc[kDirectOutputs][KR * KW];
+#pragma GCC unroll 8
+  for (int r = 0; r < kDirectOutputs; ++r)
+#pragma GCC unroll 8
+    for (int k = 0; k < KR * KW; ++k) acc[r][k] = _mm512_setzero_ps();
+  for (int64_t n = 0; n < samples; ++n) {
+    for (int64_t oh = 0; oh < s.OH; ++oh) {
+      const float* row[KR];
+#pragma GCC unroll 8
+      for (int j = 0; j < KR; ++j) row[j] = t.xp + n * t.xp_stride + (oh * s.sh + (t.kh0 + j) * s.dh) * t.Wp;
+      const float* d_row[kDirectOutputs];
+#pragma GCC unroll 8
+      for (int r = 0; r < kDirectOutputs; ++r) d_row[r] = t.dy[r] + n * t.dy_stride[r] + oh * OW;
+      int64_t v = 0;
+      for (; v < whole; ++v) {
+        __m512 d[kDirectOutputs];
+#pragma GCC unroll 8
+        for (int r = 0; r < kDirectOutputs; ++r) d[r] = _mm512_loadu_ps(d_row[r] + v * 16);
+        direct_rows<KW, KR>(acc, d, row, v * 16, 0xFFFF);
+      }
+      if (v < vectors) {  // the last, partial vector: lanes past the row are zeroed on both sides
+        __m512 d[kDirectOutputs];
+#pragma GCC unroll 8
+        for (int r = 0; r < kDirectOutputs; ++r) d[r] = _mm512_maskz_loadu_ps(dy_mask[v], d_row[r] + v * 16);
+        direct_rows<KW, KR>(acc, d, row, v * 16, dy_mask[v]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kDirectOutputs; ++r)
+#pragma GCC unroll 8
+    for (int k = 0; k < KR * KW; ++k) sum[r * kDirectTaps + k] = _mm512_reduce_add_ps(acc[r][k]);
+}
+
+// direct_tile for `rows` (<= KR) window rows: the instantiation with exactly that many
+template <int KW, int KR = kDirectTaps / KW>
+void direct_tile_rows(int rows, float* sum, const DirectTile& t, const ConvShape& s, int64_t samples,
+                      const __mmask16* dy_mask) {
+  if constexpr (KR > 1) {
+    if (rows < KR) return direct_tile_rows<KW, KR - 1>(rows, sum, t, s, samples, dy_mask);
+  }
+  direct_tile<KW, KR>(sum, t, s, samples, dy_mask);
+}
+
+// partial (Og, Cg, KH, KW) = the group's dW over `samples` samples from dy0 and x0
+void direct_weight_gradient_chunk(float* partial, const float* dy0, const float* x0, const ConvShape& s,
+                                  const Geometry& g, int64_t samples) {
+  const int64_t vectors = ceil_div(s.OW, int64_t(16));
+  // rows read past Wp reach 16 + KW - 1 further: the block's tail, zeros
+  const int64_t Hp = (s.OH - 1) * s.sh + (s.KH - 1) * s.dh + 1, Wp = s.OW + s.KW - 1;
+  static thread_local std::vector<float> pad_buffer, zeros;
+  const float* xp = padded_block(pad_buffer, x0, s, samples, g.Cg, Hp, Wp, vectors * 16 + 16);
+  if (zeros.size() < size_t(g.P)) zeros.assign(size_t(g.P), 0.0f);
+  __mmask16 dy_mask[kDirectMaxWidth / 16];
+  for (int64_t v = 0; v < vectors; ++v) dy_mask[v] = lanes_below(s.OW - v * 16);
+  // window rows in groups of about equal size, each at most kDirectTaps / KW
+  const int64_t max_rows = kDirectTaps / s.KW, groups = ceil_div(s.KH, max_rows);
+  const int64_t group_rows = ceil_div(s.KH, groups);
+  for (int64_t o0 = 0; o0 < g.Og; o0 += kDirectOutputs)
+    for (int64_t c = 0; c < g.Cg; ++c)
+      for (int64_t kh0 = 0; kh0 < s.KH; kh0 += group_rows) {
+        DirectTile t;
+        for (int r = 0; r < kDirectOutputs; ++r) {
+          const bool real = o0 + r < g.Og;
+          t.dy[r] = real ? dy0 + (o0 + r) * g.P : zeros.data();
+          t.dy_stride[r] = real ? s.O * g.P : 0;
+        }
+        t.xp = xp + c * Hp * Wp;
+        t.xp_stride = g.Cg * Hp * Wp;
+        t.Wp = Wp;
+        t.kh0 = kh0;
+        const int rows = int(s.KH - kh0 < group_rows ? s.KH - kh0 : group_rows);
+        alignas(64) float sum[kDirectOutputs * kDirectTaps];
+        switch (s.KW) {
+          case 1: direct_tile_rows<1>(rows, sum, t, s, samples, dy_mask); break;
+          case 2: direct_tile_rows<2>(rows, sum, t, s, samples, dy_mask); break;
+          case 3: direct_tile_rows<3>(rows, sum, t, s, samples, dy_mask); break;
+          case 4: direct_tile_rows<4>(rows, sum, t, s, samples, dy_mask); break;
+          case 5: direct_tile_rows<5>(rows, sum, t, s, samples, dy_mask); break;
+          default: direct_tile_rows<6>(rows, sum, t, s, samples, dy_mask); break;
+        }
+        for (int64_t r = 0; r < kDirectOutputs && o0 + r < g.Og; ++r)
+          for (int64_t k = 0; k < rows * s.KW; ++k)
+            partial[((o0 + r) * g.Cg + c) * s.KH * s.KW + kh0 * s.KW + k] = sum[r * kDirectTaps + k];
+      }
+}
+#endif
+
 // op(A) = col over S samples, (Kc, S P), as ImageColumnsA, but gathered from a
 // PaddedBlock: for images whose output rows are shorter than a vector, where
 // ImageColumnsA's runs are too short to pay for finding them.
@@ -860,7 +1000,12 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   const int64_t by_depth = ceil_div(s.N * g.P, int64_t(GemmBlocking<T>::KC));
   const int64_t chunks = by_depth < 1 ? 1 : (by_depth > 16 ? 16 : (by_depth > s.N ? s.N : by_depth));
   const int64_t per_chunk = ceil_div(s.N, chunks);
-  const bool channels_last = channels_last_weight_gradient(s, g);  // the layout of dW's partials
+  // dW's partials: (Og, taps, Cg) in the channels-last form, (Og, Kc) in the direct one, else (Kc, Og)
+  const bool channels_last = channels_last_weight_gradient(s, g);
+  bool direct = false;
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  if constexpr (sizeof(T) == 4) direct = !channels_last && direct_weight_gradient(s, g);
+#endif
   if (dw || db) {
     // (kept between calls: a fresh one is a new mapping of megabytes, page-faulted in on every
     // step; each chunk's GEMM overwrites its partial, an empty chunk zeroes it)
@@ -888,6 +1033,14 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         const T* x0 = x + (n0 * s.C + grp * g.Cg) * g.HW;
         // otherwise dW_g^T (Kc, Og) = col (Kc, S P) dy^T (S P, Og): the long image runs go to the packed A side
         const SamplesTransposedB<T> dy_t{{}, dy0, g.P, s.O * g.P};
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+        if constexpr (sizeof(T) == 4) {
+          if (direct) {
+            direct_weight_gradient_chunk(partial, dy0, x0, s, g, samples);
+            return;
+          }
+        }
+#endif
         if (channels_last) {  // dW_g (Og, taps Cg) = dy^T shifted, from channels-last copies of the chunk
           // copied a few samples at a time (about 4096 pixels), each block's product added to
           // the last, so the copies stay a few megabytes whatever the batch
@@ -932,7 +1085,9 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
       for (int64_t grp = 0; grp < s.groups; ++grp) {
         const T* t_g = total + grp * g.Og * g.Kc;
         T* dw_g = dw + grp * g.Og * g.Kc;
-        if (channels_last) {  // (Og, taps, Cg) -> (Og, Cg, taps)
+        if (direct) {  // already (Og, Kc)
+          std::memcpy(dw_g, t_g, sizeof(T) * size_t(g.Og * g.Kc));
+        } else if (channels_last) {  // (Og, taps, Cg) -> (Og, Cg, taps)
           for (int64_t o = 0; o < g.Og; ++o)
             for (int64_t c = 0; c < g.Cg; ++c)
               for (int64_t t = 0; t < taps; ++t) dw_g[(o * g.Cg + c) * taps + t] = t_g[(o * taps + t) * g.Cg + c];
