@@ -323,25 +323,37 @@ template <class T> struct PackedOperand {
   const T* at(int64_t, int64_t) const { return nullptr; }
   int64_t row_stride() const { return 0; }
   const T* packed(int64_t, int64_t, int64_t) const { return nullptr; }  // see PackedPanelsA
+  bool fixed_passes() const { return false; }  // see PackedPanelsA
 };
 
-// op(A) packed once for all its rows and its whole depth (pack_a's layout, tile t at
-// t K MR, rows past M zero), for a product repeated with the same A (a convolution's
-// weights, sample after sample): a pass over the whole depth reads the panels where
-// they lie, a shallower one copies its slice of each tile.
+// The depth of the driver's passes over K: KC deep (4 KC when B is read in place), in
+// passes of equal depth (784 as 4 x 196, not 3 x 256 + 16), rounded up to 8.
+template <class T> inline int64_t gemm_pass_depth(int64_t K, bool b_in_place) {
+  const int64_t max_depth = b_in_place ? 4 * GemmBlocking<T>::KC : GemmBlocking<T>::KC;
+  return ceil_div(ceil_div(K, ceil_div(K, max_depth)), int64_t(8)) * 8;
+}
+
+// op(A) packed once for all its rows and its whole depth, for a product repeated with
+// the same A (a convolution's weights, sample after sample) by a driver whose B is
+// packed: pass by pass (gemm_pass_depth), each pass pack_a's layout for all the rows
+// (tile t at t kc MR, rows past M zero), so every pass reads its panels where they lie.
 template <class T> struct PackedPanelsA : PackedOperand<T> {
   const T* panels;
-  int64_t K;
-  void pack(T* dst, int64_t i0, int64_t m, int64_t k0, int64_t kc) const {
-    constexpr int MR = GemmBlocking<T>::MR;
-    for (int64_t t = 0; t * MR < m; ++t)
-      std::memcpy(dst + t * kc * MR, panels + ((i0 / MR + t) * K + k0) * MR, sizeof(T) * size_t(kc * MR));
+  int64_t M, K;
+  static int64_t size(int64_t M, int64_t K) { return ceil_div(M, int64_t(GemmBlocking<T>::MR)) * GemmBlocking<T>::MR * K; }
+  // dst (size(M, K)) = the panels of op(A), a: (M, K), or (K, M) when trans
+  static void pack_all(T* dst, const T* a, bool trans, int64_t M, int64_t K) {
+    const int64_t rows = ceil_div(M, int64_t(GemmBlocking<T>::MR)) * GemmBlocking<T>::MR;
+    const int64_t depth = gemm_pass_depth<T>(K, false);
+    for (int64_t pc = 0; pc < K; pc += depth) pack_a(dst + pc * rows, a, trans, M, K, 0, M, pc, K - pc < depth ? K - pc : depth);
   }
-  // the packed rows from i0 (a multiple of MR, as the driver's blocks start) over depth
-  // k0 .. k0 + kc, when they lie in place: only for the whole depth
-  const T* packed(int64_t i0, int64_t k0, int64_t kc) const {
+  const T* packed(int64_t i0, int64_t k0, int64_t kc) const {  // i0: a multiple of MR, k0: a pass's start
     constexpr int MR = GemmBlocking<T>::MR;
-    return k0 == 0 && kc == K ? panels + (i0 / MR) * K * MR : nullptr;
+    return panels + k0 * ceil_div(M, int64_t(MR)) * MR + (i0 / MR) * kc * MR;
+  }
+  bool fixed_passes() const { return true; }  // the driver's passes must be gemm_pass_depth(K, false) deep
+  void pack(T* dst, int64_t i0, int64_t m, int64_t k0, int64_t kc) const {
+    std::memcpy(dst, packed(i0, k0, kc), sizeof(T) * size_t(ceil_div(m, int64_t(GemmBlocking<T>::MR)) * GemmBlocking<T>::MR * kc));
   }
 };
 
@@ -355,6 +367,7 @@ template <class T> struct MatrixA {
   const T* at(int64_t i, int64_t k) const { return a + i * K + k; }
   int64_t row_stride() const { return K; }
   const T* packed(int64_t, int64_t, int64_t) const { return nullptr; }
+  bool fixed_passes() const { return false; }
 };
 
 // op(B) of a row-major matrix b: (K, N), or (N, K) when trans
@@ -402,7 +415,7 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
   // used by several tiles is packed, because KC rows of B a power-of-two stride
   // apart fall in a few L1 sets and miss on every reuse (64x512x784 ran at 51
   // GFLOP/s with B in place)
-  const bool b_in_place = !shared_b && B.in_place() && M <= MR;
+  const bool b_in_place = !shared_b && B.in_place() && M <= MR && !A.fixed_passes();
   // (fewer panels than threads, as for a 10-column output: split the rows, each
   // task packing the few panels itself)
   const bool split_columns = !shared_b && !b_in_place && ceil_div(N < Blk::NC ? N : Blk::NC, NR) >= threads;
@@ -455,8 +468,7 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
     // B read in place: a deeper pass costs nothing and saves passes over C; B packed
     // (shared or per task): KC deep, so that an A micro-panel stays in L1 and a chunk
     // of B panels in L2 (passes of equal depth: 784 as 4 x 196, not 3 x 256 + 16)
-    const int64_t max_depth = b_in_place ? 4 * Blk::KC : Blk::KC;
-    const int64_t depth = ceil_div(ceil_div(K, ceil_div(K, max_depth)), int64_t(8)) * 8;
+    const int64_t depth = gemm_pass_depth<T>(K, b_in_place);
 
     // one task's rows and panels over depth pc .. pc+kc; bp: the shared panel of B, if any
     auto run_task = [&](int64_t task, int64_t pc, int64_t kc, const T* bp) {

@@ -900,11 +900,18 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
     });
     return;
   }
+  // the weights packed once for every sample (read in place, each row tile's broadcasts
+  // took an address computation, and spilled registers, per row)
+  const int64_t panels_size = gemm_detail::PackedPanelsA<T>::size(g.Og, g.Kc);  // per group
+  static thread_local std::vector<T> panel_buffer;
+  T* const panels = scratch(panel_buffer, size_t(s.groups * panels_size));
+  for (int64_t grp = 0; grp < s.groups; ++grp)
+    gemm_detail::PackedPanelsA<T>::pack_all(panels + grp * panels_size, w + grp * g.Og * g.Kc, false, g.Og, g.Kc);
   for_tasks(s.N * s.groups, 2.0 * g.Og * g.Kc * g.P, [&](int64_t task, int gemm_threads) {
     const int64_t n = task / s.groups, grp = task % s.groups;
     const T* x_ng = x + (n * s.C + grp * g.Cg) * g.HW;
     T* y_ng = y + (n * s.O + grp * g.Og) * g.P;
-    const gemm_detail::MatrixA<T> weights{w + grp * g.Og * g.Kc, false, g.Og, g.Kc};
+    const gemm_detail::PackedPanelsA<T> weights{{}, panels + grp * panels_size, g.Og, g.Kc};
     const T* b = bias ? bias + grp * g.Og : nullptr;
     const GemmBias bias_kind = bias ? GemmBias::per_row : GemmBias::none;
     if (g.pointwise) {
@@ -1105,19 +1112,18 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   if (dx) {
     // dcol (Kc, P) = W_g^T dy_ng, scattered back into dx_ng. W_g^T is packed once for all
     // samples (each sample's GEMM packed it again: 4% of LeNet conv2's backward)
-    constexpr int MR = GemmBlocking<T>::MR;
-    const int64_t panels_size = ceil_div(g.Kc, int64_t(MR)) * MR * g.Og;  // per group
+    const int64_t panels_size = gemm_detail::PackedPanelsA<T>::size(g.Kc, g.Og);  // per group
     static thread_local std::vector<T> panel_buffer;
     T* const panels = scratch(panel_buffer, size_t(s.groups * panels_size));
     for (int64_t grp = 0; grp < s.groups; ++grp)
-      gemm_detail::pack_a(panels + grp * panels_size, w + grp * g.Og * g.Kc, true, g.Kc, g.Og, 0, g.Kc, 0, g.Og);
+      gemm_detail::PackedPanelsA<T>::pack_all(panels + grp * panels_size, w + grp * g.Og * g.Kc, true, g.Kc, g.Og);
     for_tasks(s.N * s.groups, 2.0 * g.Og * g.Kc * g.P, [&](int64_t task, int gemm_threads) {
       static thread_local std::vector<T> col_buffer;
       const int64_t n = task / s.groups, grp = task % s.groups;
       const T* dy_ng = dy + (n * s.O + grp * g.Og) * g.P;
       T* dx_ng = dx + (n * s.C + grp * g.Cg) * g.HW;
       T* col = g.pointwise ? dx_ng : scratch(col_buffer, size_t(g.Kc) * size_t(g.P));
-      gemm_detail::gemm_driver(col, gemm_detail::PackedPanelsA<T>{{}, panels + grp * panels_size, g.Og},
+      gemm_detail::gemm_driver(col, gemm_detail::PackedPanelsA<T>{{}, panels + grp * panels_size, g.Kc, g.Og},
                                gemm_detail::MatrixB<T>{dy_ng, false, g.P, g.Og}, g.Kc, g.P, g.Og, T(1), T(0),
                                static_cast<const T*>(nullptr), GemmBias::none, GemmActivation::none, gemm_threads);
       if (!g.pointwise) {  // (pointwise: the GEMM wrote dx_ng itself)
