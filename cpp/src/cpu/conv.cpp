@@ -4,7 +4,8 @@
 //   forward  y_ng (Og, P)  = W_g (Og, Kc) col_ng (Kc, P) + bias
 //   weight   dW_g^T (Kc, Og) = col (Kc, S P) dy^T (S P, Og) over a chunk of S samples,
 //            or for stride 1 and 16+ channels dW_g (Og, Kc) = dy^T shifted from
-//            channels-last copies (see ShiftedChannelsB)
+//            channels-last copies (see ShiftedChannelsB), or for fewer channels
+//            (AVX-512) dot products along output rows (see direct_tile)
 //   input    dcol (Kc, P)  = W_g^T dy_ng, scattered back by col2im (one
 //            sample's columns per thread)
 // with col(k = (c, kh, kw), p = (oh, ow)) = x[c, oh sh - ph + kh dh, ow sw - pw + kw dw]
