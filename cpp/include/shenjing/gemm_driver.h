@@ -352,20 +352,21 @@ template <class T> inline int64_t gemm_pass_depth(int64_t K, bool b_in_place) {
 template <class T> struct PackedPanelsA : PackedOperand<T> {
   const T* panels;
   int64_t M, K;
-  static int64_t size(int64_t M, int64_t K) { return ceil_div(M, int64_t(GemmBlocking<T>::MR)) * GemmBlocking<T>::MR * K; }
+  static int64_t padded(int64_t rows) { return ceil_div(rows, int64_t(GemmBlocking<T>::MR)) * GemmBlocking<T>::MR; }
+  static int64_t size(int64_t M, int64_t K) { return padded(M) * K; }
   // dst (size(M, K)) = the panels of op(A), a: (M, K), or (K, M) when trans
   static void pack_all(T* dst, const T* a, bool trans, int64_t M, int64_t K) {
-    const int64_t rows = ceil_div(M, int64_t(GemmBlocking<T>::MR)) * GemmBlocking<T>::MR;
     const int64_t depth = gemm_pass_depth<T>(K, false);
-    for (int64_t pc = 0; pc < K; pc += depth) pack_a(dst + pc * rows, a, trans, M, K, 0, M, pc, K - pc < depth ? K - pc : depth);
+    for (int64_t pc = 0; pc < K; pc += depth)
+      pack_a(dst + pc * padded(M), a, trans, M, K, 0, M, pc, K - pc < depth ? K - pc : depth);
   }
-  const T* packed(int64_t i0, int64_t k0, int64_t kc) const {  // i0: a multiple of MR, k0: a pass's start
-    constexpr int MR = GemmBlocking<T>::MR;
-    return panels + k0 * ceil_div(M, int64_t(MR)) * MR + (i0 / MR) * kc * MR;
+  // i0: a multiple of MR (as the driver's blocks start), k0: a pass's start
+  const T* packed(int64_t i0, int64_t k0, int64_t kc) const {
+    return panels + k0 * padded(M) + (i0 / GemmBlocking<T>::MR) * kc * GemmBlocking<T>::MR;
   }
   bool fixed_passes() const { return true; }  // the driver's passes must be gemm_pass_depth(K, false) deep
   void pack(T* dst, int64_t i0, int64_t m, int64_t k0, int64_t kc) const {
-    std::memcpy(dst, packed(i0, k0, kc), sizeof(T) * size_t(ceil_div(m, int64_t(GemmBlocking<T>::MR)) * GemmBlocking<T>::MR * kc));
+    std::memcpy(dst, packed(i0, k0, kc), sizeof(T) * size_t(padded(m) * kc));
   }
 };
 

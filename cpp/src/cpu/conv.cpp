@@ -540,7 +540,8 @@ void transpose_into(T* dst, int64_t dst_stride, const T* src, int64_t src_stride
   for (int64_t i0 = 0; i0 < rows; i0 += kBlock)
     for (int64_t j0 = 0; j0 < cols; j0 += kBlock)
       for (int64_t i = i0; i < (i0 + kBlock < rows ? i0 + kBlock : rows); ++i)
-        for (int64_t j = j0; j < (j0 + kBlock < cols ? j0 + kBlock : cols); ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
+        for (int64_t j = j0; j < (j0 + kBlock < cols ? j0 + kBlock : cols); ++j)
+          dst[j * dst_stride + i] = src[i * src_stride + j];
 }
 
 // The S samples' channels of one group, channels-last and zero-padded to every
@@ -651,8 +652,8 @@ inline void direct_taps(__m512 (&acc)[kDirectOutputs][KR * KW], const __m512 (&d
   }
 }
 template <int KW, int KR, int J = 0>
-inline void direct_rows(__m512 (&acc)[kDirectOutputs][KR * KW], const __m512 (&d)[kDirectOutputs], const float* const* row,
-                        int64_t at, __mmask16 mask) {
+inline void direct_rows(__m512 (&acc)[kDirectOutputs][KR * KW], const __m512 (&d)[kDirectOutputs],
+                        const float* const* row, int64_t at, __mmask16 mask) {
   if constexpr (J < KR) {
     direct_taps<KW, KR, J>(acc, d, _mm512_loadu_ps(row[J] + at), _mm512_loadu_ps(row[J] + at + 16), mask);
     direct_rows<KW, KR, J + 1>(acc, d, row, at, mask);
@@ -1081,8 +1082,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
       }
     });
     if (dw) {
-      // the chunks' partials (each group's is dW_g^T (Kc, Og), or dW_g (Og, taps, Cg) in the
-      // channels-last form) summed in order into the first,
+      // the chunks' partials (each group's is dW_g^T (Kc, Og), or dW_g as (Og, taps, Cg) in the
+      // channels-last form and as (Og, Kc) in the direct one) summed in order into the first,
       // in their own layout (contiguous, vectorised), then transposed into dw once
       T* total = dw_partial;
       for (int64_t chunk = 1; chunk < chunks; ++chunk) {
