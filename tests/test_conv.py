@@ -74,6 +74,10 @@ CASES = [
     ((2, 2, 7, 20), (3, 2, 3, 6), dict(padding=(1, 2))),
     ((2, 3, 12, 17), (4, 3, 5, 3), dict(padding=(2, 1))),
     ((2, 2, 6, 16), (3, 2, 3, 1), dict()),
+    # the direct forward (window depth <= 64, width stride 1, rows filling 70% of 32-wide
+    # steps): 11 outputs (a partial tile of 8), a height stride, uneven padding, an 8-wide kernel
+    ((2, 3, 7, 30), (11, 3, 3, 5), dict(padding=(1, 2), stride=(2, 1))),
+    ((2, 1, 5, 33), (9, 1, 2, 8), dict(padding=(0, 3))),
 ]
 
 

@@ -878,6 +878,83 @@ template <class F> void for_tasks(int64_t tasks, double flops_per_task, F f) {
   }
 }
 
+// --- direct forward, for shallow windows and width stride 1 ------------------------
+// y[o, oh, ow] = sum over (c, kh, kw) of w[o, c, kh, kw] xp[c, oh sh + kh dh, ow + kw]
+// (xp: the sample's zero-padded copy), 32 ow (two vectors) of 8 outputs in 16
+// registers at a time; each window row is loaded as three vectors and shifted in
+// registers (valignd), the weights broadcast from a copy laid out tap by tap, 8
+// outputs side by side. A per-sample GEMM of depth Cg KH KW <= 64 (LeNet conv1: 25)
+// spends as much on its calls' set-up and the packed columns as on the products
+// (bench/ab.py forward: LeNet conv1 0.85x, 3 -> 32 channels 3x3 on 32x32 0.70x,
+// 4 -> 128 on 56x56 0.73x).
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+constexpr int kDirectForwardOutputs = 8, kDirectForwardWidth = 8;
+
+// (rows filling under 70% of their 32-wide steps stay with the GEMM: 16 outputs of 18
+// ran 1.07x its time)
+inline bool direct_forward(const ConvShape& s, const Geometry& g) {
+  return s.sw == 1 && s.dw == 1 && 10 * s.OW >= 7 * ceil_div(s.OW, int64_t(32)) * 32 &&
+         s.KW <= kDirectForwardWidth && g.Kc <= 64 && !g.pointwise;
+}
+
+// acc[o][v] += wt[kw 8 + o] (lanes kw .. kw + 16 of the window row's vectors v, v + 1)
+template <int KW, int KWi = 0>
+inline void direct_forward_taps(__m512 (&acc)[kDirectForwardOutputs][2], const float* wt, __m512 lo, __m512 mid,
+                                __m512 hi) {
+  if constexpr (KWi < KW) {
+    const __m512 x0 = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(mid), _mm512_castps_si512(lo), KWi));
+    const __m512 x1 = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(hi), _mm512_castps_si512(mid), KWi));
+#pragma GCC unroll 8
+    for (int o = 0; o < kDirectForwardOutputs; ++o) {
+      const __m512 wv = _mm512_set1_ps(wt[KWi * kDirectForwardOutputs + o]);
+      acc[o][0] = _mm512_fmadd_ps(wv, x0, acc[o][0]);
+      acc[o][1] = _mm512_fmadd_ps(wv, x1, acc[o][1]);
+    }
+    direct_forward_taps<KW, KWi + 1>(acc, wt, lo, mid, hi);
+  }
+}
+
+// y_n (Og, OH, OW) for one sample and group from xp (Cg, Hp, Wp, with a zero tail of 48
+// floats) and wt (per tile of 8 outputs: [c][kh][kw][8])
+template <int KW>
+void direct_forward_sample(float* y_n, const float* xp, const float* wt, const float* bias, const ConvShape& s,
+                           const Geometry& g, int64_t Hp, int64_t Wp) {
+  const int64_t taps = s.KH * KW;
+  for (int64_t o0 = 0; o0 < g.Og; o0 += kDirectForwardOutputs) {
+    const float* w_tile = wt + o0 * g.Cg * taps;  // [c][kh][kw][8]
+    const int64_t outputs = g.Og - o0 < kDirectForwardOutputs ? g.Og - o0 : kDirectForwardOutputs;
+    for (int64_t oh = 0; oh < s.OH; ++oh)
+      for (int64_t ow0 = 0; ow0 < s.OW; ow0 += 32) {
+        __m512 acc[kDirectForwardOutputs][2];
+#pragma GCC unroll 8
+        for (int o = 0; o < kDirectForwardOutputs; ++o) {
+          const __m512 b = _mm512_set1_ps(bias && o < outputs ? bias[o0 + o] : 0.0f);
+          acc[o][0] = b, acc[o][1] = b;
+        }
+        for (int64_t c = 0; c < g.Cg; ++c)
+          for (int64_t kh = 0; kh < s.KH; ++kh) {
+            const float* row = xp + (c * Hp + oh * s.sh + kh * s.dh) * Wp + ow0;
+            direct_forward_taps<KW>(acc, w_tile + (c * s.KH + kh) * KW * kDirectForwardOutputs, _mm512_loadu_ps(row),
+                                    _mm512_loadu_ps(row + 16), _mm512_loadu_ps(row + 32));
+          }
+        for (int64_t o = 0; o < outputs; ++o) {
+          float* out = y_n + ((o0 + o) * s.OH + oh) * s.OW + ow0;
+          _mm512_mask_storeu_ps(out, lanes_below(s.OW - ow0), acc[o][0]);
+          _mm512_mask_storeu_ps(out + 16, lanes_below(s.OW - ow0 - 16), acc[o][1]);
+        }
+      }
+  }
+}
+
+// wt: w (Og, Cg, KH, KW) as tiles of 8 outputs, [tile][c][kh][kw][8], outputs past Og zero
+inline void pack_direct_forward_weights(float* wt, const float* w, const Geometry& g, int64_t taps) {
+  for (int64_t o0 = 0; o0 < g.Og; o0 += kDirectForwardOutputs)
+    for (int64_t q = 0; q < g.Cg * taps; ++q)
+      for (int64_t o = 0; o < kDirectForwardOutputs; ++o)
+        wt[(o0 * g.Cg * taps) + q * kDirectForwardOutputs + o] = o0 + o < g.Og ? w[(o0 + o) * g.Kc + q] : 0.0f;
+}
+#endif
+
 template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bias, const ConvShape& s) {
   const Geometry g = geometry(s);
   if (s.N == 0 || s.O == 0 || g.P == 0) return;
@@ -902,6 +979,39 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
     });
     return;
   }
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  if constexpr (sizeof(T) == 4) {
+    if (direct_forward(s, g)) {
+      const int64_t taps = s.KH * s.KW, tiles = ceil_div(g.Og, int64_t(kDirectForwardOutputs));
+      const int64_t per_group = tiles * kDirectForwardOutputs * g.Cg * taps;
+      static thread_local std::vector<float> weight_buffer;
+      float* const wt = scratch(weight_buffer, size_t(s.groups * per_group));
+      for (int64_t grp = 0; grp < s.groups; ++grp)
+        pack_direct_forward_weights(wt + grp * per_group, w + grp * g.Og * g.Kc, g, taps);
+      const int64_t Hp = (s.OH - 1) * s.sh + (s.KH - 1) * s.dh + 1, Wp = ceil_div(s.OW, int64_t(32)) * 32 + s.KW - 1;
+      for_tasks(s.N * s.groups, 2.0 * g.Og * g.Kc * g.P, [&](int64_t task, int) {
+        static thread_local std::vector<float> pad_buffer;
+        const int64_t n = task / s.groups, grp = task % s.groups;
+        // rows read up to 48 floats from their start: Wp covers whole 32-wide steps, the tail the last row
+        const float* xp = padded_block(pad_buffer, x + (n * s.C + grp * g.Cg) * g.HW, s, 1, g.Cg, Hp, Wp, 48);
+        float* y_n = y + (n * s.O + grp * g.Og) * g.P;
+        const float* wt_g = wt + grp * per_group;
+        const float* b = bias ? bias + grp * g.Og : nullptr;
+        switch (s.KW) {
+          case 1: direct_forward_sample<1>(y_n, xp, wt_g, b, s, g, Hp, Wp); break;
+          case 2: direct_forward_sample<2>(y_n, xp, wt_g, b, s, g, Hp, Wp); break;
+          case 3: direct_forward_sample<3>(y_n, xp, wt_g, b, s, g, Hp, Wp); break;
+          case 4: direct_forward_sample<4>(y_n, xp, wt_g, b, s, g, Hp, Wp); break;
+          case 5: direct_forward_sample<5>(y_n, xp, wt_g, b, s, g, Hp, Wp); break;
+          case 6: direct_forward_sample<6>(y_n, xp, wt_g, b, s, g, Hp, Wp); break;
+          case 7: direct_forward_sample<7>(y_n, xp, wt_g, b, s, g, Hp, Wp); break;
+          default: direct_forward_sample<8>(y_n, xp, wt_g, b, s, g, Hp, Wp); break;
+        }
+      });
+      return;
+    }
+  }
+#endif
   // the weights packed once for every sample (read in place, each row tile's broadcasts
   // took an address computation, and spilled registers, per row)
   const int64_t panels_size = gemm_detail::PackedPanelsA<T>::size(g.Og, g.Kc);  // per group
