@@ -13,7 +13,7 @@ a pair alike. The result of each build is checked against the other's first.
 
 CASE is a Python expression over these makers (shapes as in the issues):
     gemm(M, N, K, trans_a=False, trans_b=False)
-    conv(N, C, H, O, K, pad)           conv2d forward, backward, and backward without dx; square images
+    conv(N, C, H, O, K, pad)           conv2d forward, backward, and backward_no_dx (dW and db alone); square images
     act(n, "gelu" | "gelu_tanh" | "sigmoid" | "tanh" | "relu" | "copy")
     softmax(rows, length)              softmax, log_softmax and cross_entropy (forward + backward) along rows
     adam(shape, ...)                   one Adam step over tensors of these shapes
@@ -70,7 +70,7 @@ def conv(N, C, H, O, K, pad):
     g = rng.standard_normal(ops.conv2d(x, w, padding=pad).shape, dtype=np.float32)
     return {"forward": lambda: ops.conv2d(x, w, padding=pad),
             "backward": lambda: ops.conv2d_backward(g, x, w, padding=pad),
-            "weight_grad": lambda: ops.conv2d_backward(g, x, w, padding=pad, input_grad=False)[1:]}
+            "backward_no_dx": lambda: ops.conv2d_backward(g, x, w, padding=pad, input_grad=False)[1:]}
 
 
 def act(n, name):

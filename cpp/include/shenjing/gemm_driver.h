@@ -365,6 +365,7 @@ template <class T> struct PackedPanelsA : PackedOperand<T> {
     return panels + k0 * padded(M) + (i0 / GemmBlocking<T>::MR) * kc * GemmBlocking<T>::MR;
   }
   bool fixed_passes() const { return true; }  // the driver's passes must be gemm_pass_depth(K, false) deep
+  // (the driver asks packed() first, which always answers; a copy for a caller that wants one)
   void pack(T* dst, int64_t i0, int64_t m, int64_t k0, int64_t kc) const {
     std::memcpy(dst, packed(i0, k0, kc), sizeof(T) * size_t(padded(m) * kc));
   }

@@ -46,6 +46,10 @@ Geometry geometry(const ConvShape& s) {
   return g;
 }
 
+// Rows and columns of the zero-padded input that the windows reach (the padded copies' Hp, Wp)
+inline int64_t reach_rows(const ConvShape& s) { return (s.OH - 1) * s.sh + (s.KH - 1) * s.dh + 1; }
+inline int64_t reach_cols(const ConvShape& s) { return (s.OW - 1) * s.sw + (s.KW - 1) * s.dw + 1; }
+
 // The u in [0, count) whose input column offset + u stride lies in [0, size): [lo, hi).
 inline void valid_range(int64_t offset, int64_t stride, int64_t size, int64_t count, int64_t* lo, int64_t* hi) {
   int64_t l, h;
@@ -528,12 +532,16 @@ T* padded_block(std::vector<T>& buffer, const T* x, const ConvShape& s, int64_t 
 template <class T>
 void transpose_into(T* dst, int64_t dst_stride, const T* src, int64_t src_stride, int64_t rows, int64_t cols) {
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
-  if constexpr (sizeof(T) == 4) {  // 16 rows at a time, in register transposes
-    for (int64_t i = 0; i < rows; i += 16) {
-      const int64_t width = rows - i < 16 ? rows - i : 16;
-      gemm_detail::pack_rows_transposed(dst + i, dst_stride, width, src + i * src_stride, src_stride, width, cols);
+  // 16 rows at a time, in register transposes (below 8 rows and 8 columns most of each
+  // 16x16 transpose is masked off: the blocked loop below took 0.94x the time on 4 x 4)
+  if constexpr (sizeof(T) == 4) {
+    if (rows >= 8 || cols >= 8) {
+      for (int64_t i = 0; i < rows; i += 16) {
+        const int64_t width = rows - i < 16 ? rows - i : 16;
+        gemm_detail::pack_rows_transposed(dst + i, dst_stride, width, src + i * src_stride, src_stride, width, cols);
+      }
+      return;
     }
-    return;
   }
 #endif
   constexpr int64_t kBlock = 16;  // blocks that stay in L1 on both sides
@@ -624,10 +632,16 @@ inline bool channels_last_weight_gradient(const ConvShape& s, const Geometry& g)
 // too few rows to pay for transposing them while packing (LeNet conv1, 1 -> 32 channels
 // 5x5 on 28x28: 54 GFLOP/s), and the channels-last form would pack a gather per value.
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
-constexpr int kDirectOutputs = 4, kDirectTaps = 6, kDirectMaxWidth = 1024;
+constexpr int kDirectOutputs = 4, kDirectTaps = 6;
 
 inline bool direct_weight_gradient(const ConvShape& s, const Geometry& g) {
-  return s.sw == 1 && s.dw == 1 && g.Cg < 16 && s.OW >= 8 && s.OW <= kDirectMaxWidth && s.KW <= kDirectTaps;
+  return s.sw == 1 && s.dw == 1 && g.Cg < 16 && s.OW >= 8 && s.KW <= kDirectTaps;
+}
+
+// lanes S .. S + 16 of the 32 in lo:hi (one valignd), lanes off `mask` zeroed: a window
+// row shifted by S columns, for the direct forms of the forward and the weight gradient
+template <int S> inline __m512 shifted_lanes(__m512 lo, __m512 hi, __mmask16 mask = 0xFFFF) {
+  return _mm512_castsi512_ps(_mm512_maskz_alignr_epi32(mask, _mm512_castps_si512(hi), _mm512_castps_si512(lo), S));
 }
 
 // A tile's sources, for the chunk's first sample: dy rows (OH, OW) of its outputs (a zero
@@ -644,8 +658,7 @@ template <int KW, int KR, int J, int KWi = 0>
 inline void direct_taps(__m512 (&acc)[kDirectOutputs][KR * KW], const __m512 (&d)[kDirectOutputs], __m512 lo, __m512 hi,
                         __mmask16 mask) {
   if constexpr (KWi < KW) {
-    const __m512 xv = _mm512_castsi512_ps(
-        _mm512_maskz_alignr_epi32(mask, _mm512_castps_si512(hi), _mm512_castps_si512(lo), KWi));
+    const __m512 xv = shifted_lanes<KWi>(lo, hi, mask);
 #pragma GCC unroll 8
     for (int r = 0; r < kDirectOutputs; ++r) acc[r][J * KW + KWi] = _mm512_fmadd_ps(d[r], xv, acc[r][J * KW + KWi]);
     direct_taps<KW, KR, J, KWi + 1>(acc, d, lo, hi, mask);
@@ -661,10 +674,11 @@ inline void direct_rows(__m512 (&acc)[kDirectOutputs][KR * KW], const __m512 (&d
 }
 
 // sum[r kDirectTaps + j KW + kw] = the tile's dot products over `samples` samples, for
-// window rows kh0 .. kh0 + KR; dy_mask[v]: the lanes of output vector v in the row
+// window rows kh0 .. kh0 + KR
 template <int KW, int KR>
-void direct_tile(float* sum, const DirectTile& t, const ConvShape& s, int64_t samples, const __mmask16* dy_mask) {
-  const int64_t vectors = ceil_div(s.OW, int64_t(16)), whole = s.OW / 16, OW = s.OW;
+void direct_tile(float* sum, const DirectTile& t, const ConvShape& s, int64_t samples) {
+  const int64_t whole = s.OW / 16, OW = s.OW;
+  const __mmask16 tail = lanes_below(OW % 16);  // the lanes of the last, partial vector
   __m512 acc[kDirectOutputs][KR * KW];
 #pragma GCC unroll 8
   for (int r = 0; r < kDirectOutputs; ++r)
@@ -685,11 +699,11 @@ void direct_tile(float* sum, const DirectTile& t, const ConvShape& s, int64_t sa
         for (int r = 0; r < kDirectOutputs; ++r) d[r] = _mm512_loadu_ps(d_row[r] + v * 16);
         direct_rows<KW, KR>(acc, d, row, v * 16, 0xFFFF);
       }
-      if (v < vectors) {  // the last, partial vector: lanes past the row are zeroed on both sides
+      if (tail) {  // the last, partial vector: lanes past the row are zeroed on both sides
         __m512 d[kDirectOutputs];
 #pragma GCC unroll 8
-        for (int r = 0; r < kDirectOutputs; ++r) d[r] = _mm512_maskz_loadu_ps(dy_mask[v], d_row[r] + v * 16);
-        direct_rows<KW, KR>(acc, d, row, v * 16, dy_mask[v]);
+        for (int r = 0; r < kDirectOutputs; ++r) d[r] = _mm512_maskz_loadu_ps(tail, d_row[r] + v * 16);
+        direct_rows<KW, KR>(acc, d, row, v * 16, tail);
       }
     }
   }
@@ -701,25 +715,22 @@ void direct_tile(float* sum, const DirectTile& t, const ConvShape& s, int64_t sa
 
 // direct_tile for `rows` (<= KR) window rows: the instantiation with exactly that many
 template <int KW, int KR = kDirectTaps / KW>
-void direct_tile_rows(int rows, float* sum, const DirectTile& t, const ConvShape& s, int64_t samples,
-                      const __mmask16* dy_mask) {
+void direct_tile_rows(int rows, float* sum, const DirectTile& t, const ConvShape& s, int64_t samples) {
   if constexpr (KR > 1) {
-    if (rows < KR) return direct_tile_rows<KW, KR - 1>(rows, sum, t, s, samples, dy_mask);
+    if (rows < KR) return direct_tile_rows<KW, KR - 1>(rows, sum, t, s, samples);
   }
-  direct_tile<KW, KR>(sum, t, s, samples, dy_mask);
+  direct_tile<KW, KR>(sum, t, s, samples);
 }
 
 // partial (Og, Cg, KH, KW) = the group's dW over `samples` samples from dy0 and x0
 void direct_weight_gradient_chunk(float* partial, const float* dy0, const float* x0, const ConvShape& s,
                                   const Geometry& g, int64_t samples) {
-  const int64_t vectors = ceil_div(s.OW, int64_t(16));
-  // rows read past Wp reach 16 + KW - 1 further: the block's tail, zeros
-  const int64_t Hp = (s.OH - 1) * s.sh + (s.KH - 1) * s.dh + 1, Wp = s.OW + s.KW - 1;
+  // a row's two vectors at its last step reach up to 32 floats past the step's start:
+  // the block's tail, zeros
+  const int64_t Hp = reach_rows(s), Wp = reach_cols(s);
   static thread_local std::vector<float> pad_buffer, zeros;
-  const float* xp = padded_block(pad_buffer, x0, s, samples, g.Cg, Hp, Wp, vectors * 16 + 16);
+  const float* xp = padded_block(pad_buffer, x0, s, samples, g.Cg, Hp, Wp, ceil_div(s.OW, int64_t(16)) * 16 + 16);
   if (zeros.size() < size_t(g.P)) zeros.assign(size_t(g.P), 0.0f);
-  __mmask16 dy_mask[kDirectMaxWidth / 16];
-  for (int64_t v = 0; v < vectors; ++v) dy_mask[v] = lanes_below(s.OW - v * 16);
   // window rows in groups of about equal size, each at most kDirectTaps / KW
   const int64_t max_rows = kDirectTaps / s.KW, groups = ceil_div(s.KH, max_rows);
   const int64_t group_rows = ceil_div(s.KH, groups);
@@ -739,12 +750,12 @@ void direct_weight_gradient_chunk(float* partial, const float* dy0, const float*
         const int rows = int(s.KH - kh0 < group_rows ? s.KH - kh0 : group_rows);
         alignas(64) float sum[kDirectOutputs * kDirectTaps];
         switch (s.KW) {
-          case 1: direct_tile_rows<1>(rows, sum, t, s, samples, dy_mask); break;
-          case 2: direct_tile_rows<2>(rows, sum, t, s, samples, dy_mask); break;
-          case 3: direct_tile_rows<3>(rows, sum, t, s, samples, dy_mask); break;
-          case 4: direct_tile_rows<4>(rows, sum, t, s, samples, dy_mask); break;
-          case 5: direct_tile_rows<5>(rows, sum, t, s, samples, dy_mask); break;
-          default: direct_tile_rows<6>(rows, sum, t, s, samples, dy_mask); break;
+          case 1: direct_tile_rows<1>(rows, sum, t, s, samples); break;
+          case 2: direct_tile_rows<2>(rows, sum, t, s, samples); break;
+          case 3: direct_tile_rows<3>(rows, sum, t, s, samples); break;
+          case 4: direct_tile_rows<4>(rows, sum, t, s, samples); break;
+          case 5: direct_tile_rows<5>(rows, sum, t, s, samples); break;
+          default: direct_tile_rows<6>(rows, sum, t, s, samples); break;
         }
         for (int64_t r = 0; r < kDirectOutputs && o0 + r < g.Og; ++r)
           for (int64_t k = 0; k < rows * s.KW; ++k)
@@ -902,8 +913,7 @@ template <int KW, int KWi = 0>
 inline void direct_forward_taps(__m512 (&acc)[kDirectForwardOutputs][2], const float* wt, __m512 lo, __m512 mid,
                                 __m512 hi) {
   if constexpr (KWi < KW) {
-    const __m512 x0 = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(mid), _mm512_castps_si512(lo), KWi));
-    const __m512 x1 = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(hi), _mm512_castps_si512(mid), KWi));
+    const __m512 x0 = shifted_lanes<KWi>(lo, mid), x1 = shifted_lanes<KWi>(mid, hi);
 #pragma GCC unroll 8
     for (int o = 0; o < kDirectForwardOutputs; ++o) {
       const __m512 wv = _mm512_set1_ps(wt[KWi * kDirectForwardOutputs + o]);
@@ -964,18 +974,14 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
       const int64_t n0 = (task / s.groups) * S, grp = task % s.groups;
       const int64_t samples = n0 + S < s.N ? S : s.N - n0;
       T* yt = scratch(out_buffer, size_t(samples * g.P) * size_t(g.Og));  // (S P, Og)
-      const int64_t Hp = (s.OH - 1) * s.sh + (s.KH - 1) * s.dh + 1, Wp = (s.OW - 1) * s.sw + (s.KW - 1) * s.dw + 1;
+      const int64_t Hp = reach_rows(s), Wp = reach_cols(s);
       const T* xp = padded_block(pad_buffer, x + (n0 * s.C + grp * g.Cg) * g.HW, s, samples, g.Cg, Hp, Wp);
       gemm_detail::gemm_driver(yt, ImagePatchesA<T>{{{}, xp, &s, g.Cg, Hp, Wp}},
                                gemm_detail::MatrixB<T>{w + grp * g.Og * g.Kc, true, g.Og, g.Kc}, samples * g.P, g.Og,
                                g.Kc, T(1), T(0), bias ? bias + grp * g.Og : nullptr,
                                bias ? GemmBias::per_column : GemmBias::none, GemmActivation::none, gemm_threads);
       for (int64_t n = 0; n < samples; ++n)  // (P, Og) -> y[n0 + n, grp Og + o, p]
-        for (int64_t o = 0; o < g.Og; ++o) {
-          T* dst = y + ((n0 + n) * s.O + grp * g.Og + o) * g.P;
-          const T* src = yt + n * g.P * g.Og + o;
-          for (int64_t p = 0; p < g.P; ++p) dst[p] = src[p * g.Og];
-        }
+        transpose_into(y + ((n0 + n) * s.O + grp * g.Og) * g.P, g.P, yt + n * g.P * g.Og, g.Og, g.P, g.Og);
     });
     return;
   }
@@ -988,7 +994,7 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
       float* const wt = scratch(weight_buffer, size_t(s.groups * per_group));
       for (int64_t grp = 0; grp < s.groups; ++grp)
         pack_direct_forward_weights(wt + grp * per_group, w + grp * g.Og * g.Kc, g, taps);
-      const int64_t Hp = (s.OH - 1) * s.sh + (s.KH - 1) * s.dh + 1, Wp = ceil_div(s.OW, int64_t(32)) * 32 + s.KW - 1;
+      const int64_t Hp = reach_rows(s), Wp = ceil_div(s.OW, int64_t(32)) * 32 + s.KW - 1;
       for_tasks(s.N * s.groups, 2.0 * g.Og * g.Kc * g.P, [&](int64_t task, int) {
         static thread_local std::vector<float> pad_buffer;
         const int64_t n = task / s.groups, grp = task % s.groups;
@@ -1031,7 +1037,7 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
                                T(0), b, bias_kind, GemmActivation::none, gemm_threads);
     } else if (wide_columns(s, g)) {  // (Og, OH Wp) into a buffer, then its first OW columns of each row
       static thread_local std::vector<T> pad_buffer, wide_buffer;
-      const int64_t Hp = s.OH + (s.KH - 1) * s.dh, Wp = s.OW + (s.KW - 1) * s.dw;
+      const int64_t Hp = reach_rows(s), Wp = reach_cols(s);
       const T* xp = padded_block(pad_buffer, x_ng, s, 1, g.Cg, Hp, Wp, (s.KW - 1) * s.dw);
       T* yw = scratch(wide_buffer, size_t(g.Og * s.OH * Wp));
       gemm_detail::gemm_driver(yw, weights, WideColumnsB<T>{{}, xp, &s, Hp, Wp}, g.Og, s.OH * Wp, g.Kc, T(1), T(0), b,
@@ -1123,7 +1129,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   const bool channels_last = channels_last_weight_gradient(s, g);
   bool direct = false;
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
-  if constexpr (sizeof(T) == 4) direct = !channels_last && direct_weight_gradient(s, g);
+  if constexpr (sizeof(T) == 4) direct = direct_weight_gradient(s, g);  // (under 16 channels: never channels_last)
 #endif
   if (dw || db) {
     // (kept between calls: a fresh one is a new mapping of megabytes, page-faulted in on every
@@ -1151,7 +1157,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         T* partial = dw_partial + chunk * weight_size + grp * g.Og * g.Kc;
         const T* x0 = x + (n0 * s.C + grp * g.Cg) * g.HW;
         // otherwise dW_g^T (Kc, Og) = col (Kc, S P) dy^T (S P, Og): the long image runs go to the packed A side
-        const SamplesTransposedB<T> dy_t{{}, dy0, g.P, s.O * g.P};
+        const SamplesTransposedB<T> dy_t{{}, dy0, g.P, s.O * g.P};  // (read by those two forms only)
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
         if constexpr (sizeof(T) == 4) {
           if (direct) {
@@ -1164,7 +1170,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
           // copied a few samples at a time (about 4096 pixels), each block's product added to
           // the last, so the copies stay a few megabytes whatever the batch
           static thread_local std::vector<T> xt_buffer, dyt_buffer;
-          const int64_t Hp = s.OH + (s.KH - 1) * s.dh, Wp = s.OW + (s.KW - 1) * s.dw;
+          const int64_t Hp = reach_rows(s), Wp = reach_cols(s);
           const int64_t per_block = ceil_div(int64_t(4096), g.P);
           for (int64_t b0 = 0; b0 < samples; b0 += per_block) {
             const int64_t count = samples - b0 < per_block ? samples - b0 : per_block;
@@ -1179,7 +1185,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
           }
         } else if (s.OW < Simd<T>::lanes) {  // short rows: gather from a padded copy of the chunk
           static thread_local std::vector<T> pad_buffer;
-          const int64_t Hp = (s.OH - 1) * s.sh + (s.KH - 1) * s.dh + 1, Wp = (s.OW - 1) * s.sw + (s.KW - 1) * s.dw + 1;
+          const int64_t Hp = reach_rows(s), Wp = reach_cols(s);
           const T* xp = padded_block(pad_buffer, x0, s, samples, g.Cg, Hp, Wp);
           gemm_detail::gemm_driver(partial, PaddedColumnsA<T>{{{}, xp, &s, g.Cg, Hp, Wp}}, dy_t, g.Kc, g.Og,
                                    samples * g.P, T(1), T(0), static_cast<const T*>(nullptr), GemmBias::none,
@@ -1211,8 +1217,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
             for (int64_t c = 0; c < g.Cg; ++c)
               for (int64_t t = 0; t < taps; ++t) dw_g[(o * g.Cg + c) * taps + t] = t_g[(o * taps + t) * g.Cg + c];
         } else {  // (Kc, Og) -> (Og, Kc)
-          for (int64_t q = 0; q < g.Kc; ++q)
-            for (int64_t o = 0; o < g.Og; ++o) dw_g[o * g.Kc + q] = t_g[q * g.Og + o];
+          transpose_into(dw_g, g.Kc, t_g, g.Og, g.Kc, g.Og);
         }
       }
     }
