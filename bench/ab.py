@@ -14,7 +14,8 @@ a pair alike. The result of each build is checked against the other's first.
 CASE is a Python expression over these makers (shapes as in the issues):
     gemm(M, N, K, trans_a=False, trans_b=False)
     conv(N, C, H, O, K, pad)           conv2d forward, backward, and backward_no_dx (dW and db alone); square images
-    act(n, "gelu" | "gelu_tanh" | "sigmoid" | "tanh" | "relu" | "copy")
+    act(n, "gelu" | "gelu_tanh" | "sigmoid" | "tanh" | "relu" | "copy", scale=1.0)   on scale * N(0, 1)
+                                       (bench/report.py's inputs have scale 3)
     softmax(rows, length)              softmax, log_softmax and cross_entropy (forward + backward) along rows
     adam(shape, ...)                   one Adam step over tensors of these shapes
     train("mlp_digits" | "cnn_digits" | "mlp_784_60k")   one epoch (bench/training.py's setup;
@@ -73,8 +74,8 @@ def conv(N, C, H, O, K, pad):
             "backward_no_dx": lambda: ops.conv2d_backward(g, x, w, padding=pad, input_grad=False)[1:]}
 
 
-def act(n, name):
-    x = rng.standard_normal(n, dtype=np.float32)
+def act(n, name, scale=1.0):
+    x = rng.standard_normal(n, dtype=np.float32) * np.float32(scale)
     y = np.empty_like(x)
     kernels = {"gelu": lambda: ops.gelu(x, out=y), "gelu_tanh": lambda: ops.gelu(x, approximate="tanh", out=y),
                "sigmoid": lambda: ops.sigmoid(x, out=y), "tanh": lambda: ops.tanh(x, out=y),

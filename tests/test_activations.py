@@ -146,6 +146,30 @@ def test_elementwise_extreme_values_and_nan(backend, name, dtype):
     assert_close(dx, dx_ref, dtype, tol=tol, what=f"{name} backward at extremes")
 
 
+@pytest.mark.parametrize("name,bound", [("sigmoid", 15.75), ("gelu_tanh", 4.8)])
+def test_table_form_blocks(backend, rng, name, bound):
+    """sigmoid and tanh GELU read a table for blocks of 256 inputs all within a bound
+    (AVX-512) and take the exp form for other blocks, and unchecked for a while after
+    them: one value past the bound (or inf, or NaN) anywhere in a block of in-range
+    values, runs of out-of-range blocks then in-range ones, each block's first and last
+    lanes and a partial last vector must all come out right."""
+    forward = ELEMENTWISE[name][0]
+    n = 40 * 256 + 13
+    for odd in [bound, -bound, 2 * bound, -2 * bound, 100.0, -100.0, np.inf, -np.inf, np.nan]:
+        for at in [0, 255, 256, 511, 3000, n - 1]:
+            x = rng.uniform(-0.99 * bound, 0.99 * bound, n).astype(np.float32)
+            x[at] = odd
+            y = forward(ops, x)
+            with np.errstate(all="ignore"):
+                assert_close(y, forward(R, x.astype(np.float64)), np.float32,
+                             tol=dict(TOL[np.float32], atol=1e-30), what=f"{name}: {odd} at {at}")
+    # 20 blocks mostly past the bound (the check backs off), then in range, then mixed
+    x = rng.uniform(-0.99 * bound, 0.99 * bound, n).astype(np.float32)
+    x[:20 * 256] *= 3
+    x[30 * 256 + 7::97] = 3 * bound
+    assert_close(forward(ops, x), forward(R, x.astype(np.float64)), np.float32, what=f"{name}: runs of blocks")
+
+
 @pytest.mark.parametrize("name", ELEMENTWISE)
 def test_elementwise_in_place_and_out(rng, name):
     forward, _ = ELEMENTWISE[name]

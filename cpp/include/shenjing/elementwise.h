@@ -2,6 +2,9 @@
 // lambda on one vector (Simd<T>::V), applied over fixed chunks of the arrays.
 #pragma once
 
+#include <cmath>
+#include <cstring>
+
 #include "shenjing/parallel.h"
 #include "shenjing/simd.h"
 
@@ -120,43 +123,103 @@ static inline void map_unary(T* y, const T* a, int64_t n, F f) {
   });
 }
 
-// map_unary for long exp-based bodies (sigmoid, tanh, gelu): two vectors per step,
-// so their dependency chains interleave in the compiled code instead of relying on
+// y[i, end) = f(a[i, end)) two vectors a step, for long exp-based bodies (sigmoid, tanh,
+// gelu): their dependency chains interleave in the compiled code instead of relying on
 // the out-of-order window to overlap iterations (measured, 16M floats into out=,
 // 2 threads, three interleaved runs: tanh 7.0-7.7 -> 5.5-6.6 ms, gelu 10.5-10.9 ->
 // 8.0-10.5, gelu tanh 6.4-7.9 -> 6.0-7.3, sigmoid 5.4-6.7 -> 4.2-5.9). Short bodies
 // and the copy yardstick keep map_unary: unrolled, a plain copy ran slower here
-// (7.2-8.0 against 4.6-6.1 ms). y may be a itself.
+// (7.2-8.0 against 4.6-6.1 ms). With `stream`, y + i is vector-aligned and the whole
+// steps are streamed.
+template <class T, class F>
+static inline void interleaved_span(T* y, const T* a, int64_t i, int64_t end, bool stream, F f) {
+  constexpr int64_t L = Simd<T>::lanes, kStepBytes = 2 * L * int64_t(sizeof(T));
+  auto prefetch = [=](int64_t at) {
+    if (kStepBytes >= 64 || (at * int64_t(sizeof(T))) % 64 == 0)  // each line of the step, once
+      for (int64_t line = 0; line < 2 * L; line += 64 / int64_t(sizeof(T)))
+        __builtin_prefetch(a + at + line + kPrefetchAhead / sizeof(T), 0, 3);
+  };
+  for (; i + 2 * L <= end; i += 2 * L) {
+    prefetch(i);
+    const auto r0 = f(vload(a + i)), r1 = f(vload(a + i + L));
+    if (stream) vstream(y + i, r0), vstream(y + i + L, r1);
+    else vstore(y + i, r0), vstore(y + i + L, r1);
+  }
+  for (; i + L <= end; i += L) vstore(y + i, f(vload(a + i)));
+  if (i < end) vstore_partial(y + i, f(vload_partial(a + i, end - i, T(0))), end - i);
+}
+
+// y[i] = f(a[i]) through interleaved_span. y may be a itself.
 template <class T, class F>
 static inline void map_unary_interleaved(T* y, const T* a, int64_t n, F f) {
-  constexpr int64_t L = Simd<T>::lanes, kStepBytes = 2 * L * int64_t(sizeof(T));
   const bool stream = streams_output(y, n, a);
   parallel_chunks(n, kElementChunk, 1, [=](int64_t, int64_t begin, int64_t end) {
     int64_t i = begin;
-    auto prefetch = [=](int64_t at) {
-      if (kStepBytes >= 64 || (at * int64_t(sizeof(T))) % 64 == 0)  // each line of the step, once
-        for (int64_t line = 0; line < 2 * L; line += 64 / int64_t(sizeof(T)))
-          __builtin_prefetch(a + at + line + kPrefetchAhead / sizeof(T), 0, 3);
-    };
     if (stream) {
-      const int64_t start = aligned_from(y, begin, end);
-      if (i < start) vstore_partial(y + i, f(vload_lanes(a + i, start - i)), start - i);
-      for (i = start; i + 2 * L <= end; i += 2 * L) {
-        prefetch(i);
-        const auto r0 = f(vload(a + i)), r1 = f(vload(a + i + L));
-        vstream(y + i, r0);
-        vstream(y + i + L, r1);
+      i = aligned_from(y, begin, end);
+      if (begin < i) vstore_partial(y + begin, f(vload_lanes(a + begin, i - begin)), i - begin);
+    }
+    interleaved_span(y, a, i, end, stream, f);
+    if (stream) stream_fence();
+  });
+}
+
+// whether every |p[i]| < bound, i < n (a NaN is not)
+template <class T> static inline bool all_within(const T* p, int64_t n, T bound) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!(std::abs(p[i]) < bound)) return false;
+  return true;
+}
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+// on the float bits: |x| orders as its bits with the sign cleared, and NaN's lie above inf's
+static inline bool all_within(const float* p, int64_t n, float bound) {
+  const __m512i magnitude = _mm512_set1_epi32(INT32_MAX);
+  __m512i largest = _mm512_setzero_si512();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    largest = _mm512_max_epu32(largest, _mm512_and_si512(_mm512_loadu_si512(p + i), magnitude));
+  if (i < n)
+    largest = _mm512_max_epu32(largest, _mm512_maskz_and_epi32(__mmask16((1u << (n - i)) - 1),
+                                                               _mm512_loadu_si512(p + i), magnitude));
+  uint32_t bound_bits;
+  std::memcpy(&bound_bits, &bound, 4);
+  return _mm512_cmplt_epu32_mask(largest, _mm512_set1_epi32(int32_t(bound_bits))) == 0xFFFF;
+}
+#endif
+
+// map_unary_interleaved with two forms of the body: `fast` for a block of kFormBlock
+// inputs whose every |a| < bound, `exact` (valid everywhere) for any other block. One
+// check a block, not a vector: a vector-level branch mispredicted on inputs that straddle
+// the bound (sigmoid of 8 N(0, 1): 1.40x the exact form's time), where whole blocks of
+// such inputs fall on one side and the check costs two instructions a vector. After
+// blocks that failed it, the next 1, 2, 4 .. kMostUnchecked blocks go to `exact` unchecked,
+// so inputs mostly beyond the bound pay little for the check.
+constexpr int64_t kFormBlock = 256, kMostUnchecked = 16;
+template <class T, class Fast, class Exact>
+static inline void map_unary_two_forms(T* y, const T* a, int64_t n, T bound, Fast fast, Exact exact) {
+  const bool stream = streams_output(y, n, a);
+  parallel_chunks(n, kElementChunk, 1, [=](int64_t, int64_t begin, int64_t end) {
+    int64_t i = begin;
+    if (stream) {
+      i = aligned_from(y, begin, end);
+      if (begin < i) vstore_partial(y + begin, exact(vload_lanes(a + begin, i - begin)), i - begin);
+    }
+    int64_t unchecked = 0, backoff = 1;
+    for (int64_t stop; i < end; i = stop) {
+      stop = i + kFormBlock < end ? i + kFormBlock : end;
+      bool within = false;
+      if (unchecked > 0) {
+        --unchecked;
+      } else if ((within = all_within(a + i, stop - i, bound))) {
+        backoff = 1;
+      } else {
+        unchecked = backoff;
+        backoff = backoff < kMostUnchecked ? 2 * backoff : kMostUnchecked;
       }
-      stream_fence();
+      if (within) interleaved_span(y, a, i, stop, stream, fast);
+      else interleaved_span(y, a, i, stop, stream, exact);
     }
-    for (; i + 2 * L <= end; i += 2 * L) {
-      prefetch(i);
-      const auto r0 = f(vload(a + i)), r1 = f(vload(a + i + L));
-      vstore(y + i, r0);
-      vstore(y + i + L, r1);
-    }
-    for (; i + L <= end; i += L) vstore(y + i, f(vload(a + i)));
-    if (i < end) vstore_partial(y + i, f(vload_partial(a + i, end - i, T(0))), end - i);
+    if (stream) stream_fence();
   });
 }
 

@@ -21,6 +21,7 @@
 #endif
 
 #include "shenjing/normal_tail_table.h"
+#include "shenjing/sigmoid_table.h"
 #include "shenjing/tanh_table.h"
 
 #ifndef SJ_ISA
@@ -366,6 +367,29 @@ static inline vfloat vtable32(const float* table, __m512i index) {
   return _mm512_permutex2var_ps(_mm512_load_ps(table), index, _mm512_load_ps(table + 16));
 }
 
+// sigmoid(x) for |x| < 15.75 (kSigmoidTableBound): S(a) for x < 0 and 1 - S(a) for
+// x >= 0, a = |x|, with S(a) = sigmoid(-a) read off 32 fitted degree-5 pieces of width 1/2
+// (sigmoid_table.h, tools/fit_tables.py; relative error 1.4e-7), so tiny results keep their
+// relative accuracy. About 17 instructions a vector where the exp form above takes 23,
+// with a slower reciprocal among them. Past the bound the index wraps: the caller checks
+// (map_unary_two_forms) and takes vsigmoid there.
+constexpr bool kHasSigmoidTable = true;
+constexpr float kSigmoidTableBound = 15.75f;
+static inline vfloat vsigmoid_table(vfloat x) {
+  const vfloat a = vabs(x);
+  const float round_magic = 12582912.0f;  // 1.5 * 2^23: its low mantissa bits get round(2a)
+  const vfloat t = a * 2.0f + round_magic;
+  const vfloat u = a * 2.0f - (t - round_magic);  // exact, in [-1/2, 1/2]
+  const __m512i index = _mm512_castps_si512(t);   // vpermt2ps reads its low five bits
+  vfloat p = vtable32(kSigmoidNegativeC5, index);
+  p = p * u + vtable32(kSigmoidNegativeC4, index);
+  p = p * u + vtable32(kSigmoidNegativeC3, index);
+  p = p * u + vtable32(kSigmoidNegativeC2, index);
+  p = p * u + vtable32(kSigmoidNegativeC1, index);
+  p = p * u + vtable32(kSigmoidNegativeC0, index);
+  return _mm512_mask_sub_ps(p, _mm512_cmp_ps_mask(x, vsplat(0.0f), _CMP_GE_OQ), vsplat(1.0f), p);
+}
+
 // tanh(a) = a T(a), a = |x|, with T = tanh(a)/a read off 32 fitted degree-5 pieces
 // (tanh_table.h, tools/fit_tables.py; relative error 1.2e-7), so tanh keeps its
 // relative accuracy near 0; the sign comes back by one bit select (vpternlogd:
@@ -386,6 +410,10 @@ static inline vfloat vtanh(vfloat x) {
   return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(t, _mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN), 0xD8));
 }
 #else
+constexpr bool kHasSigmoidTable = false;
+constexpr float kSigmoidTableBound = 0.0f;
+static inline vfloat vsigmoid_table(vfloat x) { return vsigmoid(x); }
+
 // tanh(|x|) = -e / (2 + e) with e = expm1(-2|x|): one path, accurate near 0
 // and saturating to 1 (|x| is clamped at 10, where tanh is 1.0f). Measured:
 // max 3.0 ulp (tests/test_vector_math.py).
@@ -511,6 +539,12 @@ template <class V> static inline V vgelu_derivative(V x) {
 template <class V> static inline V vgelu_tanh(V x) {
   using T = decltype(hsum(x));
   return x * vsigmoid((T(2 * kSqrt2OverPi) * x) * (T(1) + T(kGeluCubic) * x * x));
+}
+// vgelu_tanh through vsigmoid_table, for |x| < kGeluTanhTableBound: there the argument
+// 2 sqrt(2/pi) (x + 0.044715 x^3) stays within +-15.55, under kSigmoidTableBound
+constexpr float kGeluTanhTableBound = 4.8f;
+static inline vfloat vgelu_tanh_table(vfloat x) {
+  return x * vsigmoid_table((float(2 * kSqrt2OverPi) * x) * (1.0f + float(kGeluCubic) * x * x));
 }
 template <class V> static inline V vgelu_tanh_derivative(V x) {
   using T = decltype(hsum(x));

@@ -4,6 +4,7 @@
 #include "shenjing/activations.h"
 
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "shenjing/dispatch.h"
@@ -29,8 +30,13 @@ template <class T> void leaky_relu_backward(T* dx, const T* dy, const T* x, int6
   map_binary(dx, dy, x, n, [slope](auto g, auto v) { return v > T(0) ? g : g * slope; });
 }
 
+// The table forms (simd.h) cover |x| under a bound, blocks of inputs beyond it take the exp
+// forms: bench/ab.py on 16M floats, 2 threads, sigmoid 0.73x on 3 N(0, 1), gelu_tanh 0.75x on N(0, 1)
 template <class T> void sigmoid_forward(T* y, const T* x, int64_t n) {
-  map_unary_interleaved(y, x, n, [](auto v) { return vsigmoid(v); });
+  auto exact = [](auto v) { return vsigmoid(v); };
+  if constexpr (kHasSigmoidTable && std::is_same_v<T, float>)
+    map_unary_two_forms(y, x, n, kSigmoidTableBound, [](auto v) { return vsigmoid_table(v); }, exact);
+  else map_unary_interleaved(y, x, n, exact);
 }
 template <class T> void sigmoid_backward(T* dx, const T* dy, const T* y, int64_t n) {
   map_binary(dx, dy, y, n, [](auto g, auto s) { return g * (T(1) - s) * s; });
@@ -45,8 +51,12 @@ template <class T> void tanh_backward(T* dx, const T* dy, const T* y, int64_t n)
 
 // GELU: the formulas are in simd.h, shared with the GEMM epilogue.
 template <class T> void gelu_forward(T* y, const T* x, int64_t n, GeluApproximation approx) {
-  if (approx == GeluApproximation::tanh) map_unary_interleaved(y, x, n, [](auto v) { return vgelu_tanh(v); });
-  else map_unary_interleaved(y, x, n, [](auto v) { return vgelu(v); });
+  if (approx == GeluApproximation::tanh) {
+    auto exact = [](auto v) { return vgelu_tanh(v); };
+    if constexpr (kHasSigmoidTable && std::is_same_v<T, float>)
+      map_unary_two_forms(y, x, n, kGeluTanhTableBound, [](auto v) { return vgelu_tanh_table(v); }, exact);
+    else map_unary_interleaved(y, x, n, exact);
+  } else map_unary_interleaved(y, x, n, [](auto v) { return vgelu(v); });
 }
 template <class T> void gelu_backward(T* dx, const T* dy, const T* x, int64_t n, GeluApproximation approx) {
   if (approx == GeluApproximation::tanh)
