@@ -178,9 +178,9 @@ static inline bool all_within(const float* p, int64_t n, float bound) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
     largest = _mm512_max_epu32(largest, _mm512_and_si512(_mm512_loadu_si512(p + i), magnitude));
-  if (i < n)
-    largest = _mm512_max_epu32(largest, _mm512_maskz_and_epi32(__mmask16((1u << (n - i)) - 1),
-                                                               _mm512_loadu_si512(p + i), magnitude));
+  if (i < n)  // a masked load: the lanes past n are not read (they may lie on an unmapped page)
+    largest = _mm512_max_epu32(largest, _mm512_and_si512(_mm512_maskz_loadu_epi32(__mmask16((1u << (n - i)) - 1), p + i),
+                                                         magnitude));
   uint32_t bound_bits;
   std::memcpy(&bound_bits, &bound, 4);
   return _mm512_cmplt_epu32_mask(largest, _mm512_set1_epi32(int32_t(bound_bits))) == 0xFFFF;
