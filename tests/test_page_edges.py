@@ -1,4 +1,4 @@
-"""Inputs that end on the last float before an unreadable page: a kernel must not read
+"""Inputs that end on the last element before an unreadable page: a kernel must not read
 past the end of an array (its partial last vector goes through masked loads), or the
 process dies with SIGSEGV. Each (ISA, op) set runs in a child process, so a crash
 fails one test with its name instead of taking the whole run down."""
@@ -32,9 +32,9 @@ SCRIPT = textwrap.dedent("""
         assert libc.mprotect(base + data_pages * PAGE, PAGE, 0) == 0, ctypes.get_errno()
         start = data_pages * PAGE - values.nbytes
         out = np.frombuffer(region, dtype=values.dtype, count=values.size, offset=start)
-        out[:] = values
+        out[:] = values.reshape(-1)
         at_page_end.keep.append(region)  # the region must outlive the array
-        return out
+        return out.reshape(values.shape)
     at_page_end.keep = []
 
     rng = np.random.default_rng(0)
@@ -54,6 +54,24 @@ SCRIPT = textwrap.dedent("""
             ops.log_softmax_backward(g, at_page_end(ops.log_softmax(x)))
             ops.mse_loss(x, g)
             ops.binary_cross_entropy_with_logits(x, at_page_end((g > 0).astype(np.float32)))
+            p, m, v = (at_page_end(rng.standard_normal(n).astype(np.float32)) for _ in range(3))
+            ops.adam_step([p], [g], [m], [v], step=1)
+            ops.sgd_step([p], [g], [at_page_end(np.zeros(n, np.float32))], lr=0.1, momentum=0.9)
+    for M, N, K in [(1, 1, 1), (3, 5, 7), (13, 17, 33), (37, 61, 151)]:
+        for ta in (False, True):
+            for tb in (False, True):
+                a = at_page_end(rng.standard_normal((K, M) if ta else (M, K)).astype(np.float32))
+                b = at_page_end(rng.standard_normal((N, K) if tb else (K, N)).astype(np.float32))
+                ops.gemm(a, b, trans_a=ta, trans_b=tb, bias=at_page_end(np.ones(N, np.float32)))
+        logits = at_page_end(rng.standard_normal((M, N)).astype(np.float32))
+        ops.cross_entropy(logits, at_page_end(rng.integers(0, N, M)))
+    for C, H, O, K in [(1, 5, 3, 3), (3, 9, 5, 2), (17, 7, 3, 5)]:
+        x = at_page_end(rng.standard_normal((2, C, H, H)).astype(np.float32))
+        w = at_page_end(rng.standard_normal((O, C, K, K)).astype(np.float32))
+        y = ops.conv2d(x, w, at_page_end(np.ones(O, np.float32)), padding=1)
+        ops.conv2d_backward(at_page_end(np.ascontiguousarray(y)), x, w, padding=1)
+        ops.max_pool2d(x, 2)
+        ops.avg_pool2d(x, 2)
     print("ok")
 """)
 
