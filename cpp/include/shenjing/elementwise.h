@@ -149,19 +149,26 @@ static inline void interleaved_span(T* y, const T* a, int64_t i, int64_t end, bo
   if (i < end) vstore_partial(y + i, f(vload_partial(a + i, end - i, T(0))), end - i);
 }
 
-// y[i] = f(a[i]) through interleaved_span. y may be a itself.
-template <class T, class F>
-static inline void map_unary_interleaved(T* y, const T* a, int64_t n, F f) {
+// The chunks of an interleaved map, in parallel: the unaligned head of a streamed chunk
+// through head(), the rest through spans(i, end, stream) (with `stream`, y + i is aligned)
+template <class T, class Head, class Spans>
+static inline void interleaved_chunks(T* y, const T* a, int64_t n, Head head, Spans spans) {
   const bool stream = streams_output(y, n, a);
   parallel_chunks(n, kElementChunk, 1, [=](int64_t, int64_t begin, int64_t end) {
     int64_t i = begin;
     if (stream) {
       i = aligned_from(y, begin, end);
-      if (begin < i) vstore_partial(y + begin, f(vload_lanes(a + begin, i - begin)), i - begin);
+      if (begin < i) vstore_partial(y + begin, head(vload_lanes(a + begin, i - begin)), i - begin);
     }
-    interleaved_span(y, a, i, end, stream, f);
+    spans(i, end, stream);
     if (stream) stream_fence();
   });
+}
+
+// y[i] = f(a[i]) through interleaved_span. y may be a itself.
+template <class T, class F>
+static inline void map_unary_interleaved(T* y, const T* a, int64_t n, F f) {
+  interleaved_chunks(y, a, n, f, [=](int64_t i, int64_t end, bool stream) { interleaved_span(y, a, i, end, stream, f); });
 }
 
 // whether every |p[i]| < bound, i < n (a NaN is not)
@@ -197,13 +204,7 @@ static inline bool all_within(const float* p, int64_t n, float bound) {
 constexpr int64_t kFormBlock = 256, kMostUnchecked = 16;
 template <class T, class Fast, class Exact>
 static inline void map_unary_two_forms(T* y, const T* a, int64_t n, T bound, Fast fast, Exact exact) {
-  const bool stream = streams_output(y, n, a);
-  parallel_chunks(n, kElementChunk, 1, [=](int64_t, int64_t begin, int64_t end) {
-    int64_t i = begin;
-    if (stream) {
-      i = aligned_from(y, begin, end);
-      if (begin < i) vstore_partial(y + begin, exact(vload_lanes(a + begin, i - begin)), i - begin);
-    }
+  interleaved_chunks(y, a, n, exact, [=](int64_t i, int64_t end, bool stream) {
     int64_t unchecked = 0, backoff = 1;
     for (int64_t stop; i < end; i = stop) {
       stop = i + kFormBlock < end ? i + kFormBlock : end;
@@ -219,7 +220,6 @@ static inline void map_unary_two_forms(T* y, const T* a, int64_t n, T bound, Fas
       if (within) interleaved_span(y, a, i, stop, stream, fast);
       else interleaved_span(y, a, i, stop, stream, exact);
     }
-    if (stream) stream_fence();
   });
 }
 

@@ -368,6 +368,14 @@ static inline vfloat vexpm1_nonpositive(vfloat y) {
 static inline vfloat vtable32(const float* table, __m512i index) {
   return _mm512_permutex2var_ps(_mm512_load_ps(table), index, _mm512_load_ps(table + 16));
 }
+// c0 + u (c1 + u (... + u cN)) by Horner, each coefficient read off its table at index;
+// the tables come highest first: vtable_horner(index, u, cN, ..., c1, c0)
+template <class... Lower>
+static inline vfloat vtable_horner(__m512i index, vfloat u, const float* highest, Lower... lower) {
+  vfloat p = vtable32(highest, index);
+  ((p = p * u + vtable32(lower, index)), ...);
+  return p;
+}
 
 // sigmoid(x) for |x| < 15.75 (kSigmoidTableBound): S(a) for x < 0 and 1 - S(a) for
 // x >= 0, a = |x|, with S(a) = sigmoid(-a) read off 32 fitted degree-5 pieces of width 1/2
@@ -383,12 +391,8 @@ static inline vfloat vsigmoid_table(vfloat x) {
   const vfloat t = a * 2.0f + round_magic;
   const vfloat u = a * 2.0f - (t - round_magic);  // exact, in [-1/2, 1/2]
   const __m512i index = _mm512_castps_si512(t);   // vpermt2ps reads its low five bits
-  vfloat p = vtable32(kSigmoidNegativeC5, index);
-  p = p * u + vtable32(kSigmoidNegativeC4, index);
-  p = p * u + vtable32(kSigmoidNegativeC3, index);
-  p = p * u + vtable32(kSigmoidNegativeC2, index);
-  p = p * u + vtable32(kSigmoidNegativeC1, index);
-  p = p * u + vtable32(kSigmoidNegativeC0, index);
+  const vfloat p = vtable_horner(index, u, kSigmoidNegativeC5, kSigmoidNegativeC4, kSigmoidNegativeC3,
+                                 kSigmoidNegativeC2, kSigmoidNegativeC1, kSigmoidNegativeC0);
   return _mm512_mask_sub_ps(p, _mm512_cmp_ps_mask(x, vsplat(0.0f), _CMP_GE_OQ), vsplat(1.0f), p);
 }
 
@@ -402,12 +406,8 @@ static inline vfloat vtanh(vfloat x) {
   const vfloat a = vclamp_above(vabs(x), 9.02f);  // NaN stays NaN
   const __m512i index = _mm512_srli_epi32(_mm512_castps_si512(a + 1.0f), 20);
   const vfloat u = a - vtable32(kTanhRatioStart, index);
-  vfloat p = vtable32(kTanhRatioC5, index);
-  p = p * u + vtable32(kTanhRatioC4, index);
-  p = p * u + vtable32(kTanhRatioC3, index);
-  p = p * u + vtable32(kTanhRatioC2, index);
-  p = p * u + vtable32(kTanhRatioC1, index);
-  p = p * u + vtable32(kTanhRatioC0, index);
+  const vfloat p =
+      vtable_horner(index, u, kTanhRatioC5, kTanhRatioC4, kTanhRatioC3, kTanhRatioC2, kTanhRatioC1, kTanhRatioC0);
   const __m512i t = _mm512_castps_si512(a * p);
   return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(t, _mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN), 0xD8));
 }
@@ -460,11 +460,7 @@ static inline vfloat vscaled(ScaledExp e, vfloat factor) { return _mm512_scalef_
 static inline vfloat vnormal_tail_ratio(vfloat a) {
   const __m512i index = _mm512_srli_epi32(_mm512_castps_si512(a + 1.0f), 20);
   const vfloat u = a - vtable32(kNormalTailStart, index);
-  vfloat p = vtable32(kNormalTailC4, index);
-  p = p * u + vtable32(kNormalTailC3, index);
-  p = p * u + vtable32(kNormalTailC2, index);
-  p = p * u + vtable32(kNormalTailC1, index);
-  return p * u + vtable32(kNormalTailC0, index);
+  return vtable_horner(index, u, kNormalTailC4, kNormalTailC3, kNormalTailC2, kNormalTailC1, kNormalTailC0);
 }
 // Phi(-|x|)
 static inline vfloat vnormal_lower_tail(vfloat x) {
