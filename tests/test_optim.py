@@ -165,6 +165,20 @@ def test_empty_parameter_list_is_a_no_op():
 
 # --- against PyTorch --------------------------------------------------------------------
 
+def _torch_steps(opt, tparams, grads_per_step):
+    """Runs torch's optimizer over the steps; returns, per tensor, the largest |p| and
+    step size seen along the way (what _assert_same_steps scales its tolerance by)."""
+    largest = [np.abs(tp.detach().numpy()) for tp in tparams]
+    for grads in grads_per_step:
+        for tp, g in zip(tparams, grads):
+            tp.grad = torch.tensor(g)
+        before = [tp.detach().numpy().copy() for tp in tparams]
+        opt.step()
+        largest = [np.maximum.reduce([l, np.abs(tp.detach().numpy()), np.abs(tp.detach().numpy() - b)])
+                   for l, tp, b in zip(largest, tparams, before)]
+    return largest
+
+
 def _assert_same_steps(got, want, largest):
     """The same float32 updates as torch.optim, to rounding: each of the 4 steps may round
     the update and p - update one ulp of their own size apart (an FMA or not), so a
@@ -179,16 +193,8 @@ def _assert_same_steps(got, want, largest):
 @pytest.mark.parametrize("config", SGD_CONFIGS, ids=str)
 def test_sgd_matches_torch_optim(rng, config):
     params, grads = _state(rng, np.float32)
-    largest = [np.abs(p) for p in params]  # |p| and its steps' size along torch's trajectory
     tparams = [torch.tensor(p.copy(), requires_grad=True) for p in params]
-    opt = torch.optim.SGD(tparams, **config)
-    for gs in grads:
-        for tp, g in zip(tparams, gs):
-            tp.grad = torch.tensor(g)
-        before = [tp.detach().numpy().copy() for tp in tparams]
-        opt.step()
-        largest = [np.maximum.reduce([l, np.abs(tp.detach().numpy()), np.abs(tp.detach().numpy() - b)])
-                   for l, tp, b in zip(largest, tparams, before)]
+    largest = _torch_steps(torch.optim.SGD(tparams, **config), tparams, grads)
     got = _run_sgd(ops, params, grads, config)
     for p, tp, l in zip(got, tparams, largest):
         _assert_same_steps(p, tp.detach().numpy(), l)
@@ -198,21 +204,13 @@ def test_sgd_matches_torch_optim(rng, config):
 @pytest.mark.parametrize("config", ADAM_CONFIGS, ids=str)
 def test_adam_matches_torch_optim(rng, config):
     params, grads = _state(rng, np.float32)
-    largest = [np.abs(p) for p in params]  # |p| and its steps' size along torch's trajectory
     tparams = [torch.tensor(p.copy(), requires_grad=True) for p in params]
     config = dict(config)
     decoupled = config.pop("decoupled_weight_decay", False)
     cls = torch.optim.AdamW if decoupled else torch.optim.Adam
     if decoupled:
         config.setdefault("weight_decay", 0.0)
-    opt = cls(tparams, foreach=False, **config)
-    for gs in grads:
-        for tp, g in zip(tparams, gs):
-            tp.grad = torch.tensor(g)
-        before = [tp.detach().numpy().copy() for tp in tparams]
-        opt.step()
-        largest = [np.maximum.reduce([l, np.abs(tp.detach().numpy()), np.abs(tp.detach().numpy() - b)])
-                   for l, tp, b in zip(largest, tparams, before)]
+    largest = _torch_steps(cls(tparams, foreach=False, **config), tparams, grads)
     got = _run_adam(ops, params, grads, dict(config, decoupled_weight_decay=decoupled))
     for p, tp, l in zip(got, tparams, largest):
         _assert_same_steps(p, tp.detach().numpy(), l)

@@ -14,7 +14,7 @@ five-bit index. Two ways to cut the intervals:
   near 0 and coarse far out, for functions that flatten.
 - halves: intervals of width 1/2 centred at k/2, k = 0 .. 31 (so a < 15.75), whose index
   k = round(2a) is the low bits of 2a + 1.5 * 2^23 as a float; the polynomial is in
-  v = 2a - k in [-1/2, 1/2]. Even everywhere, for a function that keeps falling.
+  u = 2a - k in [-1/2, 1/2]. Even everywhere, for a function that keeps falling.
 
 - normal_tail: R(a) = Phi(-a) exp(a^2/2) = erfc(a/sqrt2)/2 exp(a^2/2), smooth and falling
   slowly from 1/2; exact GELU's lower tail is exp(-a^2/2) R(a). Degree 4.
@@ -115,11 +115,11 @@ def fit_octaves(f, degree: int):
 
 
 def fit_halves(f, degree: int):
-    """Row k: the coefficients of interval k in v = 2a - k (exact in float32, as the FMA gives it)."""
+    """Column k: the coefficients of interval k in u = 2a - k (exact in float32, as the FMA gives it)."""
     table = np.zeros((degree + 1, 32), dtype=np.float32)
     worst = 0.0
     for k in range(32):
-        coef = fit_interval(lambda v: f((k + v) / 2), degree, -0.5, 0.5)
+        coef = fit_interval(lambda u: f((k + u) / 2), degree, -0.5, 0.5)
         table[:, k] = coef
         a = np.linspace(max(0.0, (k - 0.5) / 2), (k + 0.5) / 2, 20001).astype(np.float32)
         a = a[np.rint(2 * a.astype(np.float64)) == k]  # round half to even, as the magic add does

@@ -168,7 +168,8 @@ static inline void interleaved_chunks(T* y, const T* a, int64_t n, Head head, Sp
 // y[i] = f(a[i]) through interleaved_span. y may be a itself.
 template <class T, class F>
 static inline void map_unary_interleaved(T* y, const T* a, int64_t n, F f) {
-  interleaved_chunks(y, a, n, f, [=](int64_t i, int64_t end, bool stream) { interleaved_span(y, a, i, end, stream, f); });
+  interleaved_chunks(y, a, n, f,
+                     [=](int64_t i, int64_t end, bool stream) { interleaved_span(y, a, i, end, stream, f); });
 }
 
 // whether every |p[i]| < bound, i < n (a NaN is not)
@@ -185,9 +186,10 @@ static inline bool all_within(const float* p, int64_t n, float bound) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
     largest = _mm512_max_epu32(largest, _mm512_and_si512(_mm512_loadu_si512(p + i), magnitude));
-  if (i < n)  // a masked load: the lanes past n are not read (they may lie on an unmapped page)
-    largest = _mm512_max_epu32(largest, _mm512_and_si512(_mm512_maskz_loadu_epi32(__mmask16((1u << (n - i)) - 1), p + i),
-                                                         magnitude));
+  if (i < n) {  // a masked load: the lanes past n are not read (they may lie on an unmapped page)
+    const __m512i tail = _mm512_maskz_loadu_epi32(__mmask16((1u << (n - i)) - 1), p + i);
+    largest = _mm512_max_epu32(largest, _mm512_and_si512(tail, magnitude));
+  }
   uint32_t bound_bits;
   std::memcpy(&bound_bits, &bound, 4);
   return _mm512_cmplt_epu32_mask(largest, _mm512_set1_epi32(int32_t(bound_bits))) == 0xFFFF;

@@ -412,6 +412,8 @@ static inline vfloat vtanh(vfloat x) {
   return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(t, _mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN), 0xD8));
 }
 #else
+// no table here: the kernels test kHasSigmoidTable and never take the table form, but
+// their discarded branches still name it
 constexpr bool kHasSigmoidTable = false;
 constexpr float kSigmoidTableBound = 0.0f;
 static inline vfloat vsigmoid_table(vfloat x) { return vsigmoid(x); }

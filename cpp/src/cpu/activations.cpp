@@ -31,7 +31,8 @@ template <class T> void leaky_relu_backward(T* dx, const T* dy, const T* x, int6
 }
 
 // The table forms (simd.h) cover |x| under a bound, blocks of inputs beyond it take the exp
-// forms: bench/ab.py on 16M floats, 2 threads, sigmoid 0.73x on 3 N(0, 1), gelu_tanh 0.75x on N(0, 1)
+// forms: bench/ab.py on 16M floats, 2 threads, sigmoid 0.72-0.84x on 3 N(0, 1) and 1.00x on
+// 8 N(0, 1); gelu_tanh 0.73-0.75x on N(0, 1) and 1.03x on 3 N(0, 1), whose blocks fail its bound
 template <class T> void sigmoid_forward(T* y, const T* x, int64_t n) {
   auto exact = [](auto v) { return vsigmoid(v); };
   if constexpr (kHasSigmoidTable && std::is_same_v<T, float>)
