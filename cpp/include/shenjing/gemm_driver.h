@@ -341,6 +341,7 @@ template <class T> struct PackedOperand {
 // The depth of the driver's passes over K: KC deep (4 KC when B is read in place), in
 // passes of equal depth (784 as 4 x 196, not 3 x 256 + 16), rounded up to 8.
 template <class T> inline int64_t gemm_pass_depth(int64_t K, bool b_in_place) {
+  if (K <= 0) return 8;  // no passes (a convolution over 0 channels): no division by 0 passes
   const int64_t max_depth = b_in_place ? 4 * GemmBlocking<T>::KC : GemmBlocking<T>::KC;
   return ceil_div(ceil_div(K, ceil_div(K, max_depth)), int64_t(8)) * 8;
 }
