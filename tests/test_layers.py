@@ -254,3 +254,47 @@ def test_clip_grad_norm():
     assert norm == pytest.approx(np.sqrt(6 * 9 + 2 * 16))
     total = np.sqrt((lin.weight.grad ** 2).sum() + (lin.bias.grad ** 2).sum())
     assert total == pytest.approx(1.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("make,shape", [(lambda: nn.BatchNorm1d(3), (0, 3)), (lambda: nn.BatchNorm2d(3), (0, 3, 4, 4)),
+                                        (lambda: nn.BatchNorm2d(3), (2, 3, 0, 5))])
+def test_batch_norm_of_an_empty_batch_keeps_its_statistics(rng, make, shape):
+    """An empty batch gives an empty output and gradient, and leaves the running statistics
+    as they were (their update divided 0 by 0 and made them NaN)."""
+    bn = make()
+    x = tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
+    y = bn(x)
+    y.sum().backward()
+    assert y.shape == shape and x.grad.shape == shape
+    np.testing.assert_array_equal(bn.running_mean, np.zeros(3, np.float32))
+    np.testing.assert_array_equal(bn.running_var, np.ones(3, np.float32))
+
+
+@pytest.mark.parametrize("make,shape", [(lambda: nn.BatchNorm1d(3), (1, 3)), (lambda: nn.BatchNorm1d(3), (1, 3, 1)),
+                                        (lambda: nn.BatchNorm2d(3), (1, 3, 1, 1))])
+def test_batch_norm_refuses_one_value_per_channel_when_training(rng, make, shape):
+    """One value per channel has no variance to normalise by (PyTorch refuses it too); the
+    running statistics stay untouched, and in eval mode the same input is fine."""
+    bn = make()
+    x = tensor(rng.standard_normal(shape).astype(np.float32))
+    with raises(ValueError, "batch_norm", "more than 1 value per channel", str(shape)):
+        bn(x)
+    np.testing.assert_array_equal(bn.running_var, np.ones(3, np.float32))
+    bn.eval()
+    assert bn(x).shape == shape
+
+
+@pytest.mark.parametrize("features,lead", [((0, 3), (2,)), ((3, 0), (2,)), ((0, 0), (2,)), ((3, 2), (0,)),
+                                           ((3, 2), (2, 0, 4)), ((0, 3), ())], ids=str)
+def test_linear_with_zero_sizes(rng, features, lead):
+    """Zero features in or out, or an empty batch: y = x W^T + b (the bias alone over 0
+    features) and gradients of the right shapes (a reshape to (-1, 0) had failed)."""
+    layer = nn.Linear(*features)
+    x = tensor(rng.standard_normal(lead + (features[0],)).astype(np.float32), requires_grad=True)
+    y = layer(x)
+    expected = x.data @ layer.weight.data.T + layer.bias.data
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-6, atol=1e-6)
+    y.sum().backward()
+    assert x.grad.shape == x.shape and layer.weight.grad.shape == layer.weight.shape
+    np.testing.assert_allclose(layer.bias.grad, np.full(features[1], float(np.prod(lead))), rtol=1e-6)

@@ -7,6 +7,8 @@ Each function calls ``shenjing.ops`` for its forward and records the matching
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import ops
@@ -75,7 +77,8 @@ def linear(x, weight, bias=None):
         raise ValueError(f"linear: input has {x.shape[-1] if x.ndim else 0} features, expected {weight.shape[1]}; "
                          f"input shape {x.shape}, weight shape {weight.shape}")
     lead = x.shape[:-1]
-    a = x.data.reshape(-1, x.shape[-1])
+    rows = math.prod(lead)  # (not -1: a reshape of 0 values cannot infer it)
+    a = x.data.reshape(rows, x.shape[-1])
     w = weight.data
     parents = (x, weight) if bias is None else (x, weight, _t(bias))
     b = None if bias is None else parents[2].data
@@ -84,7 +87,7 @@ def linear(x, weight, bias=None):
     y = ops.linear(a, w, b)
 
     def backward(g):
-        dx, dw, db = ops.linear_backward(g.reshape(-1, w.shape[0]), a, w, input_grad=x.requires_grad,
+        dx, dw, db = ops.linear_backward(g.reshape(rows, w.shape[0]), a, w, input_grad=x.requires_grad,
                                          weight_grad=weight.requires_grad,
                                          bias_grad=b is not None and parents[2].requires_grad)
         if dx is not None:
@@ -163,8 +166,12 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     x = _t(x)
     axes = (0,) + tuple(range(2, x.ndim))
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    if training:
-        n = x.data.size // x.shape[1]
+    n = x.data.size // x.shape[1] if x.shape[1] else 0
+    if training and n == 1:  # its variance is 0 and its unbiased variance 0/0 (PyTorch refuses it too)
+        raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input shape {x.shape}")
+    if training and n == 0:  # an empty batch: nothing to normalise, no statistics to update
+        mean = var = np.zeros(x.shape[1], x.dtype)
+    elif training:
         mean = x.data.mean(axis=axes)
         var = x.data.var(axis=axes)
         if running_mean is not None:
@@ -184,8 +191,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
 
     def backward(g):
         gw = g * parents[1].data.reshape(shape) if weight is not None else g
-        if training:
-            m = x.data.size // x.shape[1]
+        if training and n > 0:
+            m = n
             dx = (inv.reshape(shape) / m) * (m * gw - gw.sum(axis=axes, keepdims=True)
                                              - xhat * (gw * xhat).sum(axis=axes, keepdims=True))
         else:
