@@ -145,3 +145,24 @@ def test_detect_anomaly_checks_gradients():
         y = x.sqrt().sum()  # sqrt(0) is fine; its gradient 1/(2 sqrt 0) is not
         with raises(FloatingPointError, "sqrt", "backward", "Inf"):
             y.backward()
+
+
+def test_shape_errors_name_the_op():
+    """NumPy's shape errors come back naming the op and the shapes it was given."""
+    a = shenjing.tensor(np.ones((2, 3), np.float32), requires_grad=True)
+    with raises(ValueError, "cat", "at least one"):
+        shenjing.cat([])
+    with raises(ValueError, "cat", "(2, 3), (2, 4)"):
+        shenjing.cat([a, shenjing.tensor(np.ones((2, 4), np.float32))], dim=0)
+    with raises(ValueError, "cat", "axis 5"):
+        shenjing.cat([a, a], dim=5)
+    with raises(ValueError, "stack", "at least one"):
+        shenjing.stack([])
+    with raises(ValueError, "stack", "(2, 3), (3, 2)"):
+        shenjing.stack([a, shenjing.tensor(np.ones((3, 2), np.float32))])
+    with raises(ValueError, "reshape", "(4,2)", "(2, 3)"):
+        a.reshape(4, 2)
+    for axes in [(0, 0), (0,), (0, 2), (1.5, 0)]:
+        with raises(ValueError, "permute", "(2, 3)"):
+            a.permute(*axes)
+    assert a.permute(-1, 0).shape == (3, 2) and shenjing.cat([a, a], dim=-1).shape == (2, 6)

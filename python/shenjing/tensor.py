@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import numbers
+import operator
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -371,30 +372,59 @@ def max(x, axis=None, keepdims: bool = False):  # noqa: A001
     return autograd.record(y if keepdims else np.squeeze(y, axis=axes), (x,), backward)
 
 
+class _NamedErrors:
+    """Re-raises NumPy's shape errors as ValueErrors that name the op and the shapes."""
+
+    def __init__(self, op: str, shapes):
+        self.op, self.shapes = op, shapes
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, trace):
+        if kind is not None and issubclass(kind, (ValueError, IndexError, TypeError)):
+            shapes = f" (input shapes {', '.join(str(s) for s in self.shapes)})" if self.shapes else ""
+            raise ValueError(f"{self.op}: {error}{shapes}") from error
+        return False
+
+
 def reshape(x, shape):
     x = _t(x)
     old = x.shape
-    return autograd.record(x.data.reshape(shape), (x,), lambda g: (g.reshape(old),))
+    with _NamedErrors("reshape", [old]):
+        y = x.data.reshape(shape)
+    return autograd.record(y, (x,), lambda g: (g.reshape(old),))
 
 
 def permute(x, axes):
     x = _t(x)
-    axes = tuple(a % x.ndim for a in axes)
-    inverse = tuple(np.argsort(axes))
-    return autograd.record(np.transpose(x.data, axes), (x,), lambda g: (np.transpose(g, inverse),))
+    with _NamedErrors("permute", [x.shape]):
+        axes = tuple(operator.index(a) for a in axes)  # ints only: 1.5 is not an axis
+        if sorted(a % x.ndim for a in axes) != list(range(x.ndim)) or any(not -x.ndim <= a < x.ndim for a in axes):
+            raise ValueError(f"axes {axes} are not a permutation of the {x.ndim} dimensions")
+        axes = tuple(a % x.ndim for a in axes)
+        inverse = tuple(np.argsort(axes))
+        y = np.transpose(x.data, axes)
+    return autograd.record(y, (x,), lambda g: (np.transpose(g, inverse),))
 
 
 def cat(tensors, dim: int = 0):
     tensors = [_t(t) for t in tensors]
-    sizes = [t.shape[dim] for t in tensors]
+    with _NamedErrors("cat", [t.shape for t in tensors]):
+        if not tensors:
+            raise ValueError("needs at least one tensor")
+        y = np.concatenate([t.data for t in tensors], axis=dim)
+        sizes = [t.shape[dim] for t in tensors]
     bounds = np.cumsum(sizes)[:-1]
-    y = np.concatenate([t.data for t in tensors], axis=dim)
     return autograd.record(y, tuple(tensors), lambda g: tuple(np.split(g, bounds, axis=dim)))
 
 
 def stack(tensors, dim: int = 0):
     tensors = [_t(t) for t in tensors]
-    y = np.stack([t.data for t in tensors], axis=dim)
+    with _NamedErrors("stack", [t.shape for t in tensors]):
+        if not tensors:
+            raise ValueError("needs at least one tensor")
+        y = np.stack([t.data for t in tensors], axis=dim)
     return autograd.record(y, tuple(tensors), lambda g: tuple(np.moveaxis(g, dim, 0)))
 
 
