@@ -160,3 +160,20 @@ def test_nan_guard_names_the_layer():
     model.compile(loss="cross_entropy", optimizer="sgd")
     with raises(FloatingPointError, "nan_guard", "layer 2", "Linear(in_features=3"):
         model.fit(np.ones((4, 2), np.float32), np.zeros(4, np.int64), verbose=0, nan_guard=True)
+
+
+def test_empty_data():
+    """No samples: fit and evaluate say so (evaluate had answered a loss of 0, fit an
+    UnboundLocalError); predict returns an empty array of the outputs' shape."""
+    model = shenjing.Model(nn.Sequential(nn.Linear(2, 3))).compile(loss="cross_entropy", optimizer="adam")
+    x, y = np.zeros((0, 2), np.float32), np.zeros(0, np.int64)
+    with raises(ValueError, "fit", "no training samples", "(0, 2)"):
+        model.fit(x, y, verbose=0)
+    with raises(ValueError, "evaluate", "no samples", "(0, 2)"):
+        model.evaluate(x, y)
+    with raises(ValueError, "fit", "validation_split=0.1", "5 samples"):
+        model.fit(np.ones((5, 2), np.float32), np.zeros(5, np.int64), validation_split=0.1, verbose=0)
+    assert model.predict(x).shape == (0, 3)
+    for call in (lambda: model.predict(x, batch_size=0), lambda: model.evaluate(x, y, batch_size=-1)):
+        with raises(ValueError, "batch_size", "positive"):
+            call()

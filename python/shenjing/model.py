@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import sys
 import time
 
@@ -97,6 +98,11 @@ class ModelCheckpoint(Callback):
         if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
             self.best = value
             self.model.save(path)
+
+
+def _check_batch_size(batch_size, op: str) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"{op}: batch_size must be a positive int, got {batch_size!r}")
 
 
 def _accuracy(output: np.ndarray, target: np.ndarray) -> float:
@@ -234,8 +240,13 @@ class Model:
             raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split}")
         if validation_split and validation_data is None:
             cut = len(x) - int(math.floor(len(x) * validation_split))
+            if cut == len(x):
+                raise ValueError(f"fit: validation_split={validation_split} of {len(x)} samples leaves no "
+                                 f"validation samples")
             x, validation_data = x[:cut], (x[cut:], y[cut:])
             y = y[:cut]
+        if len(x) == 0:
+            raise ValueError(f"fit: no training samples (x has shape {x.shape})")
         loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle)
         history = History()
         callbacks = list(callbacks)
@@ -279,6 +290,9 @@ class Model:
         """Mean loss and metrics over (x, y), in eval mode without a graph."""
         self._require_compiled("evaluate")
         x, y = self._arrays(x, y)
+        _check_batch_size(batch_size, "evaluate")
+        if len(x) == 0:  # a mean over no samples has no value (0 would pass for a perfect score)
+            raise ValueError(f"evaluate: no samples (x has shape {x.shape})")
         self.module.eval()
         total, sums = 0.0, {m: 0.0 for m in self.metrics}
         with no_grad():
@@ -288,18 +302,19 @@ class Model:
                 total += float(loss.data) * len(xb)
                 for m in self.metrics:
                     sums[m] += _METRICS[m](out.data, yb) * len(xb)
-        n = max(len(x), 1)
+        n = len(x)
         return {"loss": total / n, **{m: s / n for m, s in sums.items()}}
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """The module's outputs as one NumPy array, in eval mode without a graph."""
         x, _ = self._arrays(x, None)
+        _check_batch_size(batch_size, "predict")
         self.module.eval()
         outs = []
-        with no_grad():
-            for start in range(0, len(x), batch_size):
+        with no_grad():  # (no samples: one empty batch, so the result has the outputs' shape)
+            for start in range(0, max(len(x), 1), batch_size):
                 outs.append(self.module(Tensor(x[start:start + batch_size])).data)
-        return np.concatenate(outs) if outs else np.empty((0,), np.float32)
+        return np.concatenate(outs)
 
     def summary(self, input_shape=None) -> str:
         """Layers, output shapes (when input_shape, without the batch, is given) and parameter counts."""
