@@ -166,3 +166,27 @@ def test_shape_errors_name_the_op():
         with raises(ValueError, "permute", "(2, 3)"):
             a.permute(*axes)
     assert a.permute(-1, 0).shape == (3, 2) and shenjing.cat([a, a], dim=-1).shape == (2, 6)
+
+
+def test_comparisons_truth_values_and_powers(rng):
+    """== and != are elementwise (they compared identities: tensor == 1 was False), a tensor
+    of more than one value has no truth value (it was always True), a number ** tensor has
+    the gradient b^x log b, x ** 0 has gradient 0 at x = 0 (0 * inf was NaN), and item
+    assignment is refused by name; tensors stay usable as dict keys."""
+    a = tensor(np.array([0.0, 1.0, 2.0], np.float32), requires_grad=True)
+    np.testing.assert_array_equal((a == 1).numpy(), [False, True, False])
+    np.testing.assert_array_equal((a != a).numpy(), [False, False, False])
+    assert {a: "key"}[a] == "key"
+    assert bool(tensor(np.ones(1, np.float32))) and not bool(tensor(np.float32(0)))
+    for shape in [(3,), (0,)]:
+        with raises(ValueError, "bool", str(shape), "ambiguous"):
+            bool(tensor(np.ones(shape, np.float32)))
+    y = 2.5 ** a
+    y.sum().backward()
+    np.testing.assert_allclose(y.numpy(), 2.5 ** a.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(a.grad, 2.5 ** a.numpy() * np.log(2.5), rtol=1e-6)
+    a.grad = None
+    (a ** 0).sum().backward()
+    np.testing.assert_array_equal(a.grad, np.zeros(3, np.float32))
+    with raises(TypeError, "item assignment"):
+        a[0] = 1.0

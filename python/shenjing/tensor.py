@@ -169,7 +169,19 @@ class Tensor:
         a, e = self.data, exponent
         with _quiet():
             y = a ** e
+        if e == 0:  # a constant: its gradient is 0, also at a = 0 (where e a^(e-1) is 0 * inf)
+            return autograd.record(y, (self,), lambda g: (np.zeros_like(g),))
         return autograd.record(y, (self,), lambda g: (g * e * a ** (e - 1),))
+
+    def __rpow__(self, base):
+        """base ** self for a number base: d/dx b^x = b^x log b."""
+        if not isinstance(base, numbers.Real):
+            raise TypeError(f"pow: base must be a number or a Tensor, got {type(base).__name__}")
+        b = np.asarray(base, dtype=self.data.dtype if self.data.dtype.kind == "f" else np.float32)
+        with _quiet():
+            y = b ** self.data
+            log_b = np.log(b)
+        return autograd.record(y, (self,), lambda g: (g * y * log_b,))
 
     def __matmul__(self, other):
         return matmul(self, self._other(other, "matmul"))
@@ -189,6 +201,24 @@ class Tensor:
 
     def __ge__(self, other):
         return Tensor(self.data >= _as_data(other))
+
+    def __eq__(self, other):  # elementwise, as NumPy and PyTorch (it compared identities)
+        return Tensor(self.data == _as_data(other))
+
+    def __ne__(self, other):
+        return Tensor(self.data != _as_data(other))
+
+    __hash__ = object.__hash__  # (still a dict key by identity, as PyTorch's tensors are)
+
+    def __bool__(self):  # `if loss:` on a vector is ambiguous, as in NumPy (it was always True)
+        if self.data.size != 1:
+            raise ValueError(f"bool: the truth value of a tensor of shape {self.shape} is ambiguous; "
+                             f"use .any() or .all() on .numpy()")
+        return bool(self.data.reshape(()))
+
+    def __setitem__(self, index, value):
+        raise TypeError("Tensor does not support item assignment (an in-place change would bypass autograd); "
+                        "build a new tensor, or assign into .numpy() outside the graph")
 
     # --- reductions and shape -------------------------------------------------------------
     def sum(self, axis=None, keepdims: bool = False):
