@@ -254,6 +254,20 @@ def test_clip_grad_norm():
     assert norm == pytest.approx(np.sqrt(6 * 9 + 2 * 16))
     total = np.sqrt((lin.weight.grad ** 2).sum() + (lin.bias.grad ** 2).sum())
     assert total == pytest.approx(1.0, rel=1e-4)
+    for bad in (-1.0, float("nan")):  # a negative bound would have flipped every gradient
+        with raises(ValueError, "clip_grad_norm_", "max_norm", str(bad)):
+            optim.clip_grad_norm_(lin.parameters(), bad)
+
+
+def test_optimizer_load_state_dict_names_bad_input():
+    opt = optim.Adam(nn.Linear(2, 2).parameters())
+    for bad in (None, {"x": 1}, [1, 2]):
+        with raises(TypeError, "load_state_dict", "'state' and 'param_groups'"):
+            opt.load_state_dict(bad)
+    saved = opt.state_dict()
+    with raises(ValueError, "load_state_dict", "[7]", "has 2"):
+        opt.load_state_dict({"state": {7: {}}, "param_groups": saved["param_groups"]})
+    opt.load_state_dict(saved)  # its own state loads
 
 
 @pytest.mark.parametrize("make,shape", [(lambda: nn.BatchNorm1d(3), (0, 3)), (lambda: nn.BatchNorm2d(3), (0, 3, 4, 4)),

@@ -10,7 +10,7 @@ import numpy as np
 
 import shenjing
 from shenjing import nn
-from shenjing.data import DataLoader, TensorDataset, random_split, standardize
+from shenjing.data import DataLoader, StandardScaler, TensorDataset, random_split, standardize
 
 from helpers import raises
 
@@ -151,6 +151,16 @@ def test_data_loader_and_splits():
         DataLoader(TensorDataset(x), batch_size=0)
     with raises(ValueError, "different lengths"):
         TensorDataset(x, y[:3])
+    assert [len(s) for s in random_split(TensorDataset(x), [4.0, 6.0])] == [4, 6]  # float counts, as PyTorch
+    for lengths, words in [([6, -1], ">= 0"), ([0.5, 0.6], "fractions that add up to 1"),
+                           ([4.5, 5.5], "neither counts"), ([3, 3], "do not add up to the dataset's 10")]:
+        with raises(ValueError, "random_split", str(lengths), words):  # [6, -1] was said not to add up to 5
+            random_split(TensorDataset(x), lengths)
+    scaler = StandardScaler()
+    with raises(RuntimeError, "StandardScaler.transform", "fit"):
+        scaler.transform(x)
+    with raises(ValueError, "StandardScaler.transform", "(2, 3)", "(1,)"):
+        scaler.fit(x).transform(np.ones((2, 3)))
 
 
 def test_nan_guard_names_the_layer():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Sequence
 
 import numpy as np
@@ -59,14 +60,19 @@ class Subset(Dataset):
 def random_split(dataset, lengths: Sequence, generator: Optional[np.random.Generator] = None):
     """Split into non-overlapping Subsets of the given lengths (or fractions summing to 1)."""
     n = len(dataset)
-    if all(isinstance(x, float) for x in lengths) and math.isclose(sum(lengths), 1.0):
-        counts = [int(math.floor(n * f)) for f in lengths]
+    lengths = list(lengths)
+    if any(not isinstance(x, numbers.Real) or isinstance(x, bool) or not x >= 0 for x in lengths):
+        raise ValueError(f"random_split: lengths must be counts or fractions >= 0, got {lengths}")
+    if lengths and all(isinstance(x, float) for x in lengths) and math.isclose(sum(lengths), 1.0):
+        counts = [int(math.floor(n * f)) for f in lengths]  # fractions, as PyTorch reads them
         for i in range(n - sum(counts)):
             counts[i % len(counts)] += 1
     else:
         counts = [int(x) for x in lengths]
-    if sum(counts) != n or any(c < 0 for c in counts):
-        raise ValueError(f"random_split: lengths {list(lengths)} do not add up to the dataset's {n}")
+        if counts != lengths:
+            raise ValueError(f"random_split: lengths {lengths} are neither counts nor fractions that add up to 1")
+    if sum(counts) != n:
+        raise ValueError(f"random_split: lengths {lengths} do not add up to the dataset's {n}")
     order = (generator or default_generator()).permutation(n)
     out, start = [], 0
     for c in counts:
@@ -126,7 +132,13 @@ class StandardScaler:
         return self
 
     def transform(self, x):
-        return ((_array(x) - self.mean_) / self.scale_).astype(np.float32)
+        if not hasattr(self, "mean_"):
+            raise RuntimeError("StandardScaler.transform: call fit (or fit_transform) first")
+        x = _array(x)
+        if x.shape[1:] != self.mean_.shape:
+            raise ValueError(f"StandardScaler.transform: x has shape {x.shape}, fitted on samples of shape "
+                             f"{self.mean_.shape}")
+        return ((x - self.mean_) / self.scale_).astype(np.float32)
 
     def fit_transform(self, x):
         return self.fit(x).transform(x)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -109,7 +109,18 @@ class Optimizer:
 
     def load_state_dict(self, state_dict: dict) -> None:
         params = [p for g in self.param_groups for p in g["params"]]
+        if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
+            raise TypeError(f"load_state_dict: expected the dict of an optimizer's state_dict() (with 'state' and "
+                            f"'param_groups'), got {type(state_dict).__name__}")
         groups = state_dict["param_groups"]
+        def valid(i):  # an index (or its string, as a JSON round trip leaves it) of a parameter
+            try:
+                return 0 <= int(i) < len(params)
+            except (TypeError, ValueError):
+                return False
+        bad = [i for i in state_dict["state"] if not valid(i)]
+        if bad:
+            raise ValueError(f"load_state_dict: state for parameters {bad[:5]}, this optimizer has {len(params)}")
         if len(groups) != len(self.param_groups) or any(len(a["params"]) != len(b["params"])
                                                         for a, b in zip(groups, self.param_groups)):
             raise ValueError("load_state_dict: the saved parameter groups do not match this optimizer's")
@@ -250,6 +261,8 @@ def clip_grad_norm_(parameters: Iterable, max_norm: float, norm_type: float = 2.
     """Scale all gradients so their joint 2-norm is at most max_norm; returns the norm before."""
     if norm_type != 2.0:
         raise ValueError(f"clip_grad_norm_: only norm_type=2 is supported, got {norm_type}")
+    if not max_norm >= 0:  # (NaN too) a negative bound would flip every gradient's sign
+        raise ValueError(f"clip_grad_norm_: max_norm must be >= 0, got {max_norm}")
     grads = [p.grad for p in parameters if p.grad is not None]
     total = math.sqrt(sum(ops.sum_of_squares(g) for g in grads))
     scale = max_norm / (total + 1e-6)
