@@ -63,6 +63,22 @@ def test_gemm_epilogue(backend, rng, activation, bias_shape, M, N, K):
     assert_close(got, expected, np.float32, tol=_tol(np.float32, K), what=f"gemm epilogue {activation}")
 
 
+@pytest.mark.parametrize("activation", [None, "relu", "sigmoid"])
+@pytest.mark.parametrize("bias_shape", [None, "row", "column"])
+@pytest.mark.parametrize("M,N,K", [(128, 10, 256), (67, 16, 33), (100, 1, 17)], ids=str)
+def test_gemm_narrow_transposed_epilogue(backend, rng, activation, bias_shape, M, N, K):
+    """A narrow product of a transposed A (computed as C^T and transposed back) with beta 0,
+    a bias and an activation: the epilogue after the transpose."""
+    a, b = _operands(rng, M, N, K, True, False, np.float32)
+    bias = {None: None, "row": rng.standard_normal(N), "column": rng.standard_normal((M, 1))}[bias_shape]
+    bias = None if bias is None else bias.astype(np.float32)
+    out = np.full((M, N), np.nan, np.float32)  # beta 0: C is never read
+    got = ops.gemm(a, b, trans_a=True, bias=bias, activation=activation, out=out)
+    expected = R.gemm(a.astype(np.float64), b.astype(np.float64), trans_a=True,
+                      bias=None if bias is None else bias.astype(np.float64), activation=activation)
+    assert_close(got, expected, np.float32, tol=_tol(np.float32, K), what=f"gemm narrow epilogue {activation}")
+
+
 def test_gemm_never_reads_c_when_beta_is_zero(rng):
     a, b = _operands(rng, 9, 10, 11, False, False, np.float32)
     out = np.full((9, 10), np.nan, dtype=np.float32)
