@@ -228,9 +228,15 @@ void pack_b_panel(T* dst, const T* b, bool trans_b, int64_t N, int64_t K, int64_
 // Only the first Rows rows and NV vectors of the tile are computed (Rows <= MR,
 // NV <= GemmBlocking's NV), so an edge tile of 1 row or 10 columns does not cost
 // a full one; the packed A panel keeps its MR stride.
-template <class T, bool kPackedA, int Rows, int NV>
+// Where A comes from: packed as above; its rows in place (a[r a_rs + k]); or its columns
+// in place, the transpose of a row-major matrix, whose k-th column of the tile is the MR
+// values at a + k a_ks (laid out as a packed panel with a stride of a_ks, not MR).
+enum class ASource { packed, rows, columns };
+template <class T, ASource kA, int Rows, int NV>
 inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, const T* __restrict b, int64_t b_ks,
                               T* c, int64_t ldc, int64_t m, int64_t n, T alpha, T beta, bool first) {
+  constexpr bool kPackedA = kA != ASource::rows;  // a k step reads Rows consecutive values
+  const int64_t a_ks = kA == ASource::columns ? a_rs : GemmBlocking<T>::MR;
   using V = typename Simd<T>::V;
   constexpr int64_t L = Simd<T>::lanes;
   constexpr int MR = GemmBlocking<T>::MR;
@@ -262,7 +268,7 @@ inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, c
     for (int v = 0; v < NV; ++v) bv[v] = vload(b + k * b_ks + v * L);
 #pragma GCC unroll 32
     for (int i = 0; i < Rows; ++i) {
-      const V ai = vsplat(kPackedA ? a[k * MR + i] : a_row[i / 3][(i % 3) * a_rs]);
+      const V ai = vsplat(kPackedA ? a[k * a_ks + i] : a_row[i / 3][(i % 3) * a_rs]);
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[i][v] += ai * bv[v];
     }
@@ -294,33 +300,37 @@ inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, c
 }
 
 // One vector wide when the panel is (N <= 16), else NV vectors.
-template <class T, bool kPackedA, int Rows>
+template <class T, ASource kA, int Rows>
 inline void micro_kernel_cols(int64_t kc, const T* a, int64_t a_rs, const T* b, int64_t b_ks, T* c, int64_t ldc,
                               int64_t m, int64_t n, T alpha, T beta, bool first) {
   constexpr int NV = GemmBlocking<T>::NV;
   if (NV > 1 && n <= Simd<T>::lanes)
-    micro_kernel_impl<T, kPackedA, Rows, 1>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    micro_kernel_impl<T, kA, Rows, 1>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
   else
-    micro_kernel_impl<T, kPackedA, Rows, NV>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    micro_kernel_impl<T, kA, Rows, NV>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
 }
 
-// A is either packed (a_rs == 0: [k MR + r]) or read in place from row-major
-// op(A) (a_rs = its row stride: a[r a_rs + k]), which saves packing A when N
-// is small and packing would cost as much as the product. The driver reads A in
-// place only for full row tiles; a short packed one computes a third or two
-// thirds of MR rows (37 rows: 12 + 12 + 12 + 4, not 4 x 12).
+// A is packed (a_rs == 0: [k MR + r]), or read in place: from row-major op(A)
+// (a_rs > 0, its row stride: a[r a_rs + k]), or from the row-major transpose of op(A)
+// (a_rs < 0, -a_rs its row stride: a[k (-a_rs) + r]), which saves packing A when N is
+// small and packing would cost as much as the product. The driver reads A in place
+// only for full row tiles; a short packed one computes a third or two thirds of MR
+// rows (37 rows: 12 + 12 + 12 + 4, not 4 x 12).
 template <class T>
 inline void micro_kernel(int64_t kc, const T* a, int64_t a_rs, const T* b, int64_t b_ks, T* c, int64_t ldc,
                          int64_t m, int64_t n, T alpha, T beta, bool first) {
   constexpr int MR = GemmBlocking<T>::MR;
   constexpr bool kThirds = MR % 3 == 0;
-  if (a_rs != 0) micro_kernel_cols<T, false, MR>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
+  if (a_rs > 0) micro_kernel_cols<T, ASource::rows, MR>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
+  else if (a_rs < 0)
+    micro_kernel_cols<T, ASource::columns, MR>(kc, a, -a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
   else if (kThirds && m <= MR / 3)
-    micro_kernel_cols<T, true, kThirds ? MR / 3 : MR>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    micro_kernel_cols<T, ASource::packed, kThirds ? MR / 3 : MR>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
   else if (kThirds && m <= 2 * MR / 3)
-    micro_kernel_cols<T, true, kThirds ? 2 * MR / 3 : MR>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    micro_kernel_cols<T, ASource::packed, kThirds ? 2 * MR / 3 : MR>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta,
+                                                                       first);
   else
-    micro_kernel_cols<T, true, MR>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    micro_kernel_cols<T, ASource::packed, MR>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
 }
 
 // --- operand providers --------------------------------------------------------------
@@ -332,6 +342,7 @@ inline void micro_kernel(int64_t kc, const T* a, int64_t a_rs, const T* b, int64
 // this and define pack().
 template <class T> struct PackedOperand {
   bool in_place() const { return false; }
+  bool columns_in_place() const { return false; }  // see MatrixA
   const T* at(int64_t, int64_t) const { return nullptr; }
   int64_t row_stride() const { return 0; }
   const T* packed(int64_t, int64_t, int64_t) const { return nullptr; }  // see PackedPanelsA
@@ -379,8 +390,10 @@ template <class T> struct MatrixA {
   int64_t M, K;
   void pack(T* dst, int64_t i0, int64_t m, int64_t k0, int64_t kc) const { pack_a(dst, a, trans, M, K, i0, m, k0, kc); }
   bool in_place() const { return !trans; }
-  const T* at(int64_t i, int64_t k) const { return a + i * K + k; }
-  int64_t row_stride() const { return K; }
+  // transposed: op(A)'s columns lie in place, each k a run of M values (see micro_kernel)
+  bool columns_in_place() const { return trans; }
+  const T* at(int64_t i, int64_t k) const { return trans ? a + k * M + i : a + i * K + k; }
+  int64_t row_stride() const { return trans ? -M : K; }  // negative: the columns' stride (micro_kernel's a_rs)
   const T* packed(int64_t, int64_t, int64_t) const { return nullptr; }
   bool fixed_passes() const { return false; }
 };
@@ -495,7 +508,7 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
       const int64_t p_end = p_begin + panels_per_group < n_panels ? p_begin + panels_per_group : n_panels;
       // A: packed, or (small products, not transposed) read in place but
       // for a last partial row tile, which is packed so no row past M is read
-      const bool a_in_place = !shared_b && A.in_place();
+      const bool a_in_place = !shared_b && (A.in_place() || A.columns_in_place());
       const int64_t full_tiles = m / MR;
       const T* a_panels = A.packed(i0, pc, kc);  // packed before the call, or packed here
       if (!a_panels) {
