@@ -192,8 +192,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     def backward(g):
         gw = g * parents[1].data.reshape(shape) if weight is not None else g
         if training and n > 0:
-            m = n
-            dx = (inv.reshape(shape) / m) * (m * gw - gw.sum(axis=axes, keepdims=True)
+            dx = (inv.reshape(shape) / n) * (n * gw - gw.sum(axis=axes, keepdims=True)
                                              - xhat * (gw * xhat).sum(axis=axes, keepdims=True))
         else:
             dx = gw * inv.reshape(shape)

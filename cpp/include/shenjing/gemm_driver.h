@@ -506,8 +506,8 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
       const int64_t i0 = block_row[size_t(ib)], m = block_row[size_t(ib) + 1] - i0;
       const int64_t p_begin = g * panels_per_group;
       const int64_t p_end = p_begin + panels_per_group < n_panels ? p_begin + panels_per_group : n_panels;
-      // A: packed, or (small products, not transposed) read in place but
-      // for a last partial row tile, which is packed so no row past M is read
+      // A: packed, or (small products) read in place, by rows or (transposed) by columns,
+      // but for a last partial row tile, which is packed so no row past M is read
       const bool a_in_place = !shared_b && (A.in_place() || A.columns_in_place());
       const int64_t full_tiles = m / MR;
       const T* a_panels = A.packed(i0, pc, kc);  // packed before the call, or packed here
