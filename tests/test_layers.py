@@ -246,6 +246,27 @@ def test_parameter_groups_and_schedulers():
     assert plateau.get_last_lr()[0] == 0.5
 
 
+@pytest.mark.parametrize("mode,metrics,lrs", [
+    # a first NaN is never the best (it was, and then nothing could beat it: 0.5 at step 3)
+    ("min", [float("nan"), 1.0, 0.9, 0.8, 0.7], [1.0, 1.0, 1.0, 1.0, 1.0]),
+    # within PyTorch's relative threshold 1e-4 a metric is not better
+    ("min", [1.0, 0.99995, 0.99991, 0.5], [1.0, 1.0, 0.5, 0.5]),
+    ("max", [1.0, 1.00005, 2.0, 2.0, 2.0], [1.0, 1.0, 1.0, 1.0, 0.5]),
+], ids=["nan first", "min threshold", "max threshold"])
+def test_reduce_lr_on_plateau_as_pytorch(mode, metrics, lrs):
+    """The learning rates PyTorch's ReduceLROnPlateau gives for these metrics (patience 1,
+    factor 0.5; checked against torch 2.13)."""
+    plateau = optim.lr_scheduler.ReduceLROnPlateau(optim.SGD(nn.Linear(1, 1).parameters(), lr=1.0), mode=mode,
+                                                   patience=1, factor=0.5)
+    got = []
+    for m in metrics:
+        plateau.step(m)
+        got.append(plateau.get_last_lr()[0])
+    assert got == lrs
+    with raises(TypeError, "ReduceLROnPlateau.step", "metric", "'x'"):
+        plateau.step("x")
+
+
 def test_clip_grad_norm():
     lin = nn.Linear(3, 2)
     lin.weight.grad = np.full((2, 3), 3.0, np.float32)

@@ -187,3 +187,16 @@ def test_empty_data():
     for call in (lambda: model.predict(x, batch_size=0), lambda: model.evaluate(x, y, batch_size=-1)):
         with raises(ValueError, "batch_size", "positive"):
             call()
+
+
+def test_manual_seed_takes_pytorchs_range():
+    """Negative seeds are taken as PyTorch maps them (NumPy refused them with a bare
+    message); outside [-2**63, 2**64) is refused by name."""
+    draws = {}
+    for seed in (-1, 2**64 - 2, 2**64 - 1, -(2**63)):
+        shenjing.manual_seed(seed)
+        draws[seed] = shenjing.random.default_generator().integers(0, 1 << 30, 4).tolist()
+    assert draws[-1] == draws[2**64 - 2] and draws[-1] != draws[2**64 - 1]
+    for seed in (2**64, -(2**63) - 1):
+        with raises(ValueError, "manual_seed", str(seed)):
+            shenjing.manual_seed(seed)

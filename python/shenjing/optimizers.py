@@ -324,7 +324,11 @@ class _Schedulers:
                 g["lr"] = self.eta_min + (base - self.eta_min) * (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
 
     class ReduceLROnPlateau(_Scheduler):
-        def __init__(self, optimizer, mode: str = "min", factor: float = 0.1, patience: int = 10, min_lr: float = 0.0):
+        """PyTorch's, with its relative threshold: a metric is better when it beats the best
+        by a factor of 1 -+ threshold."""
+
+        def __init__(self, optimizer, mode: str = "min", factor: float = 0.1, patience: int = 10, min_lr: float = 0.0,
+                     threshold: float = 1e-4):
             super().__init__(optimizer)
             if not isinstance(mode, str) or mode not in ("min", "max"):
                 raise ValueError(f"ReduceLROnPlateau: mode must be 'min' or 'max', got {_short(mode)}")
@@ -333,11 +337,18 @@ class _Schedulers:
             self.mode, self.factor = mode, float(factor)
             self.patience = _positive_int(patience, "ReduceLROnPlateau", "patience", minimum=0)
             self.min_lr = _finite_nonnegative(min_lr, "ReduceLROnPlateau", "min_lr")
-            self.best, self.bad_epochs = None, 0
+            self.threshold = _finite_nonnegative(threshold, "ReduceLROnPlateau", "threshold")
+            # the worst value to start from, as PyTorch does: a NaN metric is never better, so it
+            # cannot become the best (a first NaN had, and no later metric could beat it)
+            self.best, self.bad_epochs = (math.inf if mode == "min" else -math.inf), 0
 
         def step(self, metric: float):
-            metric = float(metric)
-            better = self.best is None or (metric < self.best if self.mode == "min" else metric > self.best)
+            try:  # (a NaN is taken, and is never better)
+                metric = float(metric.item() if isinstance(metric, Tensor) else metric)
+            except (TypeError, ValueError):
+                raise TypeError(f"ReduceLROnPlateau.step: metric must be a number, got {_short(metric)}") from None
+            better = (metric < self.best * (1 - self.threshold) if self.mode == "min"
+                      else metric > self.best * (1 + self.threshold))
             if better:
                 self.best, self.bad_epochs = metric, 0
             else:
