@@ -200,3 +200,25 @@ def test_manual_seed_takes_pytorchs_range():
     for seed in (2**64, -(2**63) - 1):
         with raises(ValueError, "manual_seed", str(seed)):
             shenjing.manual_seed(seed)
+
+
+def test_callbacks_never_take_a_nan_for_the_best(tmp_path):
+    """A NaN metric is never an improvement: it had become the best on the first epoch, and
+    then no value could beat it (EarlyStopping stopped a run that was improving, ModelCheckpoint
+    kept the NaN epoch's weights). A mode that is not 'auto', 'min' or 'max' is refused."""
+    model = shenjing.Model(nn.Sequential(nn.Linear(2, 2)))
+    stop = shenjing.EarlyStopping(monitor="val_loss", patience=2)
+    checkpoint = shenjing.ModelCheckpoint(str(tmp_path / "best{epoch}.npz"), monitor="val_loss", save_best_only=True)
+    model.stop_training = False
+    for cb in (stop, checkpoint):
+        cb.model = model
+    for epoch, value in enumerate([float("nan"), 1.0, 0.9, float("nan"), 0.8]):
+        for cb in (stop, checkpoint):
+            cb.on_epoch_end(epoch, {"val_loss": value})
+        assert not model.stop_training, epoch
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best2.npz", "best3.npz", "best5.npz"]
+    for make in (lambda: shenjing.EarlyStopping(mode="minimum"), lambda: shenjing.ModelCheckpoint("x", mode="low")):
+        with raises(ValueError, "mode", "'auto', 'min' or 'max'"):
+            make()
+    with raises(ValueError, "EarlyStopping", "patience"):
+        shenjing.EarlyStopping(patience=-1)
