@@ -190,3 +190,23 @@ def test_comparisons_truth_values_and_powers(rng):
     np.testing.assert_array_equal(a.grad, np.zeros(3, np.float32))
     with raises(TypeError, "item assignment"):
         a[0] = 1.0
+
+
+def test_axes_out_of_range_are_refused():
+    """An axis outside [-ndim, ndim) is an error (it wrapped round: a matrix's sum over axis 5
+    summed axis 1, its flatten(5) added a dimension); a 0-d tensor takes 0 and -1, as PyTorch's."""
+    m = tensor(np.arange(6, dtype=np.float32).reshape(2, 3), requires_grad=True)
+    for call, op in [(lambda: m.sum(axis=5), "sum"), (lambda: m.max(axis=-3), "max"), (lambda: m.mean(axis=2), "mean"),
+                     (lambda: m.flatten(5), "flatten"), (lambda: m.transpose(0, 5), "transpose")]:
+        with raises(ValueError, op, "out of range", "2 dimensions"):
+            call()
+    with raises(ValueError, "sum", "twice"):
+        m.sum(axis=(0, -2))
+    with raises(TypeError, "sum", "int"):
+        m.sum(axis=1.0)
+    with raises(ValueError, "max", "(0, 3)", "empty axis"):
+        tensor(np.ones((0, 3), np.float32)).max(axis=0)
+    np.testing.assert_array_equal(m.sum(axis=-1).numpy(), [3, 12])
+    assert m.flatten(-1).shape == (2, 3) and m.transpose(-1, 0).shape == (3, 2)
+    s = tensor(np.float32(3), requires_grad=True)
+    assert s.sum(axis=0).item() == 3 and s.max(axis=-1).item() == 3 and s.flatten().shape == (1,)

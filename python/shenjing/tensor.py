@@ -237,12 +237,14 @@ class Tensor:
     view = reshape
 
     def flatten(self, start_dim: int = 0):
-        lead = self.shape[:start_dim]
-        return reshape(self, lead + (-1,))
+        start = _axis(start_dim, self.ndim, "flatten")
+        return reshape(self, self.shape[:builtins.max(start, 0)] + (-1,))
 
     def transpose(self, dim0: int = 0, dim1: int = 1):
         axes = list(range(self.ndim))
-        axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+        i, j = _axis(dim0, self.ndim, "transpose"), _axis(dim1, self.ndim, "transpose")
+        if self.ndim:
+            axes[i], axes[j] = axes[j], axes[i]
         return permute(self, axes)
 
     @property
@@ -360,16 +362,32 @@ def clamp(x, min=None, max=None):  # noqa: A002
     return autograd.record(y, (x,), lambda g: (g * inside,))
 
 
-def _axes(axis, ndim):
+def _axis(a, ndim: int, op: str) -> int:
+    """One axis in [-ndim, ndim) as its index in [0, ndim) (a 0-d tensor takes 0 and -1, as in
+    PyTorch, and has no axis to give back: -1)."""
+    if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
+        raise TypeError(f"{op}: an axis must be an int, got {a!r}")
+    if ndim == 0 and a in (0, -1):
+        return -1
+    if not -ndim <= a < ndim:  # (a % ndim had wrapped it round: sum over axis 5 of a matrix summed axis 1)
+        raise ValueError(f"{op}: axis {a} is out of range for a tensor of {ndim} dimensions")
+    return int(a) % ndim
+
+
+def _axes(axis, ndim: int, op: str = "reduce"):
     if axis is None:
         return tuple(range(ndim))
-    return tuple(a % ndim for a in (axis if isinstance(axis, (tuple, list)) else (axis,)))
+    axes = [_axis(a, ndim, op) for a in (axis if isinstance(axis, (tuple, list)) else (axis,))]
+    axes = tuple(a for a in axes if a >= 0)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{op}: axis {axis!r} names a dimension twice")
+    return axes
 
 
 def sum(x, axis=None, keepdims: bool = False):  # noqa: A001
     x = _t(x)
     shape = x.shape
-    axes = _axes(axis, x.ndim)
+    axes = _axes(axis, x.ndim, "sum")
     y = np.sum(x.data, axis=axes, keepdims=keepdims)
 
     def backward(g):
@@ -382,14 +400,16 @@ def sum(x, axis=None, keepdims: bool = False):  # noqa: A001
 
 def mean(x, axis=None, keepdims: bool = False):
     x = _t(x)
-    axes = _axes(axis, x.ndim)
+    axes = _axes(axis, x.ndim, "mean")
     count = int(np.prod([x.shape[a] for a in axes])) if axes else 1
     return sum(x, axis, keepdims) * (1.0 / builtins.max(count, 1))
 
 
 def max(x, axis=None, keepdims: bool = False):  # noqa: A001
     x = _t(x)
-    axes = _axes(axis, x.ndim)
+    axes = _axes(axis, x.ndim, "max")
+    if any(x.shape[a] == 0 for a in axes):
+        raise ValueError(f"max: a tensor of shape {x.shape} has no maximum along an empty axis")
     y = np.max(x.data, axis=axes, keepdims=True)
     mask = x.data == y
     share = mask / np.sum(mask, axis=axes, keepdims=True)  # ties split the gradient
