@@ -210,3 +210,12 @@ def test_axes_out_of_range_are_refused():
     assert m.flatten(-1).shape == (2, 3) and m.transpose(-1, 0).shape == (3, 2)
     s = tensor(np.float32(3), requires_grad=True)
     assert s.sum(axis=0).item() == 3 and s.max(axis=-1).item() == 3 and s.flatten().shape == (1,)
+
+
+def test_mean_of_no_values_is_nan():
+    """As NumPy and PyTorch (a count floored at 1 had made it 0), and its gradient is empty."""
+    e = tensor(np.ones((0, 3), np.float32), requires_grad=True)
+    assert np.isnan(e.mean().item())
+    assert np.isnan(e.mean(axis=0).numpy()).all() and e.mean(axis=1).shape == (0,)
+    e.mean(axis=0).sum().backward()
+    assert e.grad.shape == (0, 3)

@@ -10,6 +10,7 @@ layers' heavy ops (GEMM, convolution, pooling, activations, losses) call
 from __future__ import annotations
 
 import builtins
+import math
 import numbers
 import operator
 from typing import Optional, Sequence, Union
@@ -374,7 +375,7 @@ def _axis(a, ndim: int, op: str) -> int:
     return int(a) % ndim
 
 
-def _axes(axis, ndim: int, op: str = "reduce"):
+def _axes(axis, ndim: int, op: str):
     if axis is None:
         return tuple(range(ndim))
     axes = [_axis(a, ndim, op) for a in (axis if isinstance(axis, (tuple, list)) else (axis,))]
@@ -402,7 +403,8 @@ def mean(x, axis=None, keepdims: bool = False):
     x = _t(x)
     axes = _axes(axis, x.ndim, "mean")
     count = int(np.prod([x.shape[a] for a in axes])) if axes else 1
-    return sum(x, axis, keepdims) * (1.0 / builtins.max(count, 1))
+    # (the mean of no values is NaN, as in NumPy and PyTorch; a count floored at 1 had made it 0)
+    return sum(x, axis, keepdims) * (1.0 / count if count else math.nan)
 
 
 def max(x, axis=None, keepdims: bool = False):  # noqa: A001
