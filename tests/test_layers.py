@@ -333,3 +333,25 @@ def test_linear_with_zero_sizes(rng, features, lead):
     y.sum().backward()
     assert x.grad.shape == x.shape and layer.weight.grad.shape == layer.weight.shape
     np.testing.assert_allclose(layer.bias.grad, np.full(features[1], float(np.prod(lead))), rtol=1e-6)
+
+
+def test_module_attribute_assignment_as_pytorch():
+    """A parameter is replaced only by a Parameter or None and a sub-module only by a Module or
+    None (an array had silently dropped the weight from parameters(), so no optimizer trained
+    it); an array assigned to a buffer stays in state_dict(); del removes a parameter."""
+    lin = nn.Linear(2, 3)
+    with raises(TypeError, "Linear", "cannot assign ndarray as parameter 'weight'"):
+        lin.weight = np.ones((3, 2), np.float32)
+    assert [n for n, _ in lin.named_parameters()] == ["weight", "bias"]
+    lin.bias = None
+    assert [n for n, _ in lin.named_parameters()] == ["weight"]
+    assert lin(tensor(np.ones((1, 2), np.float32))).shape == (1, 3)
+    del lin.weight
+    assert list(lin.named_parameters()) == []
+    seq = nn.Sequential(nn.Linear(2, 2))
+    with raises(TypeError, "Sequential", "child module '0'"):
+        setattr(seq, "0", 3)
+    bn = nn.BatchNorm1d(3)
+    bn.running_mean = np.full(3, 7.0, np.float32)
+    np.testing.assert_array_equal(bn.state_dict()["running_mean"], [7, 7, 7])
+    assert repr(nn.Conv2d(1, 2, 3, dilation=2, bias=False)).endswith("dilation=2, bias=False)")

@@ -80,6 +80,19 @@ class Module:
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
+        # as PyTorch: a parameter or a sub-module is replaced only by its like or None (anything
+        # else had dropped it from parameters() silently, so no optimizer would train it), and
+        # an array assigned to a buffer stays a buffer (it had dropped out of state_dict())
+        kinds = ((self._parameters, Parameter, "parameter", "Parameter"),
+                 (self._modules, Module, "child module", "Module"))
+        for table, kind, what, kind_name in kinds:
+            if name in table and value is not None and not isinstance(value, kind):
+                raise TypeError(f"{type(self).__name__}: cannot assign {type(value).__name__} as {what} '{name}' "
+                                f"({kind_name} or None expected)")
+        if name in self._buffers and isinstance(value, np.ndarray):
+            self._buffers[name] = value
+            object.__setattr__(self, name, value)
+            return
         for table in (self._parameters, self._modules, self._buffers):
             table.pop(name, None)
         if isinstance(value, Parameter):
@@ -87,6 +100,11 @@ class Module:
         elif isinstance(value, Module):
             self._modules[name] = value
         object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        for table in (self._parameters, self._modules, self._buffers):  # (it stayed in parameters())
+            table.pop(name, None)
+        object.__delattr__(self, name)
 
     def register_buffer(self, name: str, array: np.ndarray) -> None:
         """A state array saved with the model but not trained (running statistics)."""
@@ -300,8 +318,10 @@ class _ConvNd(Module):
         return x
 
     def extra_repr(self) -> str:
+        ones = (1, (1,) * self.dims)
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}" + (f", groups={self.groups}" if self.groups != 1 else ""))
+                f"padding={self.padding}" + (f", dilation={self.dilation}" if self.dilation not in ones else "")
+                + (f", groups={self.groups}" if self.groups != 1 else "") + (", bias=False" if self.bias is None else ""))
 
 
 class Conv2d(_ConvNd):
