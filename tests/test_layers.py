@@ -355,3 +355,20 @@ def test_module_attribute_assignment_as_pytorch():
     bn.running_mean = np.full(3, 7.0, np.float32)
     np.testing.assert_array_equal(bn.state_dict()["running_mean"], [7, 7, 7])
     assert repr(nn.Conv2d(1, 2, 3, dilation=2, bias=False)).endswith("dilation=2, bias=False)")
+
+
+def test_activation_layers_take_pytorchs_inplace(rng):
+    """nn.ReLU(inplace=True) and nn.LeakyReLU(0.2, inplace=True), common in PyTorch model
+    code, are taken (a TypeError before) and give the same values and gradients; the input is
+    left as it was, as autograd needs."""
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    for layer, expected in [(nn.ReLU(inplace=True), np.maximum(x, 0)),
+                            (nn.LeakyReLU(0.2, inplace=True), np.where(x > 0, x, 0.2 * x))]:
+        a = tensor(x.copy(), requires_grad=True)
+        y = layer(a)
+        y.sum().backward()
+        np.testing.assert_allclose(y.numpy(), expected, rtol=1e-6)
+        np.testing.assert_allclose(a.grad, np.where(x > 0, 1.0, 0.0 if isinstance(layer, nn.ReLU) else 0.2), rtol=1e-6)
+        np.testing.assert_array_equal(a.data, x)
+    with raises(TypeError, "ReLU", "inplace"):
+        nn.ReLU(inplace="yes")

@@ -6,7 +6,7 @@ import numbers
 
 from . import functional as F
 from .layers import Module
-from .ops import _real, _short
+from .ops import _flag, _real, _short
 
 
 def _dim(dim, owner: str) -> int:
@@ -18,7 +18,12 @@ __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "LogSoftma
 
 
 class ReLU(Module):
-    """max(x, 0)"""
+    """max(x, 0). ``inplace`` is taken for PyTorch's signature (``nn.ReLU(inplace=True)`` is
+    common in model code) and the result is a new tensor either way, as autograd needs."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = _flag(inplace, "ReLU", "inplace")
 
     def forward(self, x):
         return F.relu(x)
@@ -27,9 +32,10 @@ class ReLU(Module):
 class LeakyReLU(Module):
     """x if x > 0 else negative_slope * x"""
 
-    def __init__(self, negative_slope: float = 0.01):
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False):  # (inplace: as ReLU's)
         super().__init__()
         self.negative_slope = _real(negative_slope, "LeakyReLU", "negative_slope")
+        self.inplace = _flag(inplace, "LeakyReLU", "inplace")
 
     def forward(self, x):
         return F.leaky_relu(x, self.negative_slope)
