@@ -58,25 +58,17 @@ def _monitor_mode(mode, monitor: str, owner: str) -> str:
     return ("max" if "acc" in monitor else "min") if mode == "auto" else mode
 
 
-def _worst(mode: str) -> float:
-    """The value to start from: every number beats it and a NaN does not (a first NaN had
-    become the best, and no later value could beat it)."""
-    return math.inf if mode == "min" else -math.inf
-
-
 class EarlyStopping(Callback):
     """Stop when `monitor` has not improved by min_delta for `patience` epochs."""
 
     def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0, mode: str = "auto",
                  restore_best_weights: bool = False):
-        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 0:
-            raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}")
-        if not (isinstance(min_delta, numbers.Real) and min_delta >= 0):
-            raise ValueError(f"EarlyStopping: min_delta must be a number >= 0, got {min_delta!r}")
-        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+        self.monitor = monitor
+        self.patience = optimizers._positive_int(patience, "EarlyStopping", "patience", minimum=0)
+        self.min_delta = optimizers._finite_nonnegative(min_delta, "EarlyStopping", "min_delta")
         self.mode = _monitor_mode(mode, monitor, "EarlyStopping")
         self.restore_best_weights = restore_best_weights
-        self.best, self.wait, self.best_state = _worst(self.mode), 0, None
+        self.best, self.wait, self.best_state = optimizers._worst(self.mode), 0, None
 
     def on_epoch_end(self, epoch, logs):
         value = logs.get(self.monitor)
@@ -101,7 +93,7 @@ class ModelCheckpoint(Callback):
     def __init__(self, filepath: str, monitor: str = "val_loss", save_best_only: bool = False, mode: str = "auto"):
         self.filepath, self.monitor, self.save_best_only = filepath, monitor, save_best_only
         self.mode = _monitor_mode(mode, monitor, "ModelCheckpoint")
-        self.best = _worst(self.mode)
+        self.best = optimizers._worst(self.mode)
 
     def on_epoch_end(self, epoch, logs):
         path = self.filepath.format(epoch=epoch + 1, **logs)

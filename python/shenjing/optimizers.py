@@ -287,6 +287,13 @@ def _finite_nonnegative(value, owner: str, name: str) -> float:
     return value
 
 
+def _worst(mode: str) -> float:
+    """A monitor's best value to start from ('min' or 'max' mode), as PyTorch and Keras do:
+    every number beats it and a NaN does not (a first NaN had become the best, and no later
+    value could beat it)."""
+    return math.inf if mode == "min" else -math.inf
+
+
 class _Schedulers:
     """torch.optim.lr_scheduler's StepLR, CosineAnnealingLR, ReduceLROnPlateau."""
 
@@ -338,9 +345,7 @@ class _Schedulers:
             self.patience = _positive_int(patience, "ReduceLROnPlateau", "patience", minimum=0)
             self.min_lr = _finite_nonnegative(min_lr, "ReduceLROnPlateau", "min_lr")
             self.threshold = _finite_nonnegative(threshold, "ReduceLROnPlateau", "threshold")
-            # the worst value to start from, as PyTorch does: a NaN metric is never better, so it
-            # cannot become the best (a first NaN had, and no later metric could beat it)
-            self.best, self.bad_epochs = (math.inf if mode == "min" else -math.inf), 0
+            self.best, self.bad_epochs = _worst(mode), 0
 
         def step(self, metric: float):
             try:  # (a NaN is taken, and is never better)

@@ -76,18 +76,19 @@ bool gemm_narrow(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, 
   gemm_detail::gemm_driver(ct, gemm_detail::MatrixA<T>{b, !trans_b, N, K}, gemm_detail::MatrixB<T>{a, !trans_a, M, K},
                            N, M, K, alpha, T(0), static_cast<const T*>(nullptr), GemmBias::none, GemmActivation::none,
                            threads);
+  bool written = false;
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
   if constexpr (sizeof(T) == 4) {
     if (beta == T(0)) {  // C = (C^T)^T by 16x16 register transposes (the loop below was 5% of 128x10x256 ta)
       gemm_detail::pack_rows_transposed(c, N, N, ct, M, N, M);
-      const Epilogue ep{bias_kind, activation};
-      if (ep.needed()) epilogue_tile(c, N, 0, 0, M, N, bias, ep);
-      return true;
+      written = true;
     }
   }
 #endif
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t j = 0; j < N; ++j) c[i * N + j] = beta != T(0) ? ct[j * M + i] + beta * c[i * N + j] : ct[j * M + i];
+  if (!written)
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j)
+        c[i * N + j] = beta != T(0) ? ct[j * M + i] + beta * c[i * N + j] : ct[j * M + i];
   const Epilogue ep{bias_kind, activation};
   if (ep.needed()) epilogue_tile(c, N, 0, 0, M, N, bias, ep);
   return true;
