@@ -79,6 +79,30 @@ def test_gemm_narrow_transposed_epilogue(backend, rng, activation, bias_shape, M
     assert_close(got, expected, np.float32, tol=_tol(np.float32, K), what=f"gemm narrow epilogue {activation}")
 
 
+def _off_line(array: np.ndarray, floats: int) -> np.ndarray:
+    """A copy of array that starts `floats` floats past a 64-byte line."""
+    raw = np.empty(array.size + 32, array.dtype)
+    start = (-raw.ctypes.data % 64) // array.itemsize + floats
+    view = raw[start:start + array.size].reshape(array.shape)
+    view[...] = array
+    return view
+
+
+@pytest.mark.parametrize("tb", [False, True])
+@pytest.mark.parametrize("b_offset", [0, 1, 4])
+@pytest.mark.parametrize("M,N,K", [(128, 10, 256), (15, 7, 40), (16, 12, 33), (70, 1, 130), (40, 12, 6000)],
+                         ids=str)
+def test_gemm_narrow_rows_any_alignment(backend, rng, M, N, K, tb, b_offset):
+    """Dot-product narrow products (N <= 12) read B^T from a line-aligned copy, one per thread
+    (or one shared when large: 12 x 6000), or in place when b is transposed and aligned or M
+    is short: every offset of b from a cache line, k tails, give the same products."""
+    a, b = _operands(rng, M, N, K, False, tb, np.float32)
+    a, b = _off_line(a, 3), _off_line(b, b_offset)
+    got = ops.gemm(a, b, trans_b=tb)
+    expected = R.gemm(a.astype(np.float64), b.astype(np.float64), trans_b=tb)
+    assert_close(got, expected, np.float32, tol=_tol(np.float32, K), what="gemm narrow rows")
+
+
 def test_gemm_never_reads_c_when_beta_is_zero(rng):
     a, b = _operands(rng, 9, 10, 11, False, False, np.float32)
     out = np.full((9, 10), np.nan, dtype=np.float32)

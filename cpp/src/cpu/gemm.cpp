@@ -4,6 +4,8 @@
 #include "shenjing/gemm.h"
 
 #include <array>
+#include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -178,30 +180,56 @@ bool gemm_narrow_rows(float* c, const float* a, const float* b, int64_t M, int64
   // the lanes (a short k leaves them idle)
   if (trans_a || N > kMaxNarrowRowsN || N == 0 || M == 0 || K < 32) return false;
   static constexpr auto kernels = narrow_kernels(std::make_integer_sequence<int, kMaxNarrowRowsN>{});
-  static thread_local std::vector<float> bt_buffer;
-  const float* bt = b;  // B^T: (N, K), row stride ldb
-  int64_t ldb = K;
-  if (!trans_b) {  // b: (K, N) -> its transpose, N rows of K, by 16x16 register transposes
-    // of 16 rows of b at a time (gathers took 1.7 us of 128x10x256's 12)
-    float* t = scratch(bt_buffer, size_t(N * K));
-    for (int64_t k = 0; k < K; k += 16) {
-      const int64_t rows = K - k < 16 ? K - k : 16;
-      gemm_detail::pack_rows_transposed(t + k, K, rows, b + k * N, N, rows, N);
-    }
-    bt = t;
-  }
   const NarrowRows kernel = kernels[size_t(N - 1)];
+  // B^T (N rows of K) is read from a copy whose rows start on cache lines: most of the
+  // kernel's loads are of B^T, and a 16-float load across two lines costs two (NumPy's
+  // arrays often lie 16 bytes off a line). Each thread makes its own copy when it is
+  // small: reading one made by the other core cost more than making it (128x10x256 on
+  // 2 threads: 9.2-10.3 -> 5.3-5.6 us in a C++ loop). A transposed b already aligned,
+  // or read by too few rows to repay a copy, is read in place.
+  const bool in_place =
+      trans_b && (M < 16 || (reinterpret_cast<uintptr_t>(b) % 64 == 0 && K % 16 == 0));
+  const int64_t ldb = in_place ? K : ceil_div(K, int64_t(16)) * 16;
+  auto copy_bt = [=](float* t) {
+    if (trans_b) {
+      for (int64_t j = 0; j < N; ++j) std::memcpy(t + j * ldb, b + j * K, sizeof(float) * size_t(K));
+    } else {  // b: (K, N) -> its transpose by 16x16 register transposes of 16 rows of b at a
+              // time (gathers took 1.7 us of 128x10x256's 12)
+      for (int64_t k = 0; k < K; k += 16) {
+        const int64_t rows = K - k < 16 ? K - k : 16;
+        gemm_detail::pack_rows_transposed(t + k, ldb, rows, b + k * N, N, rows, N);
+      }
+    }
+  };
+  const bool per_thread = !in_place && N * ldb * int64_t(sizeof(float)) <= (int64_t(256) << 10);
+  const float* shared_bt = in_place ? b : nullptr;
+  if (!in_place && !per_thread) {
+    static thread_local std::vector<float> shared_buffer;
+    float* t = scratch(shared_buffer, size_t(N * ldb));
+    copy_bt(t);
+    shared_bt = t;
+  }
   // tasks of 32 rows (16 for a short M, so that both threads get some), parallel from
   // about 0.3 MFLOP: 128x10x256 took 9.7 us on one thread, 6 on two
   const int64_t rows_per_task = M >= 64 * threads ? 32 : 16;
   const int64_t tasks = ceil_div(M, rows_per_task);
   const bool parallel = threads > 1 && tasks > 1 && 2.0 * double(M) * double(N) * double(K) >= 8.0 * kParallelMinWork;
-#pragma omp parallel for schedule(static) if (parallel) num_threads(threads)
-  for (int64_t t = 0; t < tasks; ++t) {
-    const int64_t i0 = t * rows_per_task, i1 = i0 + rows_per_task < M ? i0 + rows_per_task : M;
-    kernel(c, a, bt, ldb, i0, i1, N, K, alpha, beta);
-    const Epilogue ep{bias_kind, activation};
-    if (ep.needed()) epilogue_tile(c + i0 * N, N, i0, 0, i1 - i0, N, bias, ep);
+#pragma omp parallel if (parallel) num_threads(threads)
+  {
+    const float* bt = shared_bt;
+    if (!bt) {
+      static thread_local std::vector<float> own_buffer;
+      float* t = scratch(own_buffer, size_t(N * ldb));
+      copy_bt(t);
+      bt = t;
+    }
+#pragma omp for schedule(static) nowait
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t i0 = t * rows_per_task, i1 = i0 + rows_per_task < M ? i0 + rows_per_task : M;
+      kernel(c, a, bt, ldb, i0, i1, N, K, alpha, beta);
+      const Epilogue ep{bias_kind, activation};
+      if (ep.needed()) epilogue_tile(c + i0 * N, N, i0, 0, i1 - i0, N, bias, ep);
+    }
   }
   return true;
 }
