@@ -43,6 +43,7 @@ int64_t* index_array(py::array& a, int64_t n, const char* op, bool writable) {
   if (!py::isinstance<py::array_t<int64_t>>(a) || a.itemsize() != 8)
     fail_type(op, "indices", "must be an int64 array, got " + dtype_of(a));
   if (!(a.flags() & py::array::c_style)) fail_value(op, "indices", "must be C-contiguous");
+  check_aligned(a, op, "indices");
   if (writable && !a.writeable()) fail_value(op, "indices", "is read-only");
   check_size(a, n, op, "indices");
   return static_cast<int64_t*>(const_cast<void*>(a.data()));

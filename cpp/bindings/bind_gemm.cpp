@@ -43,6 +43,7 @@ void bind_gemm(py::module_& m) {
     auto offsets = [&](const py::array& o, const char* arg, int64_t matrix, int64_t size) {
       if (!py::isinstance<py::array_t<int64_t>>(o) || o.itemsize() != 8 || !(o.flags() & py::array::c_style) || o.ndim() != 1)
         fail_type(op, arg, "must be a contiguous 1-D int64 array, got " + dtype_of(o) + " with shape " + shape_of(o));
+      check_aligned(o, op, arg);
       const int64_t* p = static_cast<const int64_t*>(o.data());
       for (py::ssize_t i = 0; i < o.size(); ++i)
         if (p[i] < 0 || p[i] > size - matrix)

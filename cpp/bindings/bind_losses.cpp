@@ -25,6 +25,7 @@ const int64_t* targets(const py::array& target, int64_t samples, const char* op)
   if (!py::isinstance<py::array_t<int64_t>>(target) || target.itemsize() != 8)
     fail_type(op, "target", "must be an int64 array, got " + dtype_of(target) + " with shape " + shape_of(target));
   if (!(target.flags() & py::array::c_style)) fail_value(op, "target", "must be C-contiguous");
+  check_aligned(target, op, "target");
   check_size(target, samples, op, "target");
   return static_cast<const int64_t*>(target.data());
 }

@@ -44,6 +44,13 @@ inline py::array as_ndarray(py::handle h, const char* op, const char* arg) {
   return py::reinterpret_borrow<py::array>(h);
 }
 
+// Elements at addresses that are multiples of their size (a buffer viewed at an odd byte
+// offset is not): the kernels read and write whole elements, and align their vectors.
+inline void check_aligned(const py::array& a, const char* op, const char* arg) {
+  if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    fail_value(op, arg, "is not aligned to its " + dtype_of(a) + " elements (shape " + shape_of(a) + ")");
+}
+
 template <class T> inline const char* dtype_name() { return sizeof(T) == 4 ? "float32" : "float64"; }
 
 template <class T> inline void check_array(const py::array& a, const char* op, const char* arg) {
@@ -51,6 +58,7 @@ template <class T> inline void check_array(const py::array& a, const char* op, c
     fail_type(op, arg, std::string("must be a ") + dtype_name<T>() + " array, got " + dtype_of(a) + " with shape " + shape_of(a));
   if (!(a.flags() & py::array::c_style))
     fail_value(op, arg, "must be C-contiguous, got strides that are not (shape " + shape_of(a) + ")");
+  check_aligned(a, op, arg);
 }
 
 template <class T> inline const T* input(const py::array& a, const char* op, const char* arg) {

@@ -52,7 +52,8 @@ def _float_array(x, op: str, arg: str, dtype=None) -> np.ndarray:
     float32 and float64 keep their type (unless ``dtype`` says otherwise);
     integer and boolean arrays become float32; anything else is a TypeError.
     """
-    if type(x) is np.ndarray and x.flags.c_contiguous and (x.dtype == dtype if dtype is not None else x.dtype in _FLOAT_TYPES):
+    if (type(x) is np.ndarray and x.flags.c_contiguous and x.flags.aligned
+            and (x.dtype == dtype if dtype is not None else x.dtype in _FLOAT_TYPES)):
         return x  # the common case, decided without building anything
     try:
         a = x if isinstance(x, np.ndarray) else np.asarray(x)
@@ -63,7 +64,7 @@ def _float_array(x, op: str, arg: str, dtype=None) -> np.ndarray:
     if dtype is None:
         dtype = a.dtype if a.dtype in _FLOAT_TYPES else np.dtype(np.float32)
     _check_size(a.shape, dtype, op, f"contiguous copy of {arg}")
-    return np.asarray(a, dtype=dtype, order="C")
+    return np.require(a, dtype, "CA")  # C-contiguous and aligned (a buffer at an odd byte offset is copied)
 
 
 def _any_array(x, op: str, arg: str) -> np.ndarray:
@@ -167,6 +168,9 @@ def _output(out, shape, dtype, op: str, inputs=(), in_place: bool = True) -> np.
         raise ValueError(f"{op}: out must be C-contiguous (shape {out.shape}, strides {out.strides})")
     if not out.flags.writeable:
         raise ValueError(f"{op}: out is read-only (shape {out.shape})")
+    if not out.flags.aligned:
+        raise ValueError(f"{op}: out is not aligned to its {out.dtype} elements (shape {out.shape}); the kernels "
+                         f"read and write whole elements")
     for a in inputs:
         if a is None or (a is not out and a.base is None and out.base is None) or not np.may_share_memory(out, a):
             continue  # (two distinct arrays that each own their memory cannot overlap: no bounds to compute)
@@ -485,7 +489,7 @@ def _class_inputs(input, target, op: str, ignore_index):
         raise ValueError(f"{op}: target has shape {t.shape}, expected {expected} for input of shape {x.shape}")
     if t.dtype == np.uint64 and t.size and int(t.max()) > np.iinfo(np.int64).max:
         raise ValueError(f"{op}: target holds a class index beyond int64")
-    t = np.asarray(t, dtype=np.int64, order="C")
+    t = np.require(t, np.int64, "CA")
     return x, t, N, C, inner, expected
 
 
@@ -575,9 +579,9 @@ def _state_list(arrays, op: str, name: str, n: int, dtype, writable: bool, shape
                 raise TypeError(f"{op}: {name}[{i}] must be a NumPy array (updated in place), got {type(a).__name__}")
             if a.dtype != dtype:
                 raise TypeError(f"{op}: {name}[{i}] has dtype {a.dtype}, expected {np.dtype(dtype)} like params")
-            if not a.flags.c_contiguous or not a.flags.writeable:
-                raise ValueError(f"{op}: {name}[{i}] must be C-contiguous and writable to be updated in place "
-                                 f"(shape {a.shape})")
+            if not a.flags.c_contiguous or not a.flags.writeable or not a.flags.aligned:
+                raise ValueError(f"{op}: {name}[{i}] must be C-contiguous, aligned and writable to be updated in "
+                                 f"place (shape {a.shape})")
         else:
             a = _float_array(a, op, f"{name}[{i}]", dtype)
         if a.shape != shape:
@@ -867,6 +871,8 @@ def _gemm_operand(x):
     """(array, transposed): ``x`` as row-major matrices the GEMM reads as they lie: ``x``
     itself, or, when the swap of its last two axes is C-contiguous (``w.T``, a Fortran-
     ordered matrix, ``np.swapaxes(x, -1, -2)``), that swap read transposed; else a copy."""
+    if not x.flags.aligned:
+        return np.require(x, None, "CA"), False
     if x.flags.c_contiguous:
         return x, False
     swapped = np.swapaxes(x, -1, -2)
@@ -936,7 +942,7 @@ def matmul(a, b, *, out=None) -> np.ndarray:
 def _plain_matrix(a, dtype) -> bool:
     """A C-contiguous float matrix of ``dtype``: what the kernels take as it is (they check again).
     (Asked first, so that other input goes to the converting checks without a failed call.)"""
-    return type(a) is np.ndarray and a.ndim == 2 and a.dtype == dtype and a.flags.c_contiguous
+    return type(a) is np.ndarray and a.ndim == 2 and a.dtype == dtype and a.flags.c_contiguous and a.flags.aligned
 
 
 def _linear_shapes(x, weight, op: str):
@@ -1200,7 +1206,7 @@ def max_pool2d_backward(grad, input, indices, kernel_size, stride=None, padding=
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{op}: indices must be integers, got {idx.dtype}")
     dx = _empty(x.shape, x.dtype, op)
-    _core.max_pool2d_backward(dx, g, np.asarray(idx, dtype=np.int64, order="C"), shape)
+    _core.max_pool2d_backward(dx, g, np.require(idx, np.int64, "CA"), shape)
     return dx
 
 

@@ -46,15 +46,24 @@ static inline void stream_fence() {}
 #endif
 static inline void vstream(double* p, double v) { *p = v; }
 
+// whether y lies at a multiple of its element's size (the bindings refuse arrays that
+// do not; a pointer that did could never be brought to a vector boundary)
+template <class T> static inline bool element_aligned(const T* y) {
+  return reinterpret_cast<uintptr_t>(y) % sizeof(T) == 0;
+}
 // whether y (n elements) is written with streaming stores: float, large, not an input
 template <class T> static inline bool streams_output(const T* y, int64_t n, const T* a, const T* b = nullptr) {
-  return kHasStreamingStores && sizeof(T) == 4 && n * int64_t(sizeof(T)) >= kStreamAboveBytes && y != a && y != b;
+  return kHasStreamingStores && sizeof(T) == 4 && n * int64_t(sizeof(T)) >= kStreamAboveBytes && y != a && y != b &&
+         element_aligned(y);
 }
-// the first i from `i` at which y + i is vector-aligned (streaming stores need it), or `end`
+// the first i from `i` at which y + i is vector-aligned (streaming stores need it), or
+// `end`; `i` itself when y is not even element-aligned. Never more than a vector past i.
 template <class T> static inline int64_t aligned_from(const T* y, int64_t i, int64_t end) {
   constexpr uintptr_t kBytes = uintptr_t(Simd<T>::lanes) * sizeof(T);
-  while (i < end && reinterpret_cast<uintptr_t>(y + i) % kBytes != 0) ++i;
-  return i;
+  const uintptr_t address = reinterpret_cast<uintptr_t>(y + i);
+  if (!element_aligned(y)) return i;
+  const int64_t to_boundary = int64_t((kBytes - address % kBytes) % kBytes / sizeof(T));
+  return to_boundary < end - i ? i + to_boundary : end;
 }
 
 // y[0, n) = value(i) a vector at a time (value(i, lanes) for the first lanes of one
@@ -78,7 +87,9 @@ static inline void store_row(T* y, int64_t n, bool stream, F value) {
 // row, or null) is prefetched meanwhile, so its load from memory overlaps this
 // compute-bound pass instead of waiting for that row's max pass, and during(i) runs
 // at every step of 2L values (a finished row streaming out, as softmax does). Two
-// running sums, so consecutive exps do not wait on one add's latency.
+// running sums, so consecutive exps do not wait on one add's latency. (Its vectors start
+// at x itself, wherever x lies from a cache line: the sum's rounding must not depend on
+// the address, or a seeded training run would not repeat.)
 struct NoStep {
   void operator()(int64_t) const {}
 };
