@@ -78,7 +78,8 @@ template <class T> struct RowSoftmax {
   static T row_max(const T* x, int64_t len) {
     const V lowest = vsplat(-std::numeric_limits<T>::infinity());
     V m0 = lowest, m1 = lowest, m2 = lowest, m3 = lowest;
-    int64_t i = 0;
+    int64_t i = aligned_from(x, 0, len);  // a partial first vector: the rest loads whole lines
+    if (i > 0) m1 = vmax_shift(m1, vload_partial(x, i, -std::numeric_limits<T>::infinity()));
     for (; i + 4 * L <= len; i += 4 * L) {
       m0 = vmax_shift(m0, vload(x + i));
       m1 = vmax_shift(m1, vload(x + i + L));
@@ -104,7 +105,8 @@ template <class T> struct RowSoftmax {
     return hsum(s.value());
   }
   template <class F> static void apply(T* y, const T* a, const T* b, int64_t len, F f) {
-    int64_t i = 0;
+    int64_t i = aligned_from(y, 0, len);  // a partial first vector: the rest stores whole lines
+    if (i > 0) vstore_partial(y, f(vload_partial(a, i, T(0)), vload_partial(b, i, T(0))), i);
     for (; i + L <= len; i += L) vstore(y + i, f(vload(a + i), vload(b + i)));
     if (i < len)
       vstore_partial(y + i, f(vload_partial(a + i, len - i, T(0)), vload_partial(b + i, len - i, T(0))), len - i);
