@@ -8,7 +8,10 @@ give NumPy's OpenBLAS, used only by the float64 checks, one thread), the process
 (shenjing, numpy, torch, shenjing, ...) for ``--rounds`` rounds so drift hits
 all sides, every result is checked against shenjing._reference (float64)
 before its clock starts, inputs are random, and the table gives medians and
-the ratios of medians. Each library uses all the cores this process may use
+the ratios of medians. A sample is one call, or, for calls shorter than 2 ms, the mean
+of a block of calls that lasts about that long (the same for every library), so small
+products are timed in the steady state of a training loop rather than by one cold call.
+Each library uses all the cores this process may use
 (NumPy's ufuncs are single-threaded by design; its matmul uses OpenBLAS's
 threads). The copy row is the bandwidth yardstick of the memory-bound rows: ops.copy,
 which like every elementwise kernel writes an output of 16 MiB or more with streaming
@@ -41,6 +44,7 @@ SMALL_GEMM_TARGET = 1.5  # x NumPy, for every row of cases.SMALL_GEMMS (each sto
 LARGE_GEMM_PEAK_FLOOR = 0.85  # of the FMA peak, for the 1024^3 and 2048^3 rows
 MEMORY_BOUND_FLOOR = 0.70  # of the copy bandwidth, for the rows of the memory-bound kernels
 MEMORY_BOUND_ROWS = ("sigmoid", "tanh", "gelu", "softmax", "cross_entropy", "adam_step")
+MIN_BLOCK_SECONDS = 2e-3  # each sample times calls for at least this long (see worker)
 
 
 def worker(lib: str, reps: int, only: str | None, check_results: bool) -> None:
@@ -68,15 +72,21 @@ def worker(lib: str, reps: int, only: str | None, check_results: bool) -> None:
                 if problem:
                     results.setdefault(case.name, {})[variant] = {"error": f"{variant} gives a wrong result: {problem}"}
                     continue
+            start = time.perf_counter()
             fn()  # warm-up
+            once = time.perf_counter() - start
+            # a call shorter than a block is timed as a block of calls, the mean its sample
+            # (one call of a few microseconds timed alone measured mostly its cold start)
+            number = 1 if case.paired_peak else max(1, min(1000, int(MIN_BLOCK_SECONDS / max(once, 1e-9))))
             times, peak_rates = [], []
             for _ in range(reps):
                 if case.paired_peak and variant == "shenjing":
                     seconds, flops = C.paired_peak_run()
                     peak_rates.append(flops / seconds)
                 start = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - start)
+                for _ in range(number):
+                    fn()
+                times.append((time.perf_counter() - start) / number)
             results.setdefault(case.name, {})[variant] = times
             if peak_rates:
                 results[case.name]["_peak_share"] = [case.work / t / p for t, p in zip(times, peak_rates)]
