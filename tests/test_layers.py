@@ -357,6 +357,22 @@ def test_module_attribute_assignment_as_pytorch():
     assert repr(nn.Conv2d(1, 2, 3, dilation=2, bias=False)).endswith("dilation=2, bias=False)")
 
 
+def test_parameter_from_an_unaligned_buffer_trains():
+    """A float32 array at an odd byte offset (np.frombuffer) becomes an aligned copy: the
+    optimizers' in-place steps refuse unaligned arrays. An aligned float32 array is shared."""
+    raw = np.zeros(4 * 6 + 1, np.uint8)
+    unaligned = np.frombuffer(raw.data, dtype=np.float32, count=6, offset=1).reshape(2, 3)
+    lin = nn.Linear(3, 2)
+    lin.weight = nn.Parameter(unaligned)
+    assert lin.weight.data.flags.aligned
+    opt = optim.Adam(lin.parameters(), lr=0.1)
+    lin(tensor(np.ones((4, 3), np.float32))).sum().backward()
+    opt.step()
+    np.testing.assert_allclose(lin.weight.data, np.full((2, 3), -0.1), rtol=1e-5)
+    shared = np.ones((2, 3), np.float32)
+    assert np.shares_memory(nn.Parameter(shared).data, shared)
+
+
 def test_activation_layers_take_pytorchs_inplace(rng):
     """nn.ReLU(inplace=True) and nn.LeakyReLU(0.2, inplace=True), common in PyTorch model
     code, are taken (a TypeError before) and give the same values and gradients; the input is

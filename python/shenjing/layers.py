@@ -61,7 +61,9 @@ class Parameter(Tensor):
     __slots__ = ()
 
     def __init__(self, data, requires_grad: bool = True):
-        super().__init__(np.ascontiguousarray(data, dtype=np.float32) if not isinstance(data, Tensor)
+        # C-contiguous and aligned, as the optimizers' in-place steps need: a float32 array
+        # that already is one is shared, not copied
+        super().__init__(np.require(data, np.float32, "CA") if not isinstance(data, Tensor)
                          else data.data, requires_grad=requires_grad)
 
     def __repr__(self) -> str:
