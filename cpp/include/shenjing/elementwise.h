@@ -67,17 +67,17 @@ template <class T> static inline int64_t aligned_from(const T* y, int64_t i, int
 }
 
 // y[0, n) = value(i) a vector at a time (value(i, lanes) for the first lanes of one
-// that is partial), with streaming stores over the vector-aligned middle when `stream`
-// (the caller fences once it is done with its rows). For rows of a larger output.
+// that is partial), with streaming stores when `stream` (the caller fences once it is
+// done with its rows). A partial first vector brings y to a vector boundary, so no store
+// straddles two cache lines (nor, when it lies as far off a line as y, a load of the
+// input: NumPy's arrays often start 16 bytes off one). For rows of a larger output.
 template <class T, class F>
 static inline void store_row(T* y, int64_t n, bool stream, F value) {
   constexpr int64_t L = Simd<T>::lanes;
-  int64_t i = 0;
-  if (stream) {
-    const int64_t start = aligned_from(y, 0, n);
-    if (start > 0) vstore_partial(y, value(0, start), start);
-    for (i = start; i + L <= n; i += L) vstream(y + i, value(i, L));
-  }
+  int64_t i = aligned_from(y, 0, n);
+  if (i > 0) vstore_partial(y, value(0, i), i);
+  if (stream)
+    for (; i + L <= n; i += L) vstream(y + i, value(i, L));
   for (; i + L <= n; i += L) vstore(y + i, value(i, L));
   if (i < n) vstore_partial(y + i, value(i, n - i), n - i);
 }
@@ -160,17 +160,17 @@ static inline void interleaved_span(T* y, const T* a, int64_t i, int64_t end, bo
   if (i < end) vstore_partial(y + i, f(vload_partial(a + i, end - i, T(0))), end - i);
 }
 
-// The chunks of an interleaved map, in parallel: the unaligned head of a streamed chunk
-// through head(), the rest through spans(i, end, stream) (with `stream`, y + i is aligned)
+// The chunks of an interleaved map, in parallel: each chunk's head up to a vector boundary
+// of y through head() (see store_row), the rest through spans(i, end, stream), y + i
+// aligned. With `index_grid`, only a streamed output (whose stores need it) is aligned so:
+// a map whose result depends on where its blocks start (map_unary_two_forms) keeps them
+// at the chunk's start otherwise, so it gives the same bits wherever the arrays lie.
 template <class T, class Head, class Spans>
-static inline void interleaved_chunks(T* y, const T* a, int64_t n, Head head, Spans spans) {
+static inline void interleaved_chunks(T* y, const T* a, int64_t n, Head head, Spans spans, bool index_grid = false) {
   const bool stream = streams_output(y, n, a);
   parallel_chunks(n, kElementChunk, 1, [=](int64_t, int64_t begin, int64_t end) {
-    int64_t i = begin;
-    if (stream) {
-      i = aligned_from(y, begin, end);
-      if (begin < i) vstore_partial(y + begin, head(vload_lanes(a + begin, i - begin)), i - begin);
-    }
+    const int64_t i = index_grid && !stream ? begin : aligned_from(y, begin, end);
+    if (begin < i) vstore_partial(y + begin, head(vload_lanes(a + begin, i - begin)), i - begin);
     spans(i, end, stream);
     if (stream) stream_fence();
   });
@@ -215,6 +215,8 @@ static inline bool all_within(const float* p, int64_t n, float bound) {
 // blocks that failed it, the next 1, 2, 4 .. kMostUnchecked blocks go to `exact` unchecked,
 // so inputs mostly beyond the bound pay little for the check.
 constexpr int64_t kFormBlock = 256, kMostUnchecked = 16;
+// (A streamed output's blocks start at its first vector boundary, so there an element's
+// form, and its last bit, can depend on the output's address.)
 template <class T, class Fast, class Exact>
 static inline void map_unary_two_forms(T* y, const T* a, int64_t n, T bound, Fast fast, Exact exact) {
   interleaved_chunks(y, a, n, exact, [=](int64_t i, int64_t end, bool stream) {
@@ -233,7 +235,7 @@ static inline void map_unary_two_forms(T* y, const T* a, int64_t n, T bound, Fas
       if (within) interleaved_span(y, a, i, stop, stream, fast);
       else interleaved_span(y, a, i, stop, stream, exact);
     }
-  });
+  }, true);
 }
 
 // y[i] = f(a[i], b[i])
