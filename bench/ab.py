@@ -17,6 +17,8 @@ CASE is a Python expression over these makers (shapes as in the issues):
     act(n, "gelu" | "gelu_tanh" | "sigmoid" | "tanh" | "relu" | "copy", scale=1.0)   on scale * N(0, 1)
                                        (bench/report.py's inputs have scale 3)
     softmax(rows, length)              softmax, log_softmax and cross_entropy (forward + backward) along rows
+    chain(n)                           tanh, then sigmoid of its result, then the sum (new outputs each time):
+                                       whether an output left in cache, or streamed past it, serves the next op
     adam(shape, ...)                   one Adam step over tensors of these shapes
     train("mlp_digits" | "cnn_digits" | "mlp_784_60k")   one epoch (bench/training.py's setup;
                                                           mlp_784_60k on its first 12,000 samples)
@@ -83,6 +85,11 @@ def act(n, name, scale=1.0):
     return {name: kernels[name]}
 
 
+def chain(n, scale=3.0):
+    x = rng.standard_normal(n, dtype=np.float32) * np.float32(scale)
+    return {"tanh -> sigmoid -> sum": lambda: ops.sum(ops.sigmoid(ops.tanh(x)))}
+
+
 def softmax(rows, length):
     x = rng.standard_normal((rows, length), dtype=np.float32)
     y = np.empty_like(x)
@@ -130,7 +137,8 @@ def main() -> None:
     threads = int(os.environ.get("SHENJING_AB_THREADS", "2"))
     for build in builds:
         build.set_num_threads(threads)
-    kernels = eval(case, {"gemm": gemm, "conv": conv, "act": act, "softmax": softmax, "adam": adam, "train": train})
+    kernels = eval(case, {"gemm": gemm, "conv": conv, "act": act, "chain": chain, "softmax": softmax, "adam": adam,
+                          "train": train})
     original = ops._core
     try:
         for name, f in kernels.items():

@@ -27,6 +27,8 @@ constexpr int64_t kPrefetchAhead = 2048;  // bytes
 // floats, 2 threads): tanh 0.79x, sigmoid 0.84x, gelu 0.92x; tanh then sigmoid on the
 // result then its sum, 0.86x at 16M, 0.94x at 8M, 1.00x at 4M (16 MB), so outputs
 // that size and larger do not stay in this machine's caches for the next op anyway.
+// Below it they do: streaming from 8 MiB made single ops of 12 MB 0.65-0.78x and
+// 4096x1000 softmax 0.69x, but that chain 1.22-1.25x at 8 and 12 MB (bench/ab.py chain).
 constexpr int64_t kStreamAboveBytes = int64_t(16) << 20;
 
 #if (defined(__AVX512F__) && SJ_VECTOR_BYTES == 64) || (defined(__AVX__) && SJ_VECTOR_BYTES == 32)
