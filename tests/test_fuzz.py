@@ -123,7 +123,7 @@ values = st.floats(width=32, allow_nan=True, allow_infinity=True)
 
 
 def _views(a):
-    return st.sampled_from(["plain", "fortran", "reversed", "readonly", "strided"]).map(
+    return st.sampled_from(["plain", "fortran", "reversed", "readonly", "strided", "unaligned"]).map(
         lambda kind: _view(a, kind))
 
 
@@ -138,6 +138,11 @@ def _view(a, kind):
         return a
     if kind == "strided" and a.ndim:
         return np.repeat(a, 2, axis=0)[::2]
+    if kind == "unaligned":  # one byte past an element boundary
+        raw = np.zeros(a.nbytes + 1, np.uint8)
+        view = np.frombuffer(raw.data, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
+        np.copyto(view, a)
+        return view
     return a
 
 
