@@ -39,5 +39,10 @@ template <> struct GemmBlocking<double> {
 // (when not transposed) and packing would cost more than it saves.
 constexpr double kGemmDirectFlops = 2.0 * 128 * 256 * 1024;
 
+// A pass that reads B in place reads at most this many bytes of its rows (at least
+// kGemmInPlaceMinDepth rows): they stay in L2 for the panels after the first (see
+// gemm_pass_depth; 128 KiB and 64 KiB measured no better)
+constexpr int64_t kGemmInPlacePassBytes = int64_t(256) << 10, kGemmInPlaceMinDepth = 32;
+
 }  // namespace SJ_ISA
 }  // namespace shenjing
