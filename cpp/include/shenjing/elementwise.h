@@ -61,9 +61,9 @@ template <class T> static inline bool streams_output(const T* y, int64_t n, cons
 // the first i from `i` at which y + i is vector-aligned (streaming stores need it), or
 // `end`; `i` itself when y is not even element-aligned. Never more than a vector past i.
 template <class T> static inline int64_t aligned_from(const T* y, int64_t i, int64_t end) {
+  if (!element_aligned(y)) return i;
   constexpr uintptr_t kBytes = uintptr_t(Simd<T>::lanes) * sizeof(T);
   const uintptr_t address = reinterpret_cast<uintptr_t>(y + i);
-  if (!element_aligned(y)) return i;
   const int64_t to_boundary = int64_t((kBytes - address % kBytes) % kBytes / sizeof(T));
   return to_boundary < end - i ? i + to_boundary : end;
 }
