@@ -8,6 +8,7 @@ import pytest
 
 import shenjing
 import shenjing._reference as R
+import shenjing._core as core
 from shenjing import ops
 
 from helpers import assert_close, finite_difference, raises
@@ -213,6 +214,19 @@ def test_conv2d_bad_input():
         ops.conv2d_backward(np.zeros((2, 2, 4, 4), np.float32), x, np.zeros((2, 4, 3, 3), np.float32))
     with raises(ValueError, "conv2d", "padding", "'full'"):
         ops.conv2d(x, np.zeros((2, 4, 3, 3), np.float32), padding="full")
+    # an empty kernel (found by the long fuzz run: with 0 input channels and padding it crashed
+    # the process); the forward, the backward and a direct call into the core all refuse it
+    with raises(ValueError, "conv2d", "empty kernel", "2x0"):
+        ops.conv2d(x, np.zeros((2, 4, 2, 0), np.float32), padding=1)
+    with raises(ValueError, "conv2d", "empty kernel", "1x0"):
+        ops.conv2d(np.zeros((9, 0, 1, 9), np.float32), np.zeros((9, 0, 1, 0), np.float32), padding=2, groups=3)
+    with raises(ValueError, "conv2d_backward", "empty kernel", "0x3"):
+        ops.conv2d_backward(np.zeros((2, 2, 5, 3), np.float32), x, np.zeros((2, 4, 0, 3), np.float32))
+    with raises(ValueError, "conv1d", "empty kernel"):
+        ops.conv1d(np.zeros((2, 3, 5), np.float32), np.zeros((4, 3, 0), np.float32))
+    with raises(ValueError, "conv2d", "kernel", "at least 1x1"):
+        core.conv2d_forward(np.zeros(2 * 4 * 5 * 7, np.float32), x.reshape(-1), np.zeros(0, np.float32), None,
+                            (2, 4, 5, 5, 4, 2, 0, 5, 7, 1, 1, 1, 1, 1, 1, 1))
 
 
 # (PyTorch 2.13 answers a convolution over 0 input channels with 0 output channels, not

@@ -19,6 +19,7 @@ ConvShape conv_shape(py::tuple t, const char* op) {
   for (int i = 0; i < 16; ++i) check_nonnegative(v[i], op, names[i]);
   if (s.sh < 1 || s.sw < 1) fail_value(op, "stride", "must be >= 1");
   if (s.dh < 1 || s.dw < 1) fail_value(op, "dilation", "must be >= 1");
+  if (s.KH < 1 || s.KW < 1) fail_value(op, "kernel", "must be at least 1x1");
   if (s.groups < 1 || s.C % s.groups || s.O % s.groups) fail_value(op, "groups", "must divide C and O");
   checked_volume(s.N, s.C, s.H * s.W, op);
   checked_volume(s.N, s.O, s.OH * s.OW, op);

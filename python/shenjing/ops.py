@@ -1062,6 +1062,8 @@ def _conv_geometry(x, w, stride, padding, dilation, groups, op):
     if w.ndim != 4:
         raise ValueError(f"{op}: weight must be (O, C/groups, KH, KW), got shape {w.shape}")
     O, Cg, KH, KW = w.shape
+    if KH < 1 or KW < 1:  # (an empty kernel made the output wider than the padded input, and the kernels crash)
+        raise ValueError(f"{op}: weight {w.shape} has an empty kernel ({KH}x{KW}); each side must be at least 1")
     if C % groups or O % groups:
         raise ValueError(f"{op}: groups={groups} must divide the input channels ({C}) and the output channels ({O})")
     if Cg * groups != C:
