@@ -54,3 +54,13 @@ def raises(exc, *fragments):
     """pytest.raises whose message must contain every fragment (op, argument, shapes)."""
     pattern = "".join(f"(?=.*{re.escape(f)})" for f in fragments)
     return pytest.raises(exc, match=re.compile(pattern, re.S))
+
+
+def at_odd_byte(a: np.ndarray) -> np.ndarray:
+    """A writable copy of ``a`` whose data starts one byte past an element boundary
+    (flags.aligned is False), as np.frombuffer(buffer, offset=1) gives."""
+    raw = np.zeros(a.nbytes + 1, np.uint8)
+    view = np.frombuffer(raw.data, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
+    np.copyto(view, a)
+    assert not view.flags.aligned or a.itemsize == 1
+    return view

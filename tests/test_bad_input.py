@@ -11,7 +11,7 @@ import pytest
 import shenjing._core as core
 from shenjing import ops
 
-from helpers import raises
+from helpers import at_odd_byte, raises
 
 X = np.zeros((2, 3), np.float32)
 
@@ -124,45 +124,36 @@ def test_awkward_but_valid_inputs_are_converted():
     assert np.isfinite(ops.cross_entropy(X, np.array([0, 2], np.uint8)))
 
 
-def _at_odd_byte(a: np.ndarray) -> np.ndarray:
-    """a copy of ``a`` whose data starts one byte past an element boundary (flags.aligned False)"""
-    raw = np.zeros(a.nbytes + 1, np.uint8)
-    view = np.frombuffer(raw.data, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
-    np.copyto(view, a)
-    assert not view.flags.aligned
-    return view
-
-
 def test_arrays_not_aligned_to_their_elements_are_converted(rng):
     """A buffer viewed at an odd byte offset is copied before the kernels see it (they read
     whole elements and align their vectors: a streamed 4M-float sigmoid into such an out=
     had come back with errors of 0.99)."""
     x = rng.standard_normal((1 << 22) + 5).astype(np.float32)
-    np.testing.assert_array_equal(ops.sigmoid(_at_odd_byte(x)), ops.sigmoid(x))
+    np.testing.assert_array_equal(ops.sigmoid(at_odd_byte(x)), ops.sigmoid(x))
     rows = x[:4096 * 64].reshape(64, 4096)
-    np.testing.assert_array_equal(ops.softmax(_at_odd_byte(rows)), ops.softmax(rows))
+    np.testing.assert_array_equal(ops.softmax(at_odd_byte(rows)), ops.softmax(rows))
     a, b = rng.standard_normal((30, 40)).astype(np.float32), rng.standard_normal((40, 7)).astype(np.float32)
-    np.testing.assert_array_equal(ops.gemm(_at_odd_byte(a), _at_odd_byte(b)), ops.gemm(a, b))
-    np.testing.assert_array_equal(ops.matmul(_at_odd_byte(a), b), ops.matmul(a, b))
+    np.testing.assert_array_equal(ops.gemm(at_odd_byte(a), at_odd_byte(b)), ops.gemm(a, b))
+    np.testing.assert_array_equal(ops.matmul(at_odd_byte(a), b), ops.matmul(a, b))
     logits, target = rng.standard_normal((8, 5)).astype(np.float32), rng.integers(0, 5, 8)
-    assert ops.cross_entropy(_at_odd_byte(logits), _at_odd_byte(target)) == ops.cross_entropy(logits, target)
+    assert ops.cross_entropy(at_odd_byte(logits), at_odd_byte(target)) == ops.cross_entropy(logits, target)
     img = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
     y, idx = ops.max_pool2d(img, 2, return_indices=True)
-    np.testing.assert_array_equal(ops.max_pool2d_backward(_at_odd_byte(y), img, _at_odd_byte(idx), 2),
+    np.testing.assert_array_equal(ops.max_pool2d_backward(at_odd_byte(y), img, at_odd_byte(idx), 2),
                                   ops.max_pool2d_backward(y, img, idx, 2))
 
 
 def test_out_not_aligned_to_its_elements_is_refused(rng):
     x = rng.standard_normal((1 << 22) + 5).astype(np.float32)
     with raises(ValueError, "sigmoid", "out", "aligned"):
-        ops.sigmoid(x, out=_at_odd_byte(np.zeros_like(x)))
+        ops.sigmoid(x, out=at_odd_byte(np.zeros_like(x)))
     with raises(ValueError, "gemm", "out", "aligned"):
-        ops.gemm(X, X.T, out=_at_odd_byte(np.zeros((2, 2), np.float32)))
+        ops.gemm(X, X.T, out=at_odd_byte(np.zeros((2, 2), np.float32)))
     p = np.zeros(6, np.float32)
     with raises(ValueError, "adam_step", "params[0]", "aligned"):
-        ops.adam_step([_at_odd_byte(p)], [p], [p.copy()], [p.copy()], step=1, lr=0.1)
+        ops.adam_step([at_odd_byte(p)], [p], [p.copy()], [p.copy()], step=1, lr=0.1)
     with raises(ValueError, "relu", "out", "aligned"):
-        core.relu_forward(_at_odd_byte(np.zeros(10, np.float32)), np.zeros(10, np.float32))
+        core.relu_forward(at_odd_byte(np.zeros(10, np.float32)), np.zeros(10, np.float32))
 
 
 # --- direct calls into _core never crash -------------------------------------------

@@ -23,6 +23,7 @@ import shenjing
 from shenjing import nn, ops, optim
 
 from helpers import FUZZ_SETTINGS as SETTINGS
+from helpers import at_odd_byte
 
 ACCEPTED = (TypeError, ValueError, MemoryError)
 
@@ -138,11 +139,8 @@ def _view(a, kind):
         return a
     if kind == "strided" and a.ndim:
         return np.repeat(a, 2, axis=0)[::2]
-    if kind == "unaligned":  # one byte past an element boundary
-        raw = np.zeros(a.nbytes + 1, np.uint8)
-        view = np.frombuffer(raw.data, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
-        np.copyto(view, a)
-        return view
+    if kind == "unaligned":
+        return at_odd_byte(a)
     return a
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from shenjing import nn, optim, tensor
 
-from helpers import raises
+from helpers import at_odd_byte, raises
 
 try:
     import torch
@@ -360,8 +360,7 @@ def test_module_attribute_assignment_as_pytorch():
 def test_parameter_from_an_unaligned_buffer_trains():
     """A float32 array at an odd byte offset (np.frombuffer) becomes an aligned copy: the
     optimizers' in-place steps refuse unaligned arrays. An aligned float32 array is shared."""
-    raw = np.zeros(4 * 6 + 1, np.uint8)
-    unaligned = np.frombuffer(raw.data, dtype=np.float32, count=6, offset=1).reshape(2, 3)
+    unaligned = at_odd_byte(np.zeros((2, 3), np.float32))
     lin = nn.Linear(3, 2)
     lin.weight = nn.Parameter(unaligned)
     assert lin.weight.data.flags.aligned

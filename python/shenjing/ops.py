@@ -801,6 +801,22 @@ def copy(x, *, out=None) -> np.ndarray:
 _ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "sigmoid": 4, "tanh": 5}
 
 
+def _plain_product(a, b, trans_a: bool, trans_b: bool, op: str):
+    """op(a) @ op(b) for two float matrices of one dtype, straight to the kernel, which checks
+    their layout; None when the shapes do not match or the kernel refuses them (the caller's
+    general path then converts, or names the problem)."""
+    M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    Kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if K != Kb:
+        return None
+    result = _empty((M, N), a.dtype, op)
+    try:
+        _core.gemm(result, a, b, M, N, K, trans_a, trans_b, 1.0, 0.0, None, 0, 0, False)
+    except (TypeError, ValueError):
+        return None
+    return result
+
+
 def gemm(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0,
          c=None, bias=None, activation: Optional[str] = None, out=None, _reference_kernel: bool = False) -> np.ndarray:
     """act(alpha * op(a) @ op(b) + beta * c + bias), op = transpose where asked.
@@ -817,17 +833,10 @@ def gemm(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1
             and b.dtype is a.dtype and (trans_a is False or trans_a is True) and (trans_b is False or trans_b is True)
             and type(alpha) is float and alpha == 1.0 and type(beta) is float and beta == 0.0
             and not _reference_kernel):
-        # the plain product of two float matrices: straight to the kernel, which checks
-        # their layout (a refusal comes back here for the checks below): ~2 us saved
-        M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
-        Kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
-        if K == Kb:
-            result = _empty((M, N), a.dtype, op)
-            try:
-                _core.gemm(result, a, b, M, N, K, trans_a, trans_b, 1.0, 0.0, None, 0, 0, False)
-                return result
-            except (TypeError, ValueError):
-                pass
+        # the plain product of two float matrices: ~2 us saved
+        result = _plain_product(a, b, trans_a, trans_b, op)
+        if result is not None:
+            return result
     trans_a, trans_b = _flag(trans_a, op, "trans_a"), _flag(trans_b, op, "trans_b")
     a = _float_array(a, op, "a")
     b = _float_array(b, op, "b", a.dtype)
@@ -901,17 +910,13 @@ def matmul(a, b, *, out=None) -> np.ndarray:
     op = "matmul"
     if (out is None and type(a) is np.ndarray and type(b) is np.ndarray and a.ndim == 2 and b.ndim == 2
             and (a.dtype is _F32 or a.dtype is _F64) and b.dtype is a.dtype and a.flags.c_contiguous):
-        # two float matrices, b as it lies or transposed (w.T): straight to the kernel, which
-        # checks the rest (a refusal comes back here for the general path): ~5 us saved
-        (M, K), (Kb, N) = a.shape, b.shape
+        # two float matrices, b as it lies or transposed (w.T): ~5 us saved (zero sizes and
+        # other layouts take the general path)
         trans_b = not b.flags.c_contiguous
-        if K == Kb and M * N * K and (not trans_b or b.T.flags.c_contiguous):
-            result = _empty((M, N), a.dtype, op)
-            try:
-                _core.gemm(result, a, b.T if trans_b else b, M, N, K, False, trans_b, 1.0, 0.0, None, 0, 0, False)
+        if a.size and b.size and (not trans_b or b.T.flags.c_contiguous):
+            result = _plain_product(a, b.T if trans_b else b, False, trans_b, op)
+            if result is not None:
                 return result
-            except (TypeError, ValueError):
-                pass
     a, b = _any_array(a, op, "a"), _any_array(b, op, "b")
     for arg, x in (("a", a), ("b", b)):
         if x.dtype.kind not in "biuf":
