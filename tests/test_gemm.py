@@ -8,7 +8,7 @@ import pytest
 
 import shenjing
 import shenjing._reference as R
-from shenjing import ops
+from shenjing import _core, ops
 
 from helpers import assert_close, raises
 
@@ -145,6 +145,52 @@ def test_gemm_is_bit_identical_with_1_and_2_threads(rng):
     finally:
         shenjing.set_num_threads(old)
     np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("case", ["f32", "f64", "ta", "tb", "subclass", "mixed", "fortran", "strided", "unaligned",
+                                  "mismatch", "zero"])
+def test_plain_product_in_one_call_or_declined(rng, case):
+    """ops.gemm and ops.matmul send a plain product of two float matrices to _core.product in
+    one call; it takes only C-contiguous, aligned ndarrays of one float dtype and declines
+    the rest (None), which the general path converts. Both ways give the same numbers."""
+    from helpers import at_odd_byte
+    a = rng.standard_normal((9, 7)).astype(np.float32)
+    b = rng.standard_normal((7, 5)).astype(np.float32)
+    ta = tb = False
+    takes = True
+    if case == "f64":
+        a, b = a.astype(np.float64), b.astype(np.float64)
+    elif case == "ta":
+        a, ta = np.ascontiguousarray(a.T), True
+    elif case == "tb":
+        b, tb = np.ascontiguousarray(b.T), True
+    elif case == "subclass":  # np.matrix, a masked array: not read as plain data
+        a, takes = a.view(type("Sub", (np.ndarray,), {})), False
+    elif case == "mixed":
+        b, takes = b.astype(np.float64), False
+    elif case == "fortran":
+        a, takes = np.asfortranarray(a), False
+    elif case == "strided":
+        a, takes = rng.standard_normal((9, 14)).astype(np.float32)[:, ::2], False
+    elif case == "unaligned":
+        a, takes = at_odd_byte(a), False
+    elif case == "mismatch":
+        b, takes = rng.standard_normal((6, 5)).astype(np.float32), False
+    elif case == "zero":
+        a, b = a[:, :0], b[:0]
+    got = _core.product(a, b, ta, tb)
+    assert (got is not None) == takes
+    if case == "mismatch":
+        with raises(ValueError, "gemm", "inner dimensions", "(9, 7)", "(6, 5)"):
+            ops.gemm(a, b)
+        return
+    A = np.asarray(a, np.float64).T if ta else np.asarray(a, np.float64)
+    B = np.asarray(b, np.float64).T if tb else np.asarray(b, np.float64)
+    expected = A @ B
+    for result in ([got] if takes else []) + [ops.gemm(a, b, trans_a=ta, trans_b=tb)]:
+        assert type(result) is np.ndarray and result.shape == expected.shape and result.flags.c_contiguous
+        assert result.dtype == (np.float64 if case == "f64" else np.float32)  # gemm: a's dtype
+        np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_gemm_bad_input():

@@ -114,21 +114,26 @@ BufferCache& cache() {
 
 }  // namespace
 
+py::array cached_empty(const std::vector<py::ssize_t>& shape, const py::dtype& dtype) {
+  size_t count = 1;
+  for (py::ssize_t d : shape) {
+    if (d < 0) throw py::value_error("empty: negative dimension in the shape");
+    if (d > 0 && count > SIZE_MAX / size_t(d)) throw std::bad_alloc();
+    count *= size_t(d);
+  }
+  const size_t item = size_t(dtype.itemsize());
+  if (item && count > (SIZE_MAX - 2 * kHeader) / item) throw std::bad_alloc();
+  void* p = cache().get(count * item);
+  if (!p) throw std::bad_alloc();  // pybind11 turns it into MemoryError
+  py::capsule owner(p, [](void* q) { cache().put(q); });
+  return py::array(dtype, shape, p, owner);
+}
+
 void bind_buffers(py::module_& m) {
-  m.def("empty", [](const std::vector<py::ssize_t>& shape, const py::dtype& dtype) {
-    size_t count = 1;
-    for (py::ssize_t d : shape) {
-      if (d < 0) throw py::value_error("empty: negative dimension in the shape");
-      if (d > 0 && count > SIZE_MAX / size_t(d)) throw std::bad_alloc();
-      count *= size_t(d);
-    }
-    const size_t item = size_t(dtype.itemsize());
-    if (item && count > (SIZE_MAX - 2 * kHeader) / item) throw std::bad_alloc();
-    void* p = cache().get(count * item);
-    if (!p) throw std::bad_alloc();  // pybind11 turns it into MemoryError
-    py::capsule owner(p, [](void* q) { cache().put(q); });
-    return py::array(dtype, shape, p, owner);
-  }, "An uninitialised C-contiguous array whose buffer returns to shenjing's cache when the array dies.");
+  m.def("empty", &cached_empty,
+        "An uninitialised C-contiguous array whose buffer returns to shenjing's cache when the array dies.");
+  m.attr("CACHED_ABOVE_ELEMENTS") = kCachedAboveElements;
+  m.attr("ASK_ABOVE_BYTES") = kAskAboveBytes;
   m.def("buffer_cache_info", []() { return cache().info(); });
   m.def("empty_buffer_cache", []() { cache().clear(); });
 }

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "shenjing/dispatch.h"
 
@@ -98,6 +99,15 @@ template <class F> inline auto with_float_type(const py::array& a, const char* o
   if (py::isinstance<py::array_t<double>>(a) && a.itemsize() == 8) return f(double{});
   fail_type(op, arg, "must be a float32 or float64 array, got " + dtype_of(a) + " with shape " + shape_of(a));
 }
+
+// An uninitialised C-contiguous array whose buffer comes from (and returns to) the cache
+// of large output buffers (bind_buffers.cpp); MemoryError when none can be had.
+py::array cached_empty(const std::vector<py::ssize_t>& shape, const py::dtype& dtype);
+// Results of at least this many elements come from that cache, smaller ones from NumPy
+// (shenjing.ops reads both constants off the module: _empty says why)
+constexpr int64_t kCachedAboveElements = int64_t(1) << 15;
+// From this many bytes, shenjing.ops asks how much memory is free before it allocates
+constexpr int64_t kAskAboveBytes = int64_t(1) << 28;
 
 void bind_activations(py::module_& m);
 void bind_losses(py::module_& m);

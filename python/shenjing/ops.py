@@ -78,7 +78,7 @@ def _any_array(x, op: str, arg: str) -> np.ndarray:
 
 
 # Below this many bytes an array is allocated without asking how much memory is free.
-_ASK_ABOVE_BYTES = 1 << 28
+_ASK_ABOVE_BYTES = _core.ASK_ABOVE_BYTES  # 256 MiB; _core.product declines such results
 
 
 def _available_bytes() -> Optional[int]:
@@ -111,8 +111,9 @@ def _check_size(shape, dtype, op: str, what: str = "result") -> None:
 # (cpp/bindings/bind_buffers.cpp). Smaller ones are NumPy's, which malloc reuses. From 128 KiB
 # (32k float32) malloc maps each block afresh and unmaps it on free, so every training step
 # page-faulted its activations in again: the digits CNN's epoch took 0.76x the time when the
-# cache started here instead of at 1 MiB (bench/ab_python.py).
-_CACHED_ABOVE_ELEMENTS = 1 << 15
+# cache started here instead of at 1 MiB (bench/ab_python.py). (32k elements: _core.product
+# allocates by the same rule.)
+_CACHED_ABOVE_ELEMENTS = _core.CACHED_ABOVE_ELEMENTS
 
 
 def _empty(shape, dtype, op: str, what: str = "result") -> np.ndarray:
@@ -801,22 +802,6 @@ def copy(x, *, out=None) -> np.ndarray:
 _ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "sigmoid": 4, "tanh": 5}
 
 
-def _plain_product(a, b, trans_a: bool, trans_b: bool, op: str):
-    """op(a) @ op(b) for two float matrices of one dtype, straight to the kernel, which checks
-    their layout; None when the shapes do not match or the kernel refuses them (the caller's
-    general path then converts, or names the problem)."""
-    M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    Kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
-    if K != Kb:
-        return None
-    result = _empty((M, N), a.dtype, op)
-    try:
-        _core.gemm(result, a, b, M, N, K, trans_a, trans_b, 1.0, 0.0, None, 0, 0, False)
-    except (TypeError, ValueError):
-        return None
-    return result
-
-
 def gemm(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0,
          c=None, bias=None, activation: Optional[str] = None, out=None, _reference_kernel: bool = False) -> np.ndarray:
     """act(alpha * op(a) @ op(b) + beta * c + bias), op = transpose where asked.
@@ -828,13 +813,13 @@ def gemm(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1
     (``_reference_kernel`` runs the plain C++ loops the tests hold the fast kernel to.)
     """
     op = "gemm"
-    if (c is None and out is None and bias is None and activation is None and type(a) is np.ndarray
-            and type(b) is np.ndarray and a.ndim == 2 and b.ndim == 2 and (a.dtype is _F32 or a.dtype is _F64)
-            and b.dtype is a.dtype and (trans_a is False or trans_a is True) and (trans_b is False or trans_b is True)
+    if (c is None and out is None and bias is None and activation is None
+            and (trans_a is False or trans_a is True) and (trans_b is False or trans_b is True)
             and type(alpha) is float and alpha == 1.0 and type(beta) is float and beta == 0.0
             and not _reference_kernel):
-        # the plain product of two float matrices: ~2 us saved
-        result = _plain_product(a, b, trans_a, trans_b, op)
+        # the plain product of two float matrices of one dtype, in one call (1x1 @ 1x1: 1.1 us
+        # against 2.2 through the checks below); None when the kernel cannot take them as they lie
+        result = _core.product(a, b, trans_a, trans_b)
         if result is not None:
             return result
     trans_a, trans_b = _flag(trans_a, op, "trans_a"), _flag(trans_b, op, "trans_b")
@@ -914,7 +899,7 @@ def matmul(a, b, *, out=None) -> np.ndarray:
         # other layouts take the general path)
         trans_b = not b.flags.c_contiguous
         if a.size and b.size and (not trans_b or b.T.flags.c_contiguous):
-            result = _plain_product(a, b.T if trans_b else b, False, trans_b, op)
+            result = _core.product(a, b.T if trans_b else b, False, trans_b)
             if result is not None:
                 return result
     a, b = _any_array(a, op, "a"), _any_array(b, op, "b")
