@@ -36,6 +36,11 @@ def _operands(rng, M, N, K, ta, tb, dtype):
     return a, b
 
 
+def _operands_product(a, b, ta, tb):
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (a.T if ta else a) @ (b.T if tb else b)
+
+
 def _tol(dtype, K):
     return dict(rtol=1e-5, atol=1e-5 * np.sqrt(max(K, 1))) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
 
@@ -134,17 +139,22 @@ def test_gemm_propagates_nan_and_inf(rng):
     np.testing.assert_array_equal(np.isinf(got), np.isinf(expected))
 
 
-def test_gemm_is_bit_identical_with_1_and_2_threads(rng):
-    a, b = _operands(rng, 200, 300, 500, True, True, np.float32)
+# packed and shared B; B read in place by one row tile (a batch of 8, a narrow ta product
+# as its transpose), split over the threads from a smaller size
+@pytest.mark.parametrize("M, N, K, ta, tb", [(200, 300, 500, True, True), (8, 256, 256, False, False),
+                                             (1, 512, 512, False, False), (128, 10, 256, True, False)])
+def test_gemm_is_bit_identical_with_1_and_2_threads(rng, M, N, K, ta, tb):
+    a, b = _operands(rng, M, N, K, ta, tb, np.float32)
     old = shenjing.get_num_threads()
     try:
         shenjing.set_num_threads(1)
-        one = ops.gemm(a, b, trans_a=True, trans_b=True)
+        one = ops.gemm(a, b, trans_a=ta, trans_b=tb)
         shenjing.set_num_threads(2)
-        two = ops.gemm(a, b, trans_a=True, trans_b=True)
+        two = ops.gemm(a, b, trans_a=ta, trans_b=tb)
     finally:
         shenjing.set_num_threads(old)
     np.testing.assert_array_equal(one, two)
+    np.testing.assert_allclose(one, _operands_product(a, b, ta, tb), **_tol(np.float32, K))
 
 
 @pytest.mark.parametrize("case", ["f32", "f64", "ta", "tb", "subclass", "mixed", "fortran", "strided", "unaligned",

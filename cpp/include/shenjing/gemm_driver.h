@@ -444,15 +444,18 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
   // block every panel is packed once either way, and a task's own panels stay in L2
   // where the shared pass writes all of B out and reads it back.)
   const bool shared_b = 2.0 * double(M) * double(N) * double(K) > kGemmDirectFlops && M > Blk::MC;
-  // a product below a parallel region's worth (see `parallel` below) is split as for one
-  // thread: split for two and run on one, 128x10x256 packed its B panel once per half
-  if (!shared_b && 2.0 * double(M) * double(N < Blk::NC ? N : Blk::NC) * double(K) < 64.0 * kParallelMinWork)
-    threads = 1;
   // B in place only for a single row tile, which reads each panel once: a panel
   // used by several tiles is packed, because KC rows of B a power-of-two stride
   // apart fall in a few L1 sets and miss on every reuse (64x512x784 ran at 51
   // GFLOP/s with B in place)
   const bool b_in_place = !shared_b && B.in_place() && M <= MR && !A.fixed_passes();
+  // a product below a parallel region's worth (see `parallel` below) is split as for one
+  // thread: split for two and run on one, 128x10x256 packed its B panel once per half.
+  // A single row tile reading B in place splits its panels from 8x less (bench/ab.py, 2
+  // threads: 1x512x512 0.65x, 4x128x1024 0.75x, 8x256x256 0.81x, 128x10x256 ta 0.95x)
+  const double parallel_flops = (b_in_place ? 8.0 : 64.0) * kParallelMinWork;
+  if (!shared_b && 2.0 * double(M) * double(N < Blk::NC ? N : Blk::NC) * double(K) < parallel_flops)
+    threads = 1;
   // (fewer panels than threads, as for a 10-column output: split the rows, each
   // task packing the few panels itself)
   const bool split_columns = !shared_b && !b_in_place && ceil_div(N < Blk::NC ? N : Blk::NC, NR) >= threads;
@@ -570,7 +573,7 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
     if (!shared_b) {
       // tasks share nothing: each runs all its passes in one parallel region, its
       // block of C staying in cache from one pass to the next
-      const bool parallel = threads > 1 && tasks > 1 && 2.0 * double(M) * double(nc) * double(K) >= 64.0 * kParallelMinWork;
+      const bool parallel = threads > 1 && tasks > 1 && 2.0 * double(M) * double(nc) * double(K) >= parallel_flops;
 #pragma omp parallel for schedule(dynamic, 1) if (parallel) num_threads(threads)
       for (int64_t task = 0; task < tasks; ++task)
         for (int64_t pc = 0; pc < K; pc += depth) run_task(task, pc, K - pc < depth ? K - pc : depth, nullptr);
