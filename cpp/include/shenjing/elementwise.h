@@ -88,7 +88,9 @@ static inline void store_row(T* y, int64_t n, bool stream, F value) {
 // argument is <= 0); the exps are stored in y when y is not null. `next` (the next
 // row, or null) is prefetched meanwhile, so its load from memory overlaps this
 // compute-bound pass instead of waiting for that row's max pass, and during(i) runs
-// at every step of 2L values (a finished row streaming out, as softmax does). Two
+// before the exps of [i, i + 2L) are stored, at every step of 2L values and once with
+// i = len before the vectors of the tail (a finished row streaming out of y, as softmax
+// does, which must have read y there first). Two
 // running sums, so consecutive exps do not wait on one add's latency. (Its vectors start
 // at x itself, wherever x lies from a cache line: the sum's rounding must not depend on
 // the address, or a seeded training run would not repeat.)
@@ -112,6 +114,7 @@ static inline T row_sum_exp(T* y, const T* x, int64_t len, T shift, const T* nex
     s.add(e);
     s1.add(e1);
   }
+  if (i < len) during(len);
   for (; i + L <= len; i += L) {
     V e = vexp_nonpositive(vload(x + i) - shift);
     if (y) vstore(y + i, e);
