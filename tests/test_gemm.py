@@ -188,7 +188,7 @@ def test_plain_product_in_one_call_or_declined(rng, case):
         b, takes = rng.standard_normal((6, 5)).astype(np.float32), False
     elif case == "zero":
         a, b = a[:, :0], b[:0]
-    got = _core.product(a, b, ta, tb)
+    got = _core.product(a, b, ta, tb, None)
     assert (got is not None) == takes
     if case == "mismatch":
         with raises(ValueError, "gemm", "inner dimensions", "(9, 7)", "(6, 5)"):
@@ -201,6 +201,41 @@ def test_plain_product_in_one_call_or_declined(rng, case):
         assert type(result) is np.ndarray and result.shape == expected.shape and result.flags.c_contiguous
         assert result.dtype == (np.float64 if case == "f64" else np.float32)  # gemm: a's dtype
         np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["fresh", "wrong shape", "wrong dtype", "read-only", "overlaps a", "fortran",
+                                  "unaligned"])
+def test_plain_product_into_out(rng, case):
+    """With out=, _core.product writes into out when it can take it as it lies, and declines
+    (None) an out the general path must refuse, with the general path's message."""
+    from helpers import at_odd_byte
+    a = rng.standard_normal((9, 7)).astype(np.float32)
+    b = rng.standard_normal((7, 5)).astype(np.float32)
+    out = np.full((9, 5), np.nan, np.float32)
+    problem = None
+    if case == "wrong shape":
+        out, problem = np.empty((5, 9), np.float32), (ValueError, "out has shape (5, 9), expected (9, 5)")
+    elif case == "wrong dtype":
+        out, problem = np.empty((9, 5), np.float64), (TypeError, "out has dtype float64")
+    elif case == "read-only":
+        out.flags.writeable = False
+        problem = (ValueError, "out is read-only")
+    elif case == "overlaps a":  # out's last 5 values are a's first
+        big = rng.standard_normal(103).astype(np.float32)
+        out, a = big[:45].reshape(9, 5), big[40:].reshape(9, 7)
+        problem = (ValueError, "overlaps an input")
+    elif case == "fortran":
+        out, problem = np.asfortranarray(out), (ValueError, "out must be C-contiguous")
+    elif case == "unaligned":
+        out, problem = at_odd_byte(out), (ValueError, "out is not aligned")
+    assert (_core.product(a, b, False, False, out) is None) == (problem is not None)
+    for f in (lambda: ops.gemm(a, b, out=out), lambda: ops.matmul(a, b, out=out)):
+        if problem:
+            with raises(problem[0], problem[1]):
+                f()
+        else:
+            assert f() is out
+            np.testing.assert_allclose(out, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-5, atol=1e-5)
 
 
 def test_gemm_bad_input():

@@ -33,16 +33,20 @@ void bind_gemm(py::module_& m) {
                                               GemmActivation(activation));
     });
   });
-  // op(a) op(b) into a new array: ops.gemm's and ops.matmul's plain product of two float
-  // matrices, one call of four arguments (the general binding above takes fourteen, and
-  // its caller allocates: 2.2 us a call against NumPy's 0.8). None when a or b is not a
-  // C-contiguous, aligned 2-D float array, their dtypes or inner dimensions differ, or the
-  // result is one ops asks the free memory for: the caller's general path then converts
-  // them, or names the problem.
-  m.def("product", [](py::handle a_obj, py::handle b_obj, bool trans_a, bool trans_b) -> py::object {
+  // op(a) op(b) into a new array, or into `out`: ops.gemm's and ops.matmul's plain product
+  // of two float matrices, one call of five arguments (the general binding above takes
+  // fourteen, and its caller allocates and checks: 2.2 us a call against NumPy's 0.8).
+  // None when a, b or out is not a C-contiguous, aligned 2-D float ndarray, their dtypes
+  // or inner dimensions differ, out has another shape, is read-only or shares memory
+  // with a or b, or the result is one ops asks the free memory for: the caller's general
+  // path then converts them, or names the problem.
+  m.def("product", [](py::handle a_obj, py::handle b_obj, bool trans_a, bool trans_b, py::handle out_obj) -> py::object {
     // exactly NumPy arrays: a subclass (np.matrix, a masked array) takes the general path
     PyTypeObject* const ndarray = py::detail::npy_api::get().PyArray_Type_;
-    if (Py_TYPE(a_obj.ptr()) != ndarray || Py_TYPE(b_obj.ptr()) != ndarray) return py::none();
+    const bool has_out = !out_obj.is_none();
+    if (Py_TYPE(a_obj.ptr()) != ndarray || Py_TYPE(b_obj.ptr()) != ndarray ||
+        (has_out && Py_TYPE(out_obj.ptr()) != ndarray))
+      return py::none();
     const auto a = py::reinterpret_borrow<py::array>(a_obj), b = py::reinterpret_borrow<py::array>(b_obj);
     const auto plain = [](const py::array& x) {
       const int flags = x.flags();
@@ -54,9 +58,21 @@ void bind_gemm(py::module_& m) {
     if (K != Kb) return py::none();
     auto run = [&](auto tag) -> py::object {
       using T = decltype(tag);
-      if (!py::isinstance<py::array_t<T>>(b) || b.itemsize() != sizeof(T)) return py::none();
-      if (N > 0 && M >= kAskAboveBytes / int64_t(sizeof(T)) / N) return py::none();  // (M N may overflow)
-      py::array c = M * N >= kCachedAboveElements ? cached_empty({M, N}, py::dtype::of<T>()) : py::array_t<T>({M, N});
+      const auto is_t = [](const py::array& x) { return py::isinstance<py::array_t<T>>(x) && x.itemsize() == sizeof(T); };
+      if (!is_t(b)) return py::none();
+      py::array c;
+      if (has_out) {
+        c = py::reinterpret_borrow<py::array>(out_obj);
+        if (!plain(c) || !is_t(c) || !c.writeable() || c.shape(0) != M || c.shape(1) != N) return py::none();
+        const auto overlaps = [&](const py::array& x) {  // byte ranges, as np.may_share_memory
+          const char *c0 = static_cast<const char*>(c.data()), *x0 = static_cast<const char*>(x.data());
+          return c.nbytes() > 0 && x.nbytes() > 0 && c0 < x0 + x.nbytes() && x0 < c0 + c.nbytes();
+        };
+        if (overlaps(a) || overlaps(b)) return py::none();
+      } else {
+        if (N > 0 && M >= kAskAboveBytes / int64_t(sizeof(T)) / N) return py::none();  // (M N may overflow)
+        c = M * N >= kCachedAboveElements ? cached_empty({M, N}, py::dtype::of<T>()) : py::array_t<T>({M, N});
+      }
       T* pc = static_cast<T*>(c.mutable_data());
       const T* pa = static_cast<const T*>(a.data());
       const T* pb = static_cast<const T*>(b.data());

@@ -813,13 +813,14 @@ def gemm(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1
     (``_reference_kernel`` runs the plain C++ loops the tests hold the fast kernel to.)
     """
     op = "gemm"
-    if (c is None and out is None and bias is None and activation is None
+    if (c is None and bias is None and activation is None
             and (trans_a is False or trans_a is True) and (trans_b is False or trans_b is True)
             and type(alpha) is float and alpha == 1.0 and type(beta) is float and beta == 0.0
             and not _reference_kernel):
         # the plain product of two float matrices of one dtype, in one call (1x1 @ 1x1: 1.1 us
-        # against 2.2 through the checks below); None when the kernel cannot take them as they lie
-        result = _core.product(a, b, trans_a, trans_b)
+        # against 2.2 through the checks below); None when the kernel cannot take them (or out)
+        # as they lie
+        result = _core.product(a, b, trans_a, trans_b, out)
         if result is not None:
             return result
     trans_a, trans_b = _flag(trans_a, op, "trans_a"), _flag(trans_b, op, "trans_b")
@@ -893,13 +894,13 @@ def matmul(a, b, *, out=None) -> np.ndarray:
     Small products of a batch run one per thread.
     """
     op = "matmul"
-    if (out is None and type(a) is np.ndarray and type(b) is np.ndarray and a.ndim == 2 and b.ndim == 2
+    if (type(a) is np.ndarray and type(b) is np.ndarray and a.ndim == 2 and b.ndim == 2
             and (a.dtype is _F32 or a.dtype is _F64) and b.dtype is a.dtype and a.flags.c_contiguous):
         # two float matrices, b as it lies or transposed (w.T): ~5 us saved (zero sizes and
         # other layouts take the general path)
         trans_b = not b.flags.c_contiguous
         if a.size and b.size and (not trans_b or b.T.flags.c_contiguous):
-            result = _core.product(a, b.T if trans_b else b, False, trans_b)
+            result = _core.product(a, b.T if trans_b else b, False, trans_b, out)
             if result is not None:
                 return result
     a, b = _any_array(a, op, "a"), _any_array(b, op, "b")
