@@ -13,6 +13,7 @@ a pair alike. The result of each build is checked against the other's first.
 
 CASE is a Python expression over these makers (shapes as in the issues):
     gemm(M, N, K, trans_a=False, trans_b=False)
+    matmul(batch, M, N, K)             a batch of products, (batch, M, K) @ (batch, K, N)
     conv(N, C, H, O, K, pad)           conv2d forward, backward, and backward_no_dx (dW and db alone); square images
     act(n, "gelu" | "gelu_tanh" | "sigmoid" | "tanh" | "relu" | "copy", scale=1.0)   on scale * N(0, 1)
                                        (bench/report.py's inputs have scale 3)
@@ -65,6 +66,12 @@ def gemm(M, N, K, trans_a=False, trans_b=False):
     b = rng.standard_normal((N, K) if trans_b else (K, N), dtype=np.float32)
     c = np.empty((M, N), np.float32)
     return {"gemm": lambda: ops.gemm(a, b, trans_a=trans_a, trans_b=trans_b, out=c)}
+
+
+def matmul(batch, M, N, K):
+    a = rng.standard_normal((batch, M, K), dtype=np.float32)
+    b = rng.standard_normal((batch, K, N), dtype=np.float32)
+    return {"matmul": lambda: ops.matmul(a, b)}
 
 
 def conv(N, C, H, O, K, pad):
@@ -137,7 +144,7 @@ def main() -> None:
     threads = int(os.environ.get("SHENJING_AB_THREADS", "2"))
     for build in builds:
         build.set_num_threads(threads)
-    kernels = eval(case, {"gemm": gemm, "conv": conv, "act": act, "chain": chain, "softmax": softmax, "adam": adam,
+    kernels = eval(case, {"gemm": gemm, "matmul": matmul, "conv": conv, "act": act, "chain": chain, "softmax": softmax, "adam": adam,
                           "train": train})
     original = ops._core
     try:

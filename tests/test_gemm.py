@@ -303,6 +303,51 @@ def test_matmul_takes_any_layout_and_type(rng, layout):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("case", ["f32", "f64", "swapped b", "4-D", "out", "tiny batch", "broadcast", "mixed",
+                                  "strided a", "subclass", "out overlaps b"])
+def test_batched_product_in_one_call_or_declined(rng, case):
+    """ops.matmul sends two stacks of float matrices with the same batch dimensions to
+    _core.batched_product (b as it lies, or with its last two axes swapped); it declines
+    (None) the rest, which the general path converts or refuses. Both give NumPy's numbers."""
+    a = rng.standard_normal((5, 6, 7)).astype(np.float32)
+    b = rng.standard_normal((5, 7, 3)).astype(np.float32)
+    out, takes, trans_b = None, True, False
+    if case == "f64":
+        a, b = a.astype(np.float64), b.astype(np.float64)
+    elif case == "swapped b":  # attention's q @ k^T
+        b, trans_b = np.swapaxes(rng.standard_normal((5, 3, 7)).astype(np.float32), -1, -2), True
+    elif case == "4-D":
+        a, b = a.reshape(5, 1, 6, 7).repeat(2, axis=1), b.reshape(5, 1, 7, 3).repeat(2, axis=1)
+    elif case == "out":
+        out = np.full((5, 6, 3), np.nan, np.float32)
+    elif case == "tiny batch":  # on one thread without a parallel region
+        a, b = rng.standard_normal((300, 2, 3)).astype(np.float32), rng.standard_normal((300, 3, 4)).astype(np.float32)
+    elif case == "broadcast":
+        b, takes = b[:1], False
+    elif case == "mixed":
+        b, takes = b.astype(np.float64), False
+    elif case == "strided a":
+        a, takes = rng.standard_normal((5, 6, 14)).astype(np.float32)[:, :, ::2], False
+    elif case == "subclass":
+        a, takes = a.view(type("Sub", (np.ndarray,), {})), False
+    elif case == "out overlaps b":
+        big = rng.standard_normal(5 * 7 * 3 + 10).astype(np.float32)
+        b, out, takes = big[:105].reshape(5, 7, 3), big[10:100].reshape(5, 6, 3), False
+    bt = np.swapaxes(b, -1, -2) if trans_b else b
+    got = _core.batched_product(a, bt, trans_b, out) if bt.flags.c_contiguous else None
+    assert (got is not None) == takes
+    if case == "out overlaps b":
+        with raises(ValueError, "matmul", "overlaps an input"):
+            ops.matmul(a, b, out=out)
+        return
+    expected = np.matmul(np.asarray(a, np.float64), np.asarray(b, np.float64))
+    for result in ([got] if takes else []) + [ops.matmul(a, b, out=out)]:
+        assert type(result) is np.ndarray and result.shape == expected.shape
+        if out is not None:
+            assert result is out
+        np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_matmul_out_and_bit_identical_threads(rng):
     a = rng.standard_normal((40, 20, 30)).astype(np.float32)  # small products: split over threads
     b = rng.standard_normal((30, 25)).astype(np.float32)

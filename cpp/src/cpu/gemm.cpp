@@ -262,7 +262,14 @@ template <class T>
 void gemm_batched(T* c, const T* a, const T* b, int64_t batch, const int64_t* a_offsets, const int64_t* b_offsets,
                   int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b) {
   const int threads = thread_count();
-  const bool split_batch = threads > 1 && batch > 1 && 2.0 * double(M) * double(N) * double(K) < kBatchedParallelFlops;
+  const double flops = 2.0 * double(M) * double(N) * double(K);
+  const bool split_batch = threads > 1 && batch > 1 && flops < kBatchedParallelFlops;
+  if (split_batch && flops * double(batch) < 8.0 * kParallelMinWork) {  // too little for a parallel region
+    for (int64_t i = 0; i < batch; ++i)  // (16 products of 4x4x4: 10.4 us with one, 9.3 without)
+      gemm_on(1, c + i * M * N, a + a_offsets[i], b + b_offsets[i], M, N, K, trans_a, trans_b, T(1), T(0),
+              static_cast<const T*>(nullptr), GemmBias::none, GemmActivation::none);
+    return;
+  }
   if (split_batch) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (int64_t i = 0; i < batch; ++i)
