@@ -574,9 +574,15 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
       // tasks share nothing: each runs all its passes in one parallel region, its
       // block of C staying in cache from one pass to the next
       const bool parallel = threads > 1 && tasks > 1 && 2.0 * double(M) * double(nc) * double(K) >= parallel_flops;
-#pragma omp parallel for schedule(dynamic, 1) if (parallel) num_threads(threads)
-      for (int64_t task = 0; task < tasks; ++task)
+      auto run_all = [&](int64_t task) {
         for (int64_t pc = 0; pc < K; pc += depth) run_task(task, pc, K - pc < depth ? K - pc : depth, nullptr);
+      };
+      if (!parallel) {  // no team at all (parallel.h says why)
+        for (int64_t task = 0; task < tasks; ++task) run_all(task);
+        continue;
+      }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+      for (int64_t task = 0; task < tasks; ++task) run_all(task);
       continue;
     }
     for (int64_t pc = 0; pc < K; pc += depth) {
@@ -590,7 +596,11 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
       if (threads > 1) parallel_for(n_panels, kc * NR, pack);
       else for (int64_t p = 0; p < n_panels; ++p) pack(p);
       const bool parallel = threads > 1 && tasks > 1 && 2.0 * double(M) * double(nc) * double(kc) >= 64.0 * kParallelMinWork;
-#pragma omp parallel for schedule(dynamic, 1) if (parallel) num_threads(threads)
+      if (!parallel) {  // no team at all (parallel.h says why)
+        for (int64_t task = 0; task < tasks; ++task) run_task(task, pc, kc, bp);
+        continue;
+      }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
       for (int64_t task = 0; task < tasks; ++task) run_task(task, pc, kc, bp);
     }
   }

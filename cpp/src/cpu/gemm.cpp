@@ -214,22 +214,29 @@ bool gemm_narrow_rows(float* c, const float* a, const float* b, int64_t M, int64
   const int64_t rows_per_task = M >= 64 * threads ? 32 : 16;
   const int64_t tasks = ceil_div(M, rows_per_task);
   const bool parallel = threads > 1 && tasks > 1 && 2.0 * double(M) * double(N) * double(K) >= 8.0 * kParallelMinWork;
-#pragma omp parallel if (parallel) num_threads(threads)
+  auto own_bt = [&]() -> const float* {  // B^T as this thread reads it
+    if (shared_bt) return shared_bt;
+    static thread_local std::vector<float> own_buffer;
+    float* t = scratch(own_buffer, size_t(N * ldb));
+    copy_bt(t);
+    return t;
+  };
+  auto run = [&](const float* bt, int64_t t) {
+    const int64_t i0 = t * rows_per_task, i1 = i0 + rows_per_task < M ? i0 + rows_per_task : M;
+    kernel(c, a, bt, ldb, i0, i1, N, K, alpha, beta);
+    const Epilogue ep{bias_kind, activation};
+    if (ep.needed()) epilogue_tile(c + i0 * N, N, i0, 0, i1 - i0, N, bias, ep);
+  };
+  if (!parallel) {  // no team at all (parallel.h says why)
+    const float* bt = own_bt();
+    for (int64_t t = 0; t < tasks; ++t) run(bt, t);
+    return true;
+  }
+#pragma omp parallel num_threads(threads)
   {
-    const float* bt = shared_bt;
-    if (!bt) {
-      static thread_local std::vector<float> own_buffer;
-      float* t = scratch(own_buffer, size_t(N * ldb));
-      copy_bt(t);
-      bt = t;
-    }
+    const float* bt = own_bt();
 #pragma omp for schedule(static) nowait
-    for (int64_t t = 0; t < tasks; ++t) {
-      const int64_t i0 = t * rows_per_task, i1 = i0 + rows_per_task < M ? i0 + rows_per_task : M;
-      kernel(c, a, bt, ldb, i0, i1, N, K, alpha, beta);
-      const Epilogue ep{bias_kind, activation};
-      if (ep.needed()) epilogue_tile(c + i0 * N, N, i0, 0, i1 - i0, N, bias, ep);
-    }
+    for (int64_t t = 0; t < tasks; ++t) run(bt, t);
   }
   return true;
 }

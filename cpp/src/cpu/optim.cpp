@@ -42,7 +42,11 @@ template <class Tensor> std::vector<Piece> cut_into_pieces(const Tensor* tensors
 template <class F> void for_pieces(const std::vector<Piece>& pieces, int64_t total, F f) {
   const int64_t n = int64_t(pieces.size());
   const bool parallel = n > 1 && total * 8 >= kParallelMinWork;
-#pragma omp parallel for schedule(dynamic, 1) if (parallel) num_threads(thread_count())
+  if (!parallel) {  // no team at all (parallel.h says why)
+    for (int64_t i = 0; i < n; ++i) f(pieces[i]);
+    return;
+  }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(thread_count())
   for (int64_t i = 0; i < n; ++i) f(pieces[i]);
 }
 
