@@ -57,8 +57,8 @@ py::object plain_product(py::handle a_obj, py::handle b_obj, bool trans_a, bool 
       };
       if (overlaps(a) || overlaps(b)) return py::none();
     } else {
-      const int64_t elements = M * N * batch;  // (a batch of one product, as a 2-D one: the check first)
       if (N > 0 && batch > 0 && M >= kAskAboveBytes / int64_t(sizeof(T)) / N / batch) return py::none();
+      const int64_t elements = M * N * batch;  // (no overflow past the check)
       c = elements >= kCachedAboveElements ? cached_empty(shape, py::dtype::of<T>()) : py::array(py::dtype::of<T>(), shape);
     }
     T* pc = static_cast<T*>(c.mutable_data());
@@ -69,9 +69,7 @@ py::object plain_product(py::handle a_obj, py::handle b_obj, bool trans_a, bool 
       py::gil_scoped_release release;
       k.gemm(pc, pa, pb, M, N, K, trans_a, trans_b, T(1), T(0), nullptr, GemmBias::none, GemmActivation::none);
     } else if (batch > 0 && M > 0 && N > 0) {
-      // kept from call to call: a fresh vector of a few KiB a call made malloc consolidate its
-      // free lists each time (a tenth of a batch of 256 16x16x16 products)
-      static thread_local std::vector<int64_t> offsets;
+      static thread_local std::vector<int64_t> offsets;  // kept from call to call
       if (offsets.size() < size_t(2 * batch)) offsets.resize(size_t(2 * batch));
       int64_t* const a_offsets = offsets.data();
       int64_t* const b_offsets = a_offsets + batch;
