@@ -573,16 +573,10 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
     if (!shared_b) {
       // tasks share nothing: each runs all its passes in one parallel region, its
       // block of C staying in cache from one pass to the next
-      const bool parallel = threads > 1 && tasks > 1 && 2.0 * double(M) * double(nc) * double(K) >= parallel_flops;
-      auto run_all = [&](int64_t task) {
-        for (int64_t pc = 0; pc < K; pc += depth) run_task(task, pc, K - pc < depth ? K - pc : depth, nullptr);
-      };
-      if (!parallel) {  // no team at all (parallel.h says why)
-        for (int64_t task = 0; task < tasks; ++task) run_all(task);
-        continue;
-      }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-      for (int64_t task = 0; task < tasks; ++task) run_all(task);
+      run_indices(tasks, 2.0 * double(M) * double(nc) * double(K) >= parallel_flops, threads, Schedule::one_at_a_time,
+                  [&](int64_t task) {
+                    for (int64_t pc = 0; pc < K; pc += depth) run_task(task, pc, K - pc < depth ? K - pc : depth, nullptr);
+                  });
       continue;
     }
     for (int64_t pc = 0; pc < K; pc += depth) {
@@ -595,13 +589,8 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
       };
       if (threads > 1) parallel_for(n_panels, kc * NR, pack);
       else for (int64_t p = 0; p < n_panels; ++p) pack(p);
-      const bool parallel = threads > 1 && tasks > 1 && 2.0 * double(M) * double(nc) * double(kc) >= 64.0 * kParallelMinWork;
-      if (!parallel) {  // no team at all (parallel.h says why)
-        for (int64_t task = 0; task < tasks; ++task) run_task(task, pc, kc, bp);
-        continue;
-      }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-      for (int64_t task = 0; task < tasks; ++task) run_task(task, pc, kc, bp);
+      run_indices(tasks, 2.0 * double(M) * double(nc) * double(kc) >= 64.0 * kParallelMinWork, threads,
+                  Schedule::one_at_a_time, [&](int64_t task) { run_task(task, pc, kc, bp); });
     }
   }
 }

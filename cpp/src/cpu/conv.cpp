@@ -881,12 +881,8 @@ template <class T> int64_t samples_per_block(const ConvShape& s, int64_t P) {
 // backward 362 -> 184 us, with the threshold lowered from 64x to 4x kParallelMinWork).
 template <class F> void for_tasks(int64_t tasks, double flops_per_task, F f) {
   const int threads = thread_count();
-  if (tasks >= threads && threads > 1 && flops_per_task * double(tasks) >= 4.0 * kParallelMinWork) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (int64_t t = 0; t < tasks; ++t) f(t, 1);
-  } else {
-    for (int64_t t = 0; t < tasks; ++t) f(t, threads);
-  }
+  const bool parallel = tasks >= threads && threads > 1 && flops_per_task * double(tasks) >= 4.0 * kParallelMinWork;
+  run_indices(tasks, parallel, threads, Schedule::one_at_a_time, [&](int64_t t) { f(t, parallel ? 1 : threads); });
 }
 
 // --- direct forward, for shallow windows and width stride 1 ------------------------

@@ -40,14 +40,8 @@ template <class Tensor> std::vector<Piece> cut_into_pieces(const Tensor* tensors
 // f(piece) over all pieces, in parallel when the whole list is large enough; taken one
 // at a time, so that a thread that starts late takes fewer
 template <class F> void for_pieces(const std::vector<Piece>& pieces, int64_t total, F f) {
-  const int64_t n = int64_t(pieces.size());
-  const bool parallel = n > 1 && total * 8 >= kParallelMinWork;
-  if (!parallel) {  // no team at all (parallel.h says why)
-    for (int64_t i = 0; i < n; ++i) f(pieces[i]);
-    return;
-  }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(thread_count())
-  for (int64_t i = 0; i < n; ++i) f(pieces[i]);
+  run_indices(int64_t(pieces.size()), total * 8 >= kParallelMinWork, thread_count(), Schedule::one_at_a_time,
+              [&](int64_t i) { f(pieces[size_t(i)]); });
 }
 
 // Apply f(offset) on vectors of one piece, then on the last partial vector.
