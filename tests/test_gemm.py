@@ -110,6 +110,24 @@ def test_gemm_narrow_rows_any_alignment(backend, rng, M, N, K, tb, b_offset):
     assert_close(got, expected, np.float32, tol=_tol(np.float32, K), what="gemm narrow rows")
 
 
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("b_offset", [0, 3])
+@pytest.mark.parametrize("M,N,K", [(25, 96, 600), (13, 40, 300), (49, 613, 151)], ids=str)
+def test_gemm_first_row_tile_packs_b(backend, rng, M, N, K, ta, b_offset):
+    """B as it lies under several row tiles: the first tile of each task reads every full
+    panel of B in place (at any offset from a cache line) and packs it for the tiles after
+    it, pass after pass; the last tile may be a single row (25 = 12 + 12 + 1). With alpha,
+    beta, C, a bias and an activation, which the packing tile's results go through too."""
+    a, b = _operands(rng, M, N, K, ta, False, np.float32)
+    b = _off_line(b, b_offset)
+    c = rng.standard_normal((M, N)).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    got = ops.gemm(a, b, trans_a=ta, alpha=0.5, beta=-1.5, c=c, bias=bias, activation="relu")
+    expected = R.gemm(a.astype(np.float64), b.astype(np.float64), trans_a=ta, alpha=0.5, beta=-1.5,
+                      c=c.astype(np.float64), bias=bias.astype(np.float64), activation="relu")
+    assert_close(got, expected, np.float32, tol=_tol(np.float32, K), what="gemm, B packed by the first tile")
+
+
 def test_gemm_never_reads_c_when_beta_is_zero(rng):
     a, b = _operands(rng, 9, 10, 11, False, False, np.float32)
     out = np.full((9, 10), np.nan, dtype=np.float32)

@@ -231,10 +231,15 @@ void pack_b_panel(T* dst, const T* b, bool trans_b, int64_t N, int64_t K, int64_
 // Where A comes from: packed as above; its rows in place (a[r a_rs + k]); or its columns
 // in place, the transpose of a row-major matrix, whose k-th column of the tile is the MR
 // values at a + k a_ks (laid out as a packed panel with a stride of a_ks, not MR).
+// kCopyB: B is read in place and each of its rows also stored to b_copy, packed
+// (micro_kernel_packing_b).
 enum class ASource { packed, rows, columns };
-template <class T, ASource kA, int Rows, int NV>
+// how many rows of B ahead the packing tile asks for its lines (12 and 24 measured the same)
+constexpr int64_t kCopyAheadRows = 16;
+template <class T, ASource kA, int Rows, int NV, bool kCopyB = false>
 inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, const T* __restrict b, int64_t b_ks,
-                              T* c, int64_t ldc, int64_t m, int64_t n, T alpha, T beta, bool first) {
+                              T* c, int64_t ldc, int64_t m, int64_t n, T alpha, T beta, bool first,
+                              T* __restrict b_copy = nullptr) {
   constexpr bool kPackedA = kA != ASource::rows;  // a k step reads Rows consecutive values
   const int64_t a_ks = kA == ASource::columns ? a_rs : GemmBlocking<T>::MR;
   using V = typename Simd<T>::V;
@@ -266,6 +271,14 @@ inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, c
     V bv[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) bv[v] = vload(b + k * b_ks + v * L);
+    if (kCopyB) {  // (see micro_kernel_packing_b)
+      const char* ahead = reinterpret_cast<const char*>(b + (k + kCopyAheadRows) * b_ks);
+      __builtin_prefetch(ahead, 0, 3);
+      __builtin_prefetch(ahead + 64, 0, 3);
+      __builtin_prefetch(ahead + NV * L * sizeof(T) - 1, 0, 3);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) vstore(b_copy + k * (NV * L) + v * L, bv[v]);
+    }
 #pragma GCC unroll 32
     for (int i = 0; i < Rows; ++i) {
       const V ai = vsplat(kPackedA ? a[k * a_ks + i] : a_row[i / 3][(i % 3) * a_rs]);
@@ -314,8 +327,9 @@ inline void micro_kernel_cols(int64_t kc, const T* a, int64_t a_rs, const T* b, 
 // (a_rs > 0, its row stride: a[r a_rs + k]), or from the row-major transpose of op(A)
 // (a_rs < 0, -a_rs its row stride: a[k (-a_rs) + r]), which saves packing A when N is
 // small and packing would cost as much as the product. The driver reads A in place
-// only for full row tiles; a short packed one computes a third or two thirds of MR
-// rows (37 rows: 12 + 12 + 12 + 4, not 4 x 12).
+// only for full row tiles; a short packed one computes one row, or a third or two thirds
+// of MR rows (37 rows: 12 + 12 + 12 + 1, not 4 x 12; the one-row tile, where a third of MR
+// computed three rows of zeros, made 37x613x1511 0.96-0.98x the time).
 template <class T>
 inline void micro_kernel(int64_t kc, const T* a, int64_t a_rs, const T* b, int64_t b_ks, T* c, int64_t ldc,
                          int64_t m, int64_t n, T alpha, T beta, bool first) {
@@ -324,6 +338,8 @@ inline void micro_kernel(int64_t kc, const T* a, int64_t a_rs, const T* b, int64
   if (a_rs > 0) micro_kernel_cols<T, ASource::rows, MR>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
   else if (a_rs < 0)
     micro_kernel_cols<T, ASource::columns, MR>(kc, a, -a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
+  else if (m == 1)
+    micro_kernel_cols<T, ASource::packed, 1>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
   else if (kThirds && m <= MR / 3)
     micro_kernel_cols<T, ASource::packed, kThirds ? MR / 3 : MR>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
   else if (kThirds && m <= 2 * MR / 3)
@@ -331,6 +347,28 @@ inline void micro_kernel(int64_t kc, const T* a, int64_t a_rs, const T* b, int64
                                                                        first);
   else
     micro_kernel_cols<T, ASource::packed, MR>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
+}
+
+// A full MR x NR tile whose B panel is read in place (kc rows, b_ks apart) and copied,
+// as it is read, to b_copy in the packed layout ([k NR + j]) for the row tiles after it,
+// so that the packing's reads of B overlap this tile's arithmetic instead of running
+// before it: packing B was a third of a 37x613x1511 product on one thread (its 3.7 MB
+// come from L3 at a single core's ~18 GB/s). Each step asks for the row kCopyAheadRows
+// on, since rows of B apart by more than 2 KiB defeat the hardware's stride prefetcher.
+// bench/ab.py, 2 threads, new/old: 37x613x1511 0.84 (ta 0.82), 24x1000x1000 0.80,
+// 64x128x784 0.91 (ta 0.91), 200x200x200 0.95; without the prefetch 37x613x1511 was 0.97.
+template <class T>
+inline void micro_kernel_packing_b(int64_t kc, const T* a, int64_t a_rs, const T* b, int64_t b_ks, T* b_copy, T* c,
+                                   int64_t ldc, T alpha, T beta, bool first) {
+  constexpr int MR = GemmBlocking<T>::MR, NV = GemmBlocking<T>::NV;
+  constexpr int64_t NR = NV * Simd<T>::lanes;
+  if (a_rs > 0)
+    micro_kernel_impl<T, ASource::rows, MR, NV, true>(kc, a, a_rs, b, b_ks, c, ldc, MR, NR, alpha, beta, first, b_copy);
+  else if (a_rs < 0)
+    micro_kernel_impl<T, ASource::columns, MR, NV, true>(kc, a, -a_rs, b, b_ks, c, ldc, MR, NR, alpha, beta, first,
+                                                         b_copy);
+  else
+    micro_kernel_impl<T, ASource::packed, MR, NV, true>(kc, a, 0, b, b_ks, c, ldc, MR, NR, alpha, beta, first, b_copy);
 }
 
 // --- operand providers --------------------------------------------------------------
@@ -522,6 +560,9 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
       // but for a last partial row tile, which is packed so no row past M is read
       const bool a_in_place = !shared_b && (A.in_place() || A.columns_in_place());
       const int64_t full_tiles = m / MR;
+      // B that each task packs from a row-major source, and a full first row tile: that
+      // tile reads its full panels in place and packs them as it goes (micro_kernel_packing_b)
+      const bool pack_in_first_tile = !shared_b && !b_in_place && B.in_place() && full_tiles > 0;
       const T* a_panels = A.packed(i0, pc, kc);  // packed before the call, or packed here
       if (!a_panels) {
         T* ap = scratch(a_buffer, size_t(ceil_div(m, int64_t(MR)) * MR) * size_t(kc));
@@ -538,9 +579,13 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
         const int64_t p1 = p0 + kChunk < p_end ? p0 + kChunk : p_end;
         const T* b_panel[kChunk];
         int64_t b_ks[kChunk];
+        const T* b_source[kChunk];  // where the first row tile reads a panel it packs, or null
+        T* b_packed_by_tile[kChunk];    // and where it packs it
         for (int64_t p = p0; p < p1; ++p) {
           const int64_t j0 = jc + p * NR;
           const int64_t n = N - j0 < NR ? N - j0 : NR;
+          b_source[p - p0] = nullptr;
+          b_packed_by_tile[p - p0] = nullptr;
           if (shared_b) {
             b_panel[p - p0] = bp + p * kc * NR;
             b_ks[p - p0] = NR;
@@ -549,7 +594,12 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
             b_ks[p - p0] = B.row_stride();
           } else {  // not readable in place, or the right edge (padded so the kernel never reads past a row)
             T* eb = scratch(edge_buffer, size_t(kChunk) * size_t(kc) * NR) + (p - p0) * kc * NR;
-            B.pack(eb, pc, kc, j0, n);
+            if (pack_in_first_tile && n == NR) {
+              b_source[p - p0] = B.at(pc, j0);
+              b_packed_by_tile[p - p0] = eb;
+            } else {
+              B.pack(eb, pc, kc, j0, n);
+            }
             b_panel[p - p0] = eb;
             b_ks[p - p0] = NR;
           }
@@ -563,7 +613,11 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
             const int64_t j0 = jc + p * NR;
             const int64_t n = N - j0 < NR ? N - j0 : NR;
             T* c_tile = c + (i0 + r * MR) * N + j0;
-            micro_kernel(kc, a_tile, a_rs, b_panel[p - p0], b_ks[p - p0], c_tile, N, rows, n, alpha, beta, first);
+            if (r == 0 && b_source[p - p0])
+              micro_kernel_packing_b(kc, a_tile, a_rs, b_source[p - p0], B.row_stride(), b_packed_by_tile[p - p0],
+                                     c_tile, N, alpha, beta, first);
+            else
+              micro_kernel(kc, a_tile, a_rs, b_panel[p - p0], b_ks[p - p0], c_tile, N, rows, n, alpha, beta, first);
             if (last && ep.needed()) epilogue_tile(c_tile, N, i0 + r * MR, j0, rows, n, bias, ep);
           }
         }
