@@ -19,8 +19,8 @@ SIZES = [(0, 3, 4), (3, 0, 4), (3, 4, 0), (1, 1, 1), (7, 5, 3), (17, 1, 9), (1, 
          (5, 40, 1500), (128, 10, 256), (40, 16, 300), (30, 50, 513),
          # B read in place by wide rows: passes as shallow as fit 256 KiB of its rows (at least 32)
          (3, 1100, 700), (1, 2100, 300),
-         # edge row tiles of a third and two thirds of MR, beside full ones
-         (16, 33, 40), (20, 48, 64), (200, 70, 300),
+         # edge row tiles of every even height below MR (and one row), beside full ones
+         (16, 33, 40), (20, 48, 64), (200, 70, 300), (14, 70, 33), (22, 40, 50), (18, 96, 20), (10, 128, 256),
          # fewer panels than threads: the rows are split
          (150, 20, 600),
          # narrow outputs computed as their transpose (N <= 16, M >= 64)

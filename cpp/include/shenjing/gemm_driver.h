@@ -327,26 +327,33 @@ inline void micro_kernel_cols(int64_t kc, const T* a, int64_t a_rs, const T* b, 
 // (a_rs > 0, its row stride: a[r a_rs + k]), or from the row-major transpose of op(A)
 // (a_rs < 0, -a_rs its row stride: a[k (-a_rs) + r]), which saves packing A when N is
 // small and packing would cost as much as the product. The driver reads A in place
-// only for full row tiles; a short packed one computes one row, or a third or two thirds
-// of MR rows (37 rows: 12 + 12 + 12 + 1, not 4 x 12; the one-row tile, where a third of MR
-// computed three rows of zeros, made 37x613x1511 0.96-0.98x the time).
+// only for full row tiles; a short packed one computes its rows rounded up to even, or
+// its one row: 37 rows as 12 + 12 + 12 + 1, a 10-row product as 10 rows (with tiles of a
+// third and two thirds of MR these computed 12 + 12 + 12 + 4 and 12; bench/ab.py, 2 threads:
+// 37x613x1511 0.96-0.98, 10x128x256 0.94, 6x200x300 0.94, 2x512x512 0.89, 128x10x256 ta 0.96).
+template <class T, int Rows>
+inline void micro_kernel_packed(int64_t kc, const T* a, const T* b, int64_t b_ks, T* c, int64_t ldc, int64_t m,
+                                int64_t n, T alpha, T beta, bool first) {
+  constexpr int MR = GemmBlocking<T>::MR;
+  if constexpr (Rows >= MR) {
+    micro_kernel_cols<T, ASource::packed, MR>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
+  } else {
+    if (m <= Rows) micro_kernel_cols<T, ASource::packed, Rows>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    else micro_kernel_packed<T, Rows + 2>(kc, a, b, b_ks, c, ldc, m, n, alpha, beta, first);
+  }
+}
 template <class T>
 inline void micro_kernel(int64_t kc, const T* a, int64_t a_rs, const T* b, int64_t b_ks, T* c, int64_t ldc,
                          int64_t m, int64_t n, T alpha, T beta, bool first) {
-  constexpr int MR = GemmBlocking<T>::MR;
-  constexpr bool kThirds = MR % 3 == 0;
-  if (a_rs > 0) micro_kernel_cols<T, ASource::rows, MR>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
+  if (a_rs > 0)
+    micro_kernel_cols<T, ASource::rows, GemmBlocking<T>::MR>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
   else if (a_rs < 0)
-    micro_kernel_cols<T, ASource::columns, MR>(kc, a, -a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    micro_kernel_cols<T, ASource::columns, GemmBlocking<T>::MR>(kc, a, -a_rs, b, b_ks, c, ldc, m, n, alpha, beta,
+                                                                first);
   else if (m == 1)
     micro_kernel_cols<T, ASource::packed, 1>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
-  else if (kThirds && m <= MR / 3)
-    micro_kernel_cols<T, ASource::packed, kThirds ? MR / 3 : MR>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
-  else if (kThirds && m <= 2 * MR / 3)
-    micro_kernel_cols<T, ASource::packed, kThirds ? 2 * MR / 3 : MR>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta,
-                                                                       first);
   else
-    micro_kernel_cols<T, ASource::packed, MR>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    micro_kernel_packed<T, 2>(kc, a, b, b_ks, c, ldc, m, n, alpha, beta, first);
 }
 
 // A full MR x NR tile whose B panel is read in place (kc rows, b_ks apart) and copied,
@@ -489,11 +496,15 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
   const bool b_in_place = !shared_b && B.in_place() && M <= MR && !A.fixed_passes();
   // a product below a parallel region's worth (see `parallel` below) is split as for one
   // thread: split for two and run on one, 128x10x256 packed its B panel once per half.
-  // A single row tile reading B in place splits its panels from 8x less (bench/ab.py, 2
-  // threads: 1x512x512 0.65x, 4x128x1024 0.75x, 8x256x256 0.81x, 128x10x256 ta 0.95x)
-  const double parallel_flops = (b_in_place ? 8.0 : 64.0) * kParallelMinWork;
-  if (!shared_b && 2.0 * double(M) * double(N < Blk::NC ? N : Blk::NC) * double(K) < parallel_flops)
-    threads = 1;
+  // A single row tile reading B in place splits its panels from less work, counted as at
+  // least 4 rows, since a k step of a shorter tile waits on the FMA's latency anyway. In
+  // one process, 2 threads against 1 (static schedule, see below): 1x128x1024 0.79,
+  // 4x128x1024 0.71, 10x256x256 0.79, 10x128x512 0.81 run split; 10x128x256 (128x10x256
+  // ta as its transpose) 1.03, 8x128x256 1.14, 2x256x256 1.08 run on one thread.
+  const double parallel_flops = (b_in_place ? 24.0 : 64.0) * kParallelMinWork;
+  const int64_t work_rows = b_in_place && M < 4 ? 4 : M;
+  auto work = [&](int64_t columns) { return 2.0 * double(work_rows) * double(columns) * double(K); };
+  if (!shared_b && work(N < Blk::NC ? N : Blk::NC) < parallel_flops) threads = 1;
   // (fewer panels than threads, as for a 10-column output: split the rows, each
   // task packing the few panels itself)
   const bool split_columns = !shared_b && !b_in_place && ceil_div(N < Blk::NC ? N : Blk::NC, NR) >= threads;
@@ -626,11 +637,14 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
 
     if (!shared_b) {
       // tasks share nothing: each runs all its passes in one parallel region, its
-      // block of C staying in cache from one pass to the next
-      run_indices(tasks, 2.0 * double(M) * double(nc) * double(K) >= parallel_flops, threads, Schedule::one_at_a_time,
-                  [&](int64_t task) {
-                    for (int64_t pc = 0; pc < K; pc += depth) run_task(task, pc, K - pc < depth ? K - pc : depth, nullptr);
-                  });
+      // block of C staying in cache from one pass to the next. Task t goes to thread t when
+      // there is one each, so a thread reads the same columns of B from call to call, from
+      // its own L2 (taken in turns, they moved between the cores: 10x128x512 ran 0.89 of
+      // one thread's time split in turns, 0.81 split this way)
+      const Schedule schedule = tasks == threads ? Schedule::blocks : Schedule::one_at_a_time;
+      run_indices(tasks, work(nc) >= parallel_flops, threads, schedule, [&](int64_t task) {
+        for (int64_t pc = 0; pc < K; pc += depth) run_task(task, pc, K - pc < depth ? K - pc : depth, nullptr);
+      });
       continue;
     }
     for (int64_t pc = 0; pc < K; pc += depth) {
