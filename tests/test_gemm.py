@@ -280,6 +280,8 @@ def test_gemm_bad_input():
 MATMUL_SHAPES = [((3, 4), (4, 5)), ((4,), (4, 5)), ((3, 4), (4,)), ((4,), (4,)),
                  ((2, 3, 4), (4, 5)), ((3, 4), (2, 4, 5)), ((2, 1, 3, 4), (5, 4, 6)), ((7, 1, 3, 4), (1, 6, 4, 2)),
                  ((5,), (2, 5, 3)), ((2, 3, 5), (5,)),
+                 # a vector and a matrix, in one call as a row or a column (and empty)
+                 ((300,), (300, 70)), ((70, 300), (300,)), ((0,), (0, 5)), ((5,), (5, 0)), ((0, 5), (5,)),
                  # small products split over the threads; large ones each on all threads
                  ((64, 16, 24), (64, 24, 8)), ((3, 130, 70), (70, 90)), ((2, 33, 12), (2, 12, 100)),
                  # empty batch, rows, columns and depth
@@ -389,6 +391,10 @@ def test_matmul_out_and_bit_identical_threads(rng):
 def test_matmul_bad_input():
     with raises(ValueError, "matmul", "(3, 4)", "(5, 6)", "do not match"):
         ops.matmul(np.ones((3, 4)), np.ones((5, 6)))
+    with raises(ValueError, "matmul", "(4,)", "(5, 6)", "do not match"):  # a vector and a matrix
+        ops.matmul(np.ones(4, np.float32), np.ones((5, 6), np.float32))
+    with raises(ValueError, "matmul", "(5, 6)", "(4,)", "do not match"):
+        ops.matmul(np.ones((5, 6), np.float32), np.ones(4, np.float32))
     with raises(ValueError, "matmul", "(2, 3, 4)", "(3, 4, 5)", "broadcast"):
         ops.matmul(np.ones((2, 3, 4)), np.ones((3, 4, 5)))
     with raises(ValueError, "matmul", "at least one dimension"):

