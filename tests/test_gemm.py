@@ -128,6 +128,22 @@ def test_gemm_first_row_tile_packs_b(backend, rng, M, N, K, ta, b_offset):
     assert_close(got, expected, np.float32, tol=_tol(np.float32, K), what="gemm, B packed by the first tile")
 
 
+@pytest.mark.parametrize("b_offset", [0, 5])
+@pytest.mark.parametrize("M,N,K", [(1, 300, 70), (2, 200, 90), (1, 64, 33), (2, 4100, 20)], ids=str)
+def test_gemm_one_or_two_rows_over_several_panels(backend, rng, M, N, K, b_offset):
+    """A product of one or two rows reads B in place, several panels a call (up to four for
+    one row, two for two) and the right edge packed; at any offset from a cache line, with
+    the epilogue."""
+    a, b = _operands(rng, M, N, K, False, False, np.float32)
+    b = _off_line(b, b_offset)
+    c = rng.standard_normal((M, N)).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    got = ops.gemm(a, b, alpha=2.0, beta=0.5, c=c, bias=bias, activation="tanh")
+    expected = R.gemm(a.astype(np.float64), b.astype(np.float64), alpha=2.0, beta=0.5, c=c.astype(np.float64),
+                      bias=bias.astype(np.float64), activation="tanh")
+    assert_close(got, expected, np.float32, tol=_tol(np.float32, K), what="gemm of one or two rows")
+
+
 def test_gemm_never_reads_c_when_beta_is_zero(rng):
     a, b = _operands(rng, 9, 10, 11, False, False, np.float32)
     out = np.full((9, 10), np.nan, dtype=np.float32)

@@ -356,6 +356,23 @@ inline void micro_kernel(int64_t kc, const T* a, int64_t a_rs, const T* b, int64
     micro_kernel_packed<T, 2>(kc, a, b, b_ks, c, ldc, m, n, alpha, beta, first);
 }
 
+// A tile of one or two packed rows over up to kWideRowPanels / rows panels of B read in
+// place (n columns, a whole number of vectors but for the last): a tile of one row over
+// one panel keeps only NV = 2 sums going, where the FMA's latency needs 8 in flight, so
+// each k step waited it out. The same sums in the same order. bench/ab.py, 2 threads:
+// 1x512x512 0.76, 1x256x256 0.77, 1x4096x1024 0.86, 2x512x512 0.90, 2x100x300 0.97.
+constexpr int kWideRowPanels = 4;
+template <class T>
+inline void micro_kernel_wide_rows(int64_t kc, const T* a, const T* b, int64_t b_ks, T* c, int64_t ldc, int64_t m,
+                                   int64_t n, T alpha, T beta, bool first) {
+  constexpr int NV = GemmBlocking<T>::NV;
+  if (m == 1)
+    micro_kernel_impl<T, ASource::packed, 1, kWideRowPanels * NV>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
+  else
+    micro_kernel_impl<T, ASource::packed, 2, kWideRowPanels / 2 * NV>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta,
+                                                                      first);
+}
+
 // A full MR x NR tile whose B panel is read in place (kc rows, b_ks apart) and copied,
 // as it is read, to b_copy in the packed layout ([k NR + j]) for the row tiles after it,
 // so that the packing's reads of B overlap this tile's arithmetic instead of running
@@ -386,6 +403,7 @@ inline void micro_kernel_packing_b(int64_t kc, const T* a, int64_t a_rs, const T
 // A provider that is only ever packed (an image, strided samples): derive from
 // this and define pack().
 template <class T> struct PackedOperand {
+  static constexpr bool kMayBeInPlace = false;  // the driver compiles its in-place forms only where true
   bool in_place() const { return false; }
   bool columns_in_place() const { return false; }  // see MatrixA
   const T* at(int64_t, int64_t) const { return nullptr; }
@@ -454,6 +472,7 @@ template <class T> struct MatrixA {
 
 // op(B) of a row-major matrix b: (K, N), or (N, K) when trans
 template <class T> struct MatrixB {
+  static constexpr bool kMayBeInPlace = true;
   const T* b;
   bool trans;
   int64_t N, K;
@@ -622,12 +641,24 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
           const int64_t a_rs = tile_in_place ? A.row_stride() : 0;
           for (int64_t p = p0; p < p1; ++p) {
             const int64_t j0 = jc + p * NR;
-            const int64_t n = N - j0 < NR ? N - j0 : NR;
+            int64_t n = N - j0 < NR ? N - j0 : NR;
             T* c_tile = c + (i0 + r * MR) * N + j0;
-            if (r == 0 && b_source[p - p0])
-              micro_kernel_packing_b(kc, a_tile, a_rs, b_source[p - p0], B.row_stride(), b_packed_by_tile[p - p0],
-                                     c_tile, N, alpha, beta, first);
-            else
+            // a tile of one or two rows over B in place: panels p .. q - 1 in one call (the
+            // panels read in place, rows N apart, not the packed edge, rows NR apart)
+            int64_t q = p + 1;
+            if (BProvider::kMayBeInPlace && b_in_place && rows <= 2 && b_ks[p - p0] != NR)
+              while (q < p1 && q - p < kWideRowPanels / rows && b_ks[q - p0] == b_ks[p - p0]) ++q;
+            if (q - p > 1) {
+              n = (N < jc + q * NR ? N : jc + q * NR) - j0;
+              if constexpr (BProvider::kMayBeInPlace)
+                micro_kernel_wide_rows(kc, a_tile, b_panel[p - p0], b_ks[p - p0], c_tile, N, rows, n, alpha, beta,
+                                       first);
+              p = q - 1;
+            } else if (r == 0 && b_source[p - p0]) {
+              if constexpr (BProvider::kMayBeInPlace)
+                micro_kernel_packing_b(kc, a_tile, a_rs, b_source[p - p0], B.row_stride(), b_packed_by_tile[p - p0],
+                                       c_tile, N, alpha, beta, first);
+            } else
               micro_kernel(kc, a_tile, a_rs, b_panel[p - p0], b_ks[p - p0], c_tile, N, rows, n, alpha, beta, first);
             if (last && ep.needed()) epilogue_tile(c_tile, N, i0 + r * MR, j0, rows, n, bias, ep);
           }
