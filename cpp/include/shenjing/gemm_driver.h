@@ -356,8 +356,8 @@ inline void micro_kernel(int64_t kc, const T* a, int64_t a_rs, const T* b, int64
     micro_kernel_packed<T, 2>(kc, a, b, b_ks, c, ldc, m, n, alpha, beta, first);
 }
 
-// A tile of one or two packed rows over up to kWideRowPanels / rows panels of B read in
-// place (n columns, a whole number of vectors but for the last): a tile of one row over
+// A tile of one or two packed rows over kWideRowPanels / rows full panels of B read in
+// place (every one of their columns is read, n of them written): a tile of one row over
 // one panel keeps only NV = 2 sums going, where the FMA's latency needs 8 in flight, so
 // each k step waited it out. The same sums in the same order. bench/ab.py, 2 threads:
 // 1x512x512 0.76, 1x256x256 0.77, 1x4096x1024 0.86, 2x512x512 0.90, 2x100x300 0.97.
@@ -643,13 +643,15 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
             const int64_t j0 = jc + p * NR;
             int64_t n = N - j0 < NR ? N - j0 : NR;
             T* c_tile = c + (i0 + r * MR) * N + j0;
-            // a tile of one or two rows over B in place: panels p .. q - 1 in one call (the
-            // panels read in place, rows N apart, not the packed edge, rows NR apart)
+            // a tile of one or two rows over B in place: a whole group of panels p .. q - 1 in
+            // one call (panels read in place, rows N apart, not the packed edge, rows NR apart;
+            // the kernel reads every column of the group, so a shorter run goes panel by panel)
+            const int64_t group = kWideRowPanels / (rows < 2 ? 1 : 2);
             int64_t q = p + 1;
             if (BProvider::kMayBeInPlace && b_in_place && rows <= 2 && b_ks[p - p0] != NR)
-              while (q < p1 && q - p < kWideRowPanels / rows && b_ks[q - p0] == b_ks[p - p0]) ++q;
-            if (q - p > 1) {
-              n = (N < jc + q * NR ? N : jc + q * NR) - j0;
+              while (q < p1 && q - p < group && b_ks[q - p0] == b_ks[p - p0]) ++q;
+            if (q - p == group && group > 1) {
+              n = group * NR;
               if constexpr (BProvider::kMayBeInPlace)
                 micro_kernel_wide_rows(kc, a_tile, b_panel[p - p0], b_ks[p - p0], c_tile, N, rows, n, alpha, beta,
                                        first);
