@@ -144,8 +144,9 @@ def main() -> None:
     threads = int(os.environ.get("SHENJING_AB_THREADS", "2"))
     for build in builds:
         build.set_num_threads(threads)
-    kernels = eval(case, {"gemm": gemm, "matmul": matmul, "conv": conv, "act": act, "chain": chain, "softmax": softmax, "adam": adam,
-                          "train": train})
+    makers = {"gemm": gemm, "matmul": matmul, "conv": conv, "act": act, "chain": chain, "softmax": softmax,
+              "adam": adam, "train": train}
+    kernels = eval(case, makers)
     original = ops._core
     try:
         for name, f in kernels.items():

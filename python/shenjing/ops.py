@@ -896,29 +896,29 @@ def matmul(a, b, *, out=None) -> np.ndarray:
     Small products of a batch run one per thread.
     """
     op = "matmul"
-    if (type(a) is np.ndarray and type(b) is np.ndarray and a.ndim == b.ndim and a.ndim >= 2
-            and (a.dtype is _F32 or a.dtype is _F64) and b.dtype is a.dtype and a.flags.c_contiguous
-            and a.size and b.size):
-        # two float matrices, or two stacks of them with the same batch dimensions, b as it
-        # lies or with its last two axes swapped (w.T, attention's q @ k^T), in one call (a
-        # 2-D product saves ~5 us, a batch of one 4x4x4 product took 8.5 us through the checks
-        # below and now 1.2, NumPy 0.9); None when the kernel cannot take them as they lie
-        trans_b = not b.flags.c_contiguous
-        bt = np.swapaxes(b, -1, -2) if trans_b else b
-        if bt.flags.c_contiguous:
-            result = (_core.product(a, bt, False, trans_b, out) if a.ndim == 2
-                      else _core.batched_product(a, bt, trans_b, out))
+    if (type(a) is np.ndarray and type(b) is np.ndarray and (a.dtype is _F32 or a.dtype is _F64)
+            and b.dtype is a.dtype and a.flags.c_contiguous and a.size and b.size):
+        # float arrays of one dtype in one call, None when the kernel cannot take them as they
+        # lie (the checks below then convert them or name the problem)
+        if a.ndim == b.ndim and a.ndim >= 2:
+            # two matrices, or two stacks of them with the same batch dimensions, b as it lies
+            # or with its last two axes swapped (w.T, attention's q @ k^T): a 2-D product saves
+            # ~5 us, a batch of one 4x4x4 product took 8.5 us through the checks below and now
+            # 1.2, NumPy 0.9
+            trans_b = not b.flags.c_contiguous
+            bt = np.swapaxes(b, -1, -2) if trans_b else b
+            if bt.flags.c_contiguous:
+                result = (_core.product(a, bt, False, trans_b, out) if a.ndim == 2
+                          else _core.batched_product(a, bt, trans_b, out))
+                if result is not None:
+                    return result
+        elif a.ndim + b.ndim == 3 and out is None and b.flags.c_contiguous:
+            # a vector and a matrix, as a (1, K) row or a (K, 1) column (7 us where the path
+            # below took 12.5 for a 256-vector times a 256x256 matrix)
+            result = (_core.product(a.reshape(1, -1), b, False, False, None) if a.ndim == 1
+                      else _core.product(a, b.reshape(-1, 1), False, False, None))
             if result is not None:
-                return result
-    elif (out is None and type(a) is np.ndarray and type(b) is np.ndarray and a.ndim + b.ndim == 3
-          and (a.dtype is _F32 or a.dtype is _F64) and b.dtype is a.dtype and a.flags.c_contiguous
-          and b.flags.c_contiguous and a.size and b.size):
-        # a vector and a matrix as a (1, K) row or a (K, 1) column, the same product (7 us
-        # where the path below took 12.5 for a 256-vector times a 256x256 matrix)
-        result = (_core.product(a.reshape(1, -1), b, False, False, None) if a.ndim == 1
-                  else _core.product(a, b.reshape(-1, 1), False, False, None))
-        if result is not None:
-            return result.reshape(-1)
+                return result.reshape(-1)
     a, b = _any_array(a, op, "a"), _any_array(b, op, "b")
     for arg, x in (("a", a), ("b", b)):
         if x.dtype.kind not in "biuf":

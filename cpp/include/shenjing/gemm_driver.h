@@ -231,10 +231,9 @@ void pack_b_panel(T* dst, const T* b, bool trans_b, int64_t N, int64_t K, int64_
 // Where A comes from: packed as above; its rows in place (a[r a_rs + k]); or its columns
 // in place, the transpose of a row-major matrix, whose k-th column of the tile is the MR
 // values at a + k a_ks (laid out as a packed panel with a stride of a_ks, not MR).
-// kCopyB: B is read in place and each of its rows also stored to b_copy, packed
-// (micro_kernel_packing_b).
+// kCopyB: B is read in place and each of its rows also stored to b_copy, packed, with
+// the row kCopyAheadRows on asked for (micro_kernel_packing_b; 12 and 24 measured the same).
 enum class ASource { packed, rows, columns };
-// how many rows of B ahead the packing tile asks for its lines (12 and 24 measured the same)
 constexpr int64_t kCopyAheadRows = 16;
 template <class T, ASource kA, int Rows, int NV, bool kCopyB = false>
 inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, const T* __restrict b, int64_t b_ks,
@@ -609,13 +608,14 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
         const int64_t p1 = p0 + kChunk < p_end ? p0 + kChunk : p_end;
         const T* b_panel[kChunk];
         int64_t b_ks[kChunk];
-        const T* b_source[kChunk];  // where the first row tile reads a panel it packs, or null
-        T* b_packed_by_tile[kChunk];    // and where it packs it
+        T* packed = nullptr;  // this chunk's packed panels, panel p at (p - p0) kc NR, when it has any
+        auto packed_panel = [&](int64_t p) {
+          if (!packed) packed = scratch(edge_buffer, size_t(kChunk) * size_t(kc) * NR);
+          return packed + (p - p0) * kc * NR;
+        };
         for (int64_t p = p0; p < p1; ++p) {
           const int64_t j0 = jc + p * NR;
           const int64_t n = N - j0 < NR ? N - j0 : NR;
-          b_source[p - p0] = nullptr;
-          b_packed_by_tile[p - p0] = nullptr;
           if (shared_b) {
             b_panel[p - p0] = bp + p * kc * NR;
             b_ks[p - p0] = NR;
@@ -623,14 +623,9 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
             b_panel[p - p0] = B.at(pc, j0);
             b_ks[p - p0] = B.row_stride();
           } else {  // not readable in place, or the right edge (padded so the kernel never reads past a row)
-            T* eb = scratch(edge_buffer, size_t(kChunk) * size_t(kc) * NR) + (p - p0) * kc * NR;
-            if (pack_in_first_tile && n == NR) {
-              b_source[p - p0] = B.at(pc, j0);
-              b_packed_by_tile[p - p0] = eb;
-            } else {
-              B.pack(eb, pc, kc, j0, n);
-            }
-            b_panel[p - p0] = eb;
+            T* panel = packed_panel(p);
+            if (!(pack_in_first_tile && n == NR)) B.pack(panel, pc, kc, j0, n);  // (else the first tile packs it)
+            b_panel[p - p0] = panel;
             b_ks[p - p0] = NR;
           }
         }
@@ -639,29 +634,27 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
           const bool tile_in_place = a_in_place && r < full_tiles;
           const T* a_tile = tile_in_place ? A.at(i0 + r * MR, pc) : a_panels + r * kc * MR;
           const int64_t a_rs = tile_in_place ? A.row_stride() : 0;
+          // a tile of one or two rows over B in place takes a whole group of panels a call
+          const int64_t group = kWideRowPanels / (rows < 2 ? 1 : 2);
           for (int64_t p = p0; p < p1; ++p) {
             const int64_t j0 = jc + p * NR;
             int64_t n = N - j0 < NR ? N - j0 : NR;
             T* c_tile = c + (i0 + r * MR) * N + j0;
-            // a tile of one or two rows over B in place: a whole group of panels p .. q - 1 in
-            // one call (panels read in place, rows N apart, not the packed edge, rows NR apart;
-            // the kernel reads every column of the group, so a shorter run goes panel by panel)
-            const int64_t group = kWideRowPanels / (rows < 2 ? 1 : 2);
-            int64_t q = p + 1;
-            if (BProvider::kMayBeInPlace && b_in_place && rows <= 2 && b_ks[p - p0] != NR)
-              while (q < p1 && q - p < group && b_ks[q - p0] == b_ks[p - p0]) ++q;
-            if (q - p == group && group > 1) {
+            // (the group's panels all full, so all read in place: the kernel reads every
+            // column of the group, and a shorter run at the end goes panel by panel)
+            if (BProvider::kMayBeInPlace && b_in_place && rows <= 2 && p + group <= p1 && j0 + group * NR <= N) {
               n = group * NR;
               if constexpr (BProvider::kMayBeInPlace)
                 micro_kernel_wide_rows(kc, a_tile, b_panel[p - p0], b_ks[p - p0], c_tile, N, rows, n, alpha, beta,
                                        first);
-              p = q - 1;
-            } else if (r == 0 && b_source[p - p0]) {
+              p += group - 1;
+            } else if (r == 0 && pack_in_first_tile && n == NR) {
               if constexpr (BProvider::kMayBeInPlace)
-                micro_kernel_packing_b(kc, a_tile, a_rs, b_source[p - p0], B.row_stride(), b_packed_by_tile[p - p0],
+                micro_kernel_packing_b(kc, a_tile, a_rs, B.at(pc, j0), B.row_stride(), packed + (p - p0) * kc * NR,
                                        c_tile, N, alpha, beta, first);
-            } else
+            } else {
               micro_kernel(kc, a_tile, a_rs, b_panel[p - p0], b_ks[p - p0], c_tile, N, rows, n, alpha, beta, first);
+            }
             if (last && ep.needed()) epilogue_tile(c_tile, N, i0 + r * MR, j0, rows, n, bias, ep);
           }
         }
