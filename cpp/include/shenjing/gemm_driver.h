@@ -233,9 +233,14 @@ void pack_b_panel(T* dst, const T* b, bool trans_b, int64_t N, int64_t K, int64_
 // values at a + k a_ks (laid out as a packed panel with a stride of a_ks, not MR).
 // kCopyB: B is read in place and each of its rows also stored to b_copy, packed, with
 // the row kCopyAheadRows on asked for (micro_kernel_packing_b; 12 and 24 measured the same).
+// kPrefetchB (micro_kernel's prefetch_b, for full tiles): B is a panel of the shared packed
+// B, which every row tile of a block reads from L2 (a chunk of 16 panels is 512 KiB), and
+// the row kBAheadRows on is asked for, into L1 (bench/ab.py, 2 threads: 2048^3 0.97-0.99,
+// 1024^3 0.98-0.99; 4 and 16 rows ahead measured the same as 8). Not for a task's own
+// panels, which gained nothing (64x128x784 1.01, LeNet and 64-channel convolutions 1.00).
 enum class ASource { packed, rows, columns };
-constexpr int64_t kCopyAheadRows = 16;
-template <class T, ASource kA, int Rows, int NV, bool kCopyB = false>
+constexpr int64_t kCopyAheadRows = 16, kBAheadRows = 8;
+template <class T, ASource kA, int Rows, int NV, bool kCopyB = false, bool kPrefetchB = false>
 inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, const T* __restrict b, int64_t b_ks,
                               T* c, int64_t ldc, int64_t m, int64_t n, T alpha, T beta, bool first,
                               T* __restrict b_copy = nullptr) {
@@ -270,6 +275,11 @@ inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, c
     V bv[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) bv[v] = vload(b + k * b_ks + v * L);
+    if (kPrefetchB) {  // (see kBAheadRows)
+      const char* ahead = reinterpret_cast<const char*>(b + (k + kBAheadRows) * b_ks);
+      __builtin_prefetch(ahead, 0, 3);
+      if (sizeof(T) * NV * L > 64) __builtin_prefetch(ahead + 64, 0, 3);
+    }
     if (kCopyB) {  // (see micro_kernel_packing_b)
       const char* ahead = reinterpret_cast<const char*>(b + (k + kCopyAheadRows) * b_ks);
       __builtin_prefetch(ahead, 0, 3);
@@ -312,14 +322,14 @@ inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, c
 }
 
 // One vector wide when the panel is (N <= 16), else NV vectors.
-template <class T, ASource kA, int Rows>
+template <class T, ASource kA, int Rows, bool kPrefetchB = false>
 inline void micro_kernel_cols(int64_t kc, const T* a, int64_t a_rs, const T* b, int64_t b_ks, T* c, int64_t ldc,
                               int64_t m, int64_t n, T alpha, T beta, bool first) {
   constexpr int NV = GemmBlocking<T>::NV;
   if (NV > 1 && n <= Simd<T>::lanes)
-    micro_kernel_impl<T, kA, Rows, 1>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    micro_kernel_impl<T, kA, Rows, 1, false, kPrefetchB>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
   else
-    micro_kernel_impl<T, kA, Rows, NV>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    micro_kernel_impl<T, kA, Rows, NV, false, kPrefetchB>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
 }
 
 // A is packed (a_rs == 0: [k MR + r]), or read in place: from row-major op(A)
@@ -332,18 +342,21 @@ inline void micro_kernel_cols(int64_t kc, const T* a, int64_t a_rs, const T* b, 
 // 37x613x1511 0.96-0.98, 10x128x256 0.94, 6x200x300 0.94, 2x512x512 0.89, 128x10x256 ta 0.96).
 template <class T, int Rows>
 inline void micro_kernel_packed(int64_t kc, const T* a, const T* b, int64_t b_ks, T* c, int64_t ldc, int64_t m,
-                                int64_t n, T alpha, T beta, bool first) {
+                                int64_t n, T alpha, T beta, bool first, bool prefetch_b) {
   constexpr int MR = GemmBlocking<T>::MR;
   if constexpr (Rows >= MR) {
-    micro_kernel_cols<T, ASource::packed, MR>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    if (prefetch_b)
+      micro_kernel_cols<T, ASource::packed, MR, true>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    else
+      micro_kernel_cols<T, ASource::packed, MR>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
   } else {
     if (m <= Rows) micro_kernel_cols<T, ASource::packed, Rows>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
-    else micro_kernel_packed<T, Rows + 2>(kc, a, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    else micro_kernel_packed<T, Rows + 2>(kc, a, b, b_ks, c, ldc, m, n, alpha, beta, first, prefetch_b);
   }
 }
 template <class T>
 inline void micro_kernel(int64_t kc, const T* a, int64_t a_rs, const T* b, int64_t b_ks, T* c, int64_t ldc,
-                         int64_t m, int64_t n, T alpha, T beta, bool first) {
+                         int64_t m, int64_t n, T alpha, T beta, bool first, bool prefetch_b) {
   if (a_rs > 0)
     micro_kernel_cols<T, ASource::rows, GemmBlocking<T>::MR>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
   else if (a_rs < 0)
@@ -352,7 +365,7 @@ inline void micro_kernel(int64_t kc, const T* a, int64_t a_rs, const T* b, int64
   else if (m == 1)
     micro_kernel_cols<T, ASource::packed, 1>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
   else
-    micro_kernel_packed<T, 2>(kc, a, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    micro_kernel_packed<T, 2>(kc, a, b, b_ks, c, ldc, m, n, alpha, beta, first, prefetch_b);
 }
 
 // A tile of one or two packed rows over kWideRowPanels / rows full panels of B read in
@@ -653,7 +666,8 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
                 micro_kernel_packing_b(kc, a_tile, a_rs, B.at(pc, j0), B.row_stride(), packed + (p - p0) * kc * NR,
                                        c_tile, N, alpha, beta, first);
             } else {
-              micro_kernel(kc, a_tile, a_rs, b_panel[p - p0], b_ks[p - p0], c_tile, N, rows, n, alpha, beta, first);
+              micro_kernel(kc, a_tile, a_rs, b_panel[p - p0], b_ks[p - p0], c_tile, N, rows, n, alpha, beta, first,
+                           shared_b);
             }
             if (last && ep.needed()) epilogue_tile(c_tile, N, i0 + r * MR, j0, rows, n, bias, ep);
           }
