@@ -48,6 +48,10 @@ CASES = [
     ((2, 4, 6, 40), (6, 2, 3, 3), dict(groups=2, padding=1)),
     ((2, 3, 9, 30), (4, 3, 3, 3), dict(dilation=2, padding=(1, 2))),
     ((1, 3, 20, 33), (4, 3, 3, 2), dict(padding=(0, 1))),
+    # ... read in place over several row tiles, two passes of depth (288 taps) and a partial
+    # last panel (10 x 19 columns), one sample (the threads split its panels) and three
+    ((1, 32, 10, 17), (30, 32, 3, 3), dict(padding=1)),
+    ((3, 32, 9, 16), (14, 32, 3, 3), dict(padding=(1, 2), dilation=(1, 2))),
     # output rows shorter than a vector over enough pixels for panels: gathered columns,
     # with taps in the padding, a width stride and dilation, and a partial last panel
     ((2, 3, 13, 11), (4, 3, 3, 3), dict(stride=(1, 2), padding=(2, 1), dilation=(1, 2))),
@@ -178,10 +182,14 @@ def test_conv2d_gradients_by_finite_differences(rng, kw):
     np.testing.assert_allclose(db, finite_difference(f, [x, w, b], 2, weights), rtol=1e-6, atol=1e-7)
 
 
-def test_conv2d_is_bit_identical_with_1_and_2_threads(rng):
-    x = rng.standard_normal((5, 6, 13, 11)).astype(np.float32)
-    w = rng.standard_normal((8, 6, 3, 3)).astype(np.float32)
-    g = rng.standard_normal((5, 8, 13, 11)).astype(np.float32)
+@pytest.mark.parametrize("x_shape, w_shape", [
+    ((5, 6, 13, 11), (8, 6, 3, 3)),
+    ((1, 32, 10, 17), (30, 32, 3, 3)),  # the wide grid read in place, its panels split over the threads
+])
+def test_conv2d_is_bit_identical_with_1_and_2_threads(rng, x_shape, w_shape):
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    g = rng.standard_normal((x_shape[0], w_shape[0]) + x_shape[2:]).astype(np.float32)
     results = []
     old = shenjing.get_num_threads()
     try:

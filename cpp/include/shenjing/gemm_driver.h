@@ -231,19 +231,25 @@ void pack_b_panel(T* dst, const T* b, bool trans_b, int64_t N, int64_t K, int64_
 // Where A comes from: packed as above; its rows in place (a[r a_rs + k]); or its columns
 // in place, the transpose of a row-major matrix, whose k-th column of the tile is the MR
 // values at a + k a_ks (laid out as a packed panel with a stride of a_ks, not MR).
-// kCopyB: B is read in place and each of its rows also stored to b_copy, packed, with
-// the row kCopyAheadRows on asked for (micro_kernel_packing_b; 12 and 24 measured the same).
-// kPrefetchB (micro_kernel's prefetch_b, for full tiles): B is a panel of the shared packed
-// B, which every row tile of a block reads from L2 (a chunk of 16 panels is 512 KiB), and
-// the row kBAheadRows on is asked for, into L1 (bench/ab.py, 2 threads: 2048^3 0.97-0.99,
-// 1024^3 0.98-0.99; 4 and 16 rows ahead measured the same as 8). Not for a task's own
-// panels, which gained nothing (64x128x784 1.01, LeNet and 64-channel convolutions 1.00).
+// How B's rows are read (BRead):
+//   strided      row k at b + k b_ks;
+//   prefetched   the same, the row kBAheadRows on asked for (micro_kernel's prefetch_b, for
+//                full tiles): a panel of the shared packed B, which every row tile of a block
+//                reads from L2 (a chunk of 16 panels is 512 KiB), is brought into L1 ahead
+//                (bench/ab.py, 2 threads: 2048^3 0.97-0.99, 1024^3 0.98-0.99; 4 and 16 rows
+//                ahead measured the same as 8). Not for a task's own panels, which gained
+//                nothing (64x128x784 1.01, LeNet and 64-channel convolutions 1.00);
+//   copied       strided, in place, each row also stored to b_copy, packed, with the row
+//                kCopyAheadRows on asked for (micro_kernel_packing_b; 12 and 24 measured the same);
+//   at_offsets   row k at b + b_rows[k]: rows of an image read in place (see conv.cpp's
+//                wide_forward_in_place).
 enum class ASource { packed, rows, columns };
+enum class BRead { strided, prefetched, copied, at_offsets };
 constexpr int64_t kCopyAheadRows = 16, kBAheadRows = 8;
-template <class T, ASource kA, int Rows, int NV, bool kCopyB = false, bool kPrefetchB = false>
+template <class T, ASource kA, int Rows, int NV, BRead kB = BRead::strided>
 inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, const T* __restrict b, int64_t b_ks,
                               T* c, int64_t ldc, int64_t m, int64_t n, T alpha, T beta, bool first,
-                              T* __restrict b_copy = nullptr) {
+                              T* __restrict b_copy = nullptr, const int64_t* __restrict b_rows = nullptr) {
   constexpr bool kPackedA = kA != ASource::rows;  // a k step reads Rows consecutive values
   const int64_t a_ks = kA == ASource::columns ? a_rs : GemmBlocking<T>::MR;
   using V = typename Simd<T>::V;
@@ -273,14 +279,15 @@ inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, c
 #pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k) {
     V bv[NV];
+    const T* b_row = kB == BRead::at_offsets ? b + b_rows[k] : b + k * b_ks;
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) bv[v] = vload(b + k * b_ks + v * L);
-    if (kPrefetchB) {  // (see kBAheadRows)
+    for (int v = 0; v < NV; ++v) bv[v] = vload(b_row + v * L);
+    if (kB == BRead::prefetched) {
       const char* ahead = reinterpret_cast<const char*>(b + (k + kBAheadRows) * b_ks);
       __builtin_prefetch(ahead, 0, 3);
       if (sizeof(T) * NV * L > 64) __builtin_prefetch(ahead + 64, 0, 3);
     }
-    if (kCopyB) {  // (see micro_kernel_packing_b)
+    if (kB == BRead::copied) {
       const char* ahead = reinterpret_cast<const char*>(b + (k + kCopyAheadRows) * b_ks);
       __builtin_prefetch(ahead, 0, 3);
       __builtin_prefetch(ahead + 64, 0, 3);
@@ -322,14 +329,14 @@ inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, c
 }
 
 // One vector wide when the panel is (N <= 16), else NV vectors.
-template <class T, ASource kA, int Rows, bool kPrefetchB = false>
+template <class T, ASource kA, int Rows, BRead kB = BRead::strided>
 inline void micro_kernel_cols(int64_t kc, const T* a, int64_t a_rs, const T* b, int64_t b_ks, T* c, int64_t ldc,
-                              int64_t m, int64_t n, T alpha, T beta, bool first) {
+                              int64_t m, int64_t n, T alpha, T beta, bool first, const int64_t* b_rows = nullptr) {
   constexpr int NV = GemmBlocking<T>::NV;
   if (NV > 1 && n <= Simd<T>::lanes)
-    micro_kernel_impl<T, kA, Rows, 1, false, kPrefetchB>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    micro_kernel_impl<T, kA, Rows, 1, kB>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first, nullptr, b_rows);
   else
-    micro_kernel_impl<T, kA, Rows, NV, false, kPrefetchB>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    micro_kernel_impl<T, kA, Rows, NV, kB>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first, nullptr, b_rows);
 }
 
 // A is packed (a_rs == 0: [k MR + r]), or read in place: from row-major op(A)
@@ -340,18 +347,19 @@ inline void micro_kernel_cols(int64_t kc, const T* a, int64_t a_rs, const T* b, 
 // its one row: 37 rows as 12 + 12 + 12 + 1, a 10-row product as 10 rows (with tiles of a
 // third and two thirds of MR these computed 12 + 12 + 12 + 4 and 12; bench/ab.py, 2 threads:
 // 37x613x1511 0.96-0.98, 10x128x256 0.94, 6x200x300 0.94, 2x512x512 0.89, 128x10x256 ta 0.96).
-template <class T, int Rows>
+// (kB prefetched: the full tiles only; the short ones read B strided)
+template <class T, int Rows, BRead kB = BRead::strided>
 inline void micro_kernel_packed(int64_t kc, const T* a, const T* b, int64_t b_ks, T* c, int64_t ldc, int64_t m,
-                                int64_t n, T alpha, T beta, bool first, bool prefetch_b) {
+                                int64_t n, T alpha, T beta, bool first, const int64_t* b_rows = nullptr) {
   constexpr int MR = GemmBlocking<T>::MR;
+  constexpr BRead kShortB = kB == BRead::prefetched ? BRead::strided : kB;
   if constexpr (Rows >= MR) {
-    if (prefetch_b)
-      micro_kernel_cols<T, ASource::packed, MR, true>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
-    else
-      micro_kernel_cols<T, ASource::packed, MR>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    micro_kernel_cols<T, ASource::packed, MR, kB>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first, b_rows);
   } else {
-    if (m <= Rows) micro_kernel_cols<T, ASource::packed, Rows>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
-    else micro_kernel_packed<T, Rows + 2>(kc, a, b, b_ks, c, ldc, m, n, alpha, beta, first, prefetch_b);
+    if (m <= Rows)
+      micro_kernel_cols<T, ASource::packed, Rows, kShortB>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first, b_rows);
+    else
+      micro_kernel_packed<T, Rows + 2, kB>(kc, a, b, b_ks, c, ldc, m, n, alpha, beta, first, b_rows);
   }
 }
 template <class T>
@@ -364,8 +372,10 @@ inline void micro_kernel(int64_t kc, const T* a, int64_t a_rs, const T* b, int64
                                                                 first);
   else if (m == 1)
     micro_kernel_cols<T, ASource::packed, 1>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
+  else if (prefetch_b)
+    micro_kernel_packed<T, 2, BRead::prefetched>(kc, a, b, b_ks, c, ldc, m, n, alpha, beta, first);
   else
-    micro_kernel_packed<T, 2>(kc, a, b, b_ks, c, ldc, m, n, alpha, beta, first, prefetch_b);
+    micro_kernel_packed<T, 2>(kc, a, b, b_ks, c, ldc, m, n, alpha, beta, first);
 }
 
 // A tile of one or two packed rows over kWideRowPanels / rows full panels of B read in
@@ -399,12 +409,14 @@ inline void micro_kernel_packing_b(int64_t kc, const T* a, int64_t a_rs, const T
   constexpr int MR = GemmBlocking<T>::MR, NV = GemmBlocking<T>::NV;
   constexpr int64_t NR = NV * Simd<T>::lanes;
   if (a_rs > 0)
-    micro_kernel_impl<T, ASource::rows, MR, NV, true>(kc, a, a_rs, b, b_ks, c, ldc, MR, NR, alpha, beta, first, b_copy);
+    micro_kernel_impl<T, ASource::rows, MR, NV, BRead::copied>(kc, a, a_rs, b, b_ks, c, ldc, MR, NR, alpha, beta,
+                                                               first, b_copy);
   else if (a_rs < 0)
-    micro_kernel_impl<T, ASource::columns, MR, NV, true>(kc, a, -a_rs, b, b_ks, c, ldc, MR, NR, alpha, beta, first,
-                                                         b_copy);
+    micro_kernel_impl<T, ASource::columns, MR, NV, BRead::copied>(kc, a, -a_rs, b, b_ks, c, ldc, MR, NR, alpha, beta,
+                                                                  first, b_copy);
   else
-    micro_kernel_impl<T, ASource::packed, MR, NV, true>(kc, a, 0, b, b_ks, c, ldc, MR, NR, alpha, beta, first, b_copy);
+    micro_kernel_impl<T, ASource::packed, MR, NV, BRead::copied>(kc, a, 0, b, b_ks, c, ldc, MR, NR, alpha, beta,
+                                                                 first, b_copy);
 }
 
 // --- operand providers --------------------------------------------------------------
