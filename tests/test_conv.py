@@ -77,6 +77,9 @@ CASES = [
     ((2, 20, 8, 11), (7, 20, 3, 2), dict(padding=(2, 0), dilation=(2, 3))),
     ((2, 17, 8, 9), (6, 17, 4, 2), dict(padding="same")),
     ((2, 48, 7, 7), (9, 16, 3, 3), dict(groups=3, padding=(0, 2))),
+    # ... read in place through a row table (32 channels: whole panels of one tap), over
+    # full and partial row tiles, in chunks of two samples copied one at a time (4096 pixels)
+    ((17, 32, 64, 64), (13, 32, 3, 3), dict(padding=1)),
     ((1, 16, 2, 3), (2, 16, 3, 3), dict(padding=3)),
     ((2, 32, 5, 6), (8, 32, 1, 1), dict(padding=1)),
     ((33, 16, 48, 48), (4, 16, 3, 3), dict(padding=1)),  # chunks of 3 samples copied 2 + 1

@@ -219,6 +219,14 @@ void pack_b_panel(T* dst, const T* b, bool trans_b, int64_t N, int64_t K, int64_
   }
 }
 
+// One NR-column panel of B read through a row table (see PackedOperand::row_table):
+// [k NR + j] = base[rows[k] + j], columns past n are 0.
+template <class T> void pack_table_rows(T* dst, const T* base, const int64_t* rows, int64_t kc, int64_t n) {
+  constexpr int64_t NR = GemmBlocking<T>::NV * Simd<T>::lanes;
+  for (int64_t k = 0; k < kc; ++k)
+    for (int64_t j = 0; j < NR; ++j) dst[k * NR + j] = j < n ? base[rows[k] + j] : T(0);
+}
+
 // --- micro-kernel --------------------------------------------------------------------
 
 // c[0:m, 0:n] (row stride ldc) = alpha * A_panel B_panel + (first ? beta c : c)
@@ -241,8 +249,8 @@ void pack_b_panel(T* dst, const T* b, bool trans_b, int64_t N, int64_t K, int64_
 //                nothing (64x128x784 1.01, LeNet and 64-channel convolutions 1.00);
 //   copied       strided, in place, each row also stored to b_copy, packed, with the row
 //                kCopyAheadRows on asked for (micro_kernel_packing_b; 12 and 24 measured the same);
-//   at_offsets   row k at b + b_rows[k]: rows of an image read in place (see conv.cpp's
-//                wide_forward_in_place).
+//   at_offsets   row k at b + b_rows[k]: B read in place through its row table (see
+//                PackedOperand::row_table).
 enum class ASource { packed, rows, columns };
 enum class BRead { strided, prefetched, copied, at_offsets };
 constexpr int64_t kCopyAheadRows = 16, kBAheadRows = 8;
@@ -362,20 +370,22 @@ inline void micro_kernel_packed(int64_t kc, const T* a, const T* b, int64_t b_ks
       micro_kernel_packed<T, Rows + 2, kB>(kc, a, b, b_ks, c, ldc, m, n, alpha, beta, first, b_rows);
   }
 }
-template <class T>
+// (The driver reads A in place by rows only under a B read strided, and by columns only
+// under one strided or at offsets: kB prefetched is for packed A alone.)
+template <class T, BRead kB = BRead::strided>
 inline void micro_kernel(int64_t kc, const T* a, int64_t a_rs, const T* b, int64_t b_ks, T* c, int64_t ldc,
-                         int64_t m, int64_t n, T alpha, T beta, bool first, bool prefetch_b) {
-  if (a_rs > 0)
-    micro_kernel_cols<T, ASource::rows, GemmBlocking<T>::MR>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
+                         int64_t m, int64_t n, T alpha, T beta, bool first, const int64_t* b_rows = nullptr) {
+  constexpr int MR = GemmBlocking<T>::MR;
+  constexpr BRead kInPlaceAB = kB == BRead::prefetched ? BRead::strided : kB;
+  if (kB == BRead::strided && a_rs > 0)
+    micro_kernel_cols<T, ASource::rows, MR>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
   else if (a_rs < 0)
-    micro_kernel_cols<T, ASource::columns, GemmBlocking<T>::MR>(kc, a, -a_rs, b, b_ks, c, ldc, m, n, alpha, beta,
-                                                                first);
+    micro_kernel_cols<T, ASource::columns, MR, kInPlaceAB>(kc, a, -a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first,
+                                                           b_rows);
   else if (m == 1)
-    micro_kernel_cols<T, ASource::packed, 1>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first);
-  else if (prefetch_b)
-    micro_kernel_packed<T, 2, BRead::prefetched>(kc, a, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    micro_kernel_cols<T, ASource::packed, 1, kInPlaceAB>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first, b_rows);
   else
-    micro_kernel_packed<T, 2>(kc, a, b, b_ks, c, ldc, m, n, alpha, beta, first);
+    micro_kernel_packed<T, 2, kB>(kc, a, b, b_ks, c, ldc, m, n, alpha, beta, first, b_rows);
 }
 
 // A tile of one or two packed rows over kWideRowPanels / rows full panels of B read in
@@ -428,6 +438,11 @@ inline void micro_kernel_packing_b(int64_t kc, const T* a, int64_t a_rs, const T
 // this and define pack().
 template <class T> struct PackedOperand {
   static constexpr bool kMayBeInPlace = false;  // the driver compiles its in-place forms only where true
+  static constexpr bool kMayHaveRowTable = false;  // the same for row_table()
+  // B whose rows lie in place at offsets: B(k, j0 + j) = panel(j0)[row_table()[k] + j] for a
+  // panel's NR columns (j past N read, within the allocation, and dropped); nullptr otherwise
+  const int64_t* row_table() const { return nullptr; }
+  const T* panel(int64_t) const { return nullptr; }
   bool in_place() const { return false; }
   bool columns_in_place() const { return false; }  // see MatrixA
   const T* at(int64_t, int64_t) const { return nullptr; }
@@ -496,7 +511,9 @@ template <class T> struct MatrixA {
 
 // op(B) of a row-major matrix b: (K, N), or (N, K) when trans
 template <class T> struct MatrixB {
-  static constexpr bool kMayBeInPlace = true;
+  static constexpr bool kMayBeInPlace = true, kMayHaveRowTable = false;
+  const int64_t* row_table() const { return nullptr; }
+  const T* panel(int64_t) const { return nullptr; }
   const T* b;
   bool trans;
   int64_t N, K;
@@ -530,8 +547,10 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
   // for a single row tile, reads B in place), and the tasks split the columns of C
   // when there are enough panels for every thread, else its rows. (Within one row
   // block every panel is packed once either way, and a task's own panels stay in L2
-  // where the shared pass writes all of B out and reads it back.)
-  const bool shared_b = 2.0 * double(M) * double(N) * double(K) > kGemmDirectFlops && M > Blk::MC;
+  // where the shared pass writes all of B out and reads it back.) B whose rows lie in place
+  // at offsets (a row table, see PackedOperand) is read in place by every tile.
+  const int64_t* const b_rows = BProvider::kMayHaveRowTable ? B.row_table() : nullptr;
+  const bool shared_b = 2.0 * double(M) * double(N) * double(K) > kGemmDirectFlops && M > Blk::MC && !b_rows;
   // B in place only for a single row tile, which reads each panel once: a panel
   // used by several tiles is packed, because KC rows of B a power-of-two stride
   // apart fall in a few L1 sets and miss on every reuse (64x512x784 ran at 51
@@ -612,7 +631,7 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
       const int64_t p_end = p_begin + panels_per_group < n_panels ? p_begin + panels_per_group : n_panels;
       // A: packed, or (small products) read in place, by rows or (transposed) by columns,
       // but for a last partial row tile, which is packed so no row past M is read
-      const bool a_in_place = !shared_b && (A.in_place() || A.columns_in_place());
+      const bool a_in_place = !shared_b && ((A.in_place() && !b_rows) || A.columns_in_place());  // (see micro_kernel)
       const int64_t full_tiles = m / MR;
       // B that each task packs from a row-major source, and a full first row tile: that
       // tile reads its full panels in place and packs them as it goes (micro_kernel_packing_b)
@@ -647,6 +666,9 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
           } else if (b_in_place && n == NR) {  // read B in place
             b_panel[p - p0] = B.at(pc, j0);
             b_ks[p - p0] = B.row_stride();
+          } else if (b_rows) {  // read B in place through its row table
+            b_panel[p - p0] = B.panel(j0);
+            b_ks[p - p0] = 0;
           } else {  // not readable in place, or the right edge (padded so the kernel never reads past a row)
             T* panel = packed_panel(p);
             if (!(pack_in_first_tile && n == NR)) B.pack(panel, pc, kc, j0, n);  // (else the first tile packs it)
@@ -677,9 +699,15 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
               if constexpr (BProvider::kMayBeInPlace)
                 micro_kernel_packing_b(kc, a_tile, a_rs, B.at(pc, j0), B.row_stride(), packed + (p - p0) * kc * NR,
                                        c_tile, N, alpha, beta, first);
+            } else if (BProvider::kMayHaveRowTable && b_rows) {
+              if constexpr (BProvider::kMayHaveRowTable)
+                micro_kernel<T, BRead::at_offsets>(kc, a_tile, a_rs, b_panel[p - p0], 0, c_tile, N, rows, n, alpha,
+                                                   beta, first, b_rows + pc);
+            } else if (shared_b) {
+              micro_kernel<T, BRead::prefetched>(kc, a_tile, a_rs, b_panel[p - p0], b_ks[p - p0], c_tile, N, rows, n,
+                                                 alpha, beta, first);
             } else {
-              micro_kernel(kc, a_tile, a_rs, b_panel[p - p0], b_ks[p - p0], c_tile, N, rows, n, alpha, beta, first,
-                           shared_b);
+              micro_kernel(kc, a_tile, a_rs, b_panel[p - p0], b_ks[p - p0], c_tile, N, rows, n, alpha, beta, first);
             }
             if (last && ep.needed()) epilogue_tile(c_tile, N, i0 + r * MR, j0, rows, n, bias, ep);
           }

@@ -18,8 +18,8 @@
 // every result is bit-identical with any thread count.
 #include "shenjing/conv.h"
 
-#include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "shenjing/dispatch.h"
@@ -579,11 +579,27 @@ T* padded_channels_last(std::vector<T>& buffer, const T* x, const ConvShape& s, 
   return xt;
 }
 
-// op(B) = shifted over S samples: (S P, taps Cg), read from xt (S, Hp, Wp, Cg)
+// ShiftedChannelsB and WideColumnsB are read in place through row tables (see PackedOperand::row_table)
+// in float; double, the portable fallback, packs them (the library's size: each driver
+// compiles its micro-kernels once more for a row table).
+template <class T> constexpr bool kFloatRowTables = std::is_same_v<T, float>;
+
+// op(B) = shifted over S samples: (S P, taps Cg), read from xt (S, Hp, Wp, Cg). When Cg is
+// a multiple of NR, each panel is NR channels of one tap, a run of xt at the pixel's offset
+// ((sample Hp + oh) Wp + ow) Cg (`rows`, the row table) plus the tap's and the channels'
+// (panel()), and the driver reads it there instead of packing it (bench/ab.py, 2 threads,
+// dW alone: 64 channels on 56x56 0.86, LeNet conv2 0.82); else rows is null and panels pack.
 template <class T> struct ShiftedChannelsB : gemm_detail::PackedOperand<T> {
+  static constexpr bool kMayHaveRowTable = kFloatRowTables<T>;
   const T* xt;
   const ConvShape* s;
   int64_t Cg, Hp, Wp;
+  const int64_t* rows;  // (S P,) or null
+  const int64_t* row_table() const { return rows; }
+  const T* panel(int64_t j0) const {
+    const int64_t tap = j0 / Cg;
+    return xt + ((tap / s->KW) * s->dh * Wp + (tap % s->KW) * s->dw) * Cg + j0 % Cg;
+  }
   void pack(T* dst, int64_t k0, int64_t kc, int64_t j0, int64_t n) const {
     constexpr int64_t NR = GemmBlocking<T>::NV * Simd<T>::lanes;
     const ConvShape& c = *s;
@@ -825,51 +841,24 @@ template <class T> struct PaddedColumnsA : PaddedBlock<T> {
 #endif
 };
 
-// The wide form of the forward, for stride 1: yw (Og, OH Wp) = W_g (Og, Kc) B (Kc, OH Wp) with
+// op(B) = one sample's columns over a wide output grid, for stride 1: (Kc, OH Wp),
 // B((c, kh, kw), oh Wp + ow) = xp[c, oh + kh dh, ow + kw dw] for ow in [0, Wp), of which the
 // first OW are output pixels and the rest are computed and dropped. Each row of B is then
-// one run of the padded image, xp + rows[k] with rows[(c, kh, kw)] = (c Hp + kh dh) Wp + kw dw,
-// and the micro-kernel reads it there (BRead::at_offsets) instead of from packed panels:
-// the taps of a channel read the same lines of xp, so a chunk of 16 panels reads about a
-// ninth of what its packed copy held under 3x3 taps, and no panel is copied (packing took
-// 12% of a 64-channel 56x56 forward). The same sums in the same order as the packed form,
-// so results do not depend on the threads, which split the panels. xp must hold
-// (KW - 1) dw + NR values past its (Cg, Hp, Wp), which the last panel's rows reach.
-template <class T>
-void wide_forward_in_place(T* yw, const gemm_detail::PackedPanelsA<T>& weights, const T* xp, const int64_t* rows,
-                           int64_t M, int64_t N, int64_t K, const T* bias, int threads) {
-  using namespace gemm_detail;
-  constexpr int MR = GemmBlocking<T>::MR;
-  constexpr int64_t NR = GemmBlocking<T>::NV * Simd<T>::lanes, kChunk = 16;
-  const int64_t depth = gemm_pass_depth<T>(K, false), panels = ceil_div(N, NR);  // the weights' passes
-  const int64_t tasks = threads < panels ? threads : panels, per_task = ceil_div(panels, tasks);
-  const Epilogue ep{bias ? GemmBias::per_row : GemmBias::none, GemmActivation::none};
-  if (K == 0) {  // no input channels: the bias alone
-    for (int64_t i = 0; i < M; ++i) std::fill(yw + i * N, yw + (i + 1) * N, bias ? bias[i] : T(0));
-    return;
+// one run of the padded image, at rows[(c, kh, kw)] = (c Hp + kh dh) Wp + kw dw, which the
+// driver reads in place through this row table instead of packing panels: the taps of a
+// channel read the same lines of xp, so a chunk of 16 panels reads about a ninth of what
+// its packed copy held under 3x3 taps, and nothing is copied (packing took 12% of a
+// 64-channel 56x56 forward).
+template <class T> struct WideColumnsB : gemm_detail::PackedOperand<T> {
+  static constexpr bool kMayHaveRowTable = kFloatRowTables<T>;
+  const T* xp;  // (Cg, Hp, Wp) and (KW - 1) dw + NR values after it, which the last panel's rows reach
+  const int64_t* rows;  // (Kc,)
+  const int64_t* row_table() const { return rows; }
+  const T* panel(int64_t j0) const { return xp + j0; }
+  void pack(T* dst, int64_t k0, int64_t kc, int64_t j0, int64_t n) const {
+    gemm_detail::pack_table_rows(dst, panel(j0), rows + k0, kc, n);
   }
-  run_indices(tasks, tasks > 1, threads, Schedule::blocks, [&](int64_t task) {
-    const int64_t p_begin = task * per_task, p_end = p_begin + per_task < panels ? p_begin + per_task : panels;
-    for (int64_t pc = 0; pc < K; pc += depth) {
-      const int64_t kc = K - pc < depth ? K - pc : depth;
-      const bool first = pc == 0, last = pc + kc == K;
-      for (int64_t p0 = p_begin; p0 < p_end; p0 += kChunk) {
-        const int64_t p1 = p0 + kChunk < p_end ? p0 + kChunk : p_end;
-        for (int64_t i0 = 0; i0 < M; i0 += MR) {
-          const int64_t m = M - i0 < MR ? M - i0 : MR;
-          const T* a_tile = weights.packed(i0, pc, kc);
-          for (int64_t p = p0; p < p1; ++p) {
-            const int64_t j0 = p * NR, n = N - j0 < NR ? N - j0 : NR;
-            T* c_tile = yw + i0 * N + j0;
-            micro_kernel_packed<T, 2, BRead::at_offsets>(kc, a_tile, xp + j0, 0, c_tile, N, m, n, T(1), T(0), first,
-                                                         rows + pc);
-            if (last && ep.needed()) epilogue_tile(c_tile, N, i0, j0, m, n, bias, ep);
-          }
-        }
-      }
-    }
-  });
-}
+};
 
 // The wide form pays (KW - 1) dw dropped columns per output row, a padded copy of the
 // sample and a copy of its output: used for stride 1 when the dropped columns are at
@@ -1038,7 +1027,7 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
   T* const panels = scratch(panel_buffer, size_t(s.groups * panels_size));
   for (int64_t grp = 0; grp < s.groups; ++grp)
     gemm_detail::PackedPanelsA<T>::pack_all(panels + grp * panels_size, w + grp * g.Og * g.Kc, false, g.Og, g.Kc);
-  // the wide form's rows of B in a padded sample (see wide_forward_in_place)
+  // the wide form's rows of B in a padded sample (see WideColumnsB)
   static thread_local std::vector<int64_t> rows_buffer;
   int64_t* const wide_rows = wide_columns(s, g) ? scratch(rows_buffer, size_t(g.Kc)) : nullptr;
   if (wide_rows) {
@@ -1063,7 +1052,8 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
       const int64_t Hp = reach_rows(s), Wp = reach_cols(s);
       const T* xp = padded_block(pad_buffer, x_ng, s, 1, g.Cg, Hp, Wp, (s.KW - 1) * s.dw + NR);
       T* yw = scratch(wide_buffer, size_t(g.Og * s.OH * Wp));
-      wide_forward_in_place(yw, weights, xp, wide_rows, g.Og, s.OH * Wp, g.Kc, b, gemm_threads);
+      gemm_detail::gemm_driver(yw, weights, WideColumnsB<T>{{}, xp, wide_rows}, g.Og, s.OH * Wp, g.Kc, T(1), T(0), b,
+                               bias_kind, GemmActivation::none, gemm_threads);
       for (int64_t o = 0; o < g.Og; ++o)
         for (int64_t oh = 0; oh < s.OH; ++oh)
           std::memcpy(y_ng + (o * s.OH + oh) * s.OW, yw + (o * s.OH + oh) * Wp, sizeof(T) * size_t(s.OW));
@@ -1192,6 +1182,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
           // copied a few samples at a time (about 4096 pixels), each block's product added to
           // the last, so the copies stay a few megabytes whatever the batch
           static thread_local std::vector<T> xt_buffer, dyt_buffer;
+          static thread_local std::vector<int64_t> rows_buffer;
           const int64_t Hp = reach_rows(s), Wp = reach_cols(s);
           const int64_t per_block = ceil_div(int64_t(4096), g.P);
           for (int64_t b0 = 0; b0 < samples; b0 += per_block) {
@@ -1200,8 +1191,15 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
             T* dyt = scratch(dyt_buffer, size_t(count * g.P * g.Og));  // (S P, Og)
             for (int64_t n = 0; n < count; ++n)
               transpose_into(dyt + n * g.P * g.Og, g.Og, dy0 + (b0 + n) * s.O * g.P, g.P, g.Og, g.P);
+            int64_t* rows = nullptr;  // (see ShiftedChannelsB)
+            if (g.Cg % (GemmBlocking<T>::NV * Simd<T>::lanes) == 0) {
+              rows = scratch(rows_buffer, size_t(count * g.P));
+              for (int64_t n = 0, k = 0; n < count; ++n)
+                for (int64_t oh = 0; oh < s.OH; ++oh)
+                  for (int64_t ow = 0; ow < s.OW; ++ow) rows[k++] = ((n * Hp + oh) * Wp + ow) * g.Cg;
+            }
             gemm_detail::gemm_driver(partial, gemm_detail::MatrixA<T>{dyt, true, g.Og, count * g.P},
-                                     ShiftedChannelsB<T>{{}, xt, &s, g.Cg, Hp, Wp}, g.Og, g.Kc, count * g.P, T(1),
+                                     ShiftedChannelsB<T>{{}, xt, &s, g.Cg, Hp, Wp, rows}, g.Og, g.Kc, count * g.P, T(1),
                                      b0 == 0 ? T(0) : T(1), static_cast<const T*>(nullptr), GemmBias::none,
                                      GemmActivation::none, gemm_threads);
           }
