@@ -241,8 +241,8 @@ template <class T> void pack_table_rows(T* dst, const T* base, const int64_t* ro
 // values at a + k a_ks (laid out as a packed panel with a stride of a_ks, not MR).
 // How B's rows are read (BRead):
 //   strided      row k at b + k b_ks;
-//   prefetched   the same, the row kBAheadRows on asked for (micro_kernel's prefetch_b, for
-//                full tiles): a panel of the shared packed B, which every row tile of a block
+//   prefetched   the same, the row kBAheadRows on asked for (full tiles over the driver's
+//                shared B): a panel of the shared packed B, which every row tile of a block
 //                reads from L2 (a chunk of 16 panels is 512 KiB), is brought into L1 ahead
 //                (bench/ab.py, 2 threads: 2048^3 0.97-0.99, 1024^3 0.98-0.99; 4 and 16 rows
 //                ahead measured the same as 8). Not for a task's own panels, which gained

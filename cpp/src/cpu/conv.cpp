@@ -1192,7 +1192,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
             for (int64_t n = 0; n < count; ++n)
               transpose_into(dyt + n * g.P * g.Og, g.Og, dy0 + (b0 + n) * s.O * g.P, g.P, g.Og, g.P);
             int64_t* rows = nullptr;  // (see ShiftedChannelsB)
-            if (g.Cg % (GemmBlocking<T>::NV * Simd<T>::lanes) == 0) {
+            if (ShiftedChannelsB<T>::kMayHaveRowTable && g.Cg % (GemmBlocking<T>::NV * Simd<T>::lanes) == 0) {
               rows = scratch(rows_buffer, size_t(count * g.P));
               for (int64_t n = 0, k = 0; n < count; ++n)
                 for (int64_t oh = 0; oh < s.OH; ++oh)
