@@ -579,9 +579,9 @@ T* padded_channels_last(std::vector<T>& buffer, const T* x, const ConvShape& s, 
   return xt;
 }
 
-// ShiftedChannelsB and WideColumnsB are read in place through row tables (see PackedOperand::row_table)
-// in float; double, the portable fallback, packs them (the library's size: each driver
-// compiles its micro-kernels once more for a row table).
+// ShiftedChannelsB and WideColumnsB are read in place through row tables (see
+// PackedOperand::row_table) in float; double, the portable fallback, packs them (the
+// library's size: each driver compiles its micro-kernels once more for a row table).
 template <class T> constexpr bool kFloatRowTables = std::is_same_v<T, float>;
 
 // op(B) = shifted over S samples: (S P, taps Cg), read from xt (S, Hp, Wp, Cg). When Cg is
