@@ -336,15 +336,18 @@ inline void micro_kernel_impl(int64_t kc, const T* __restrict a, int64_t a_rs, c
   }
 }
 
-// One vector wide when the panel is (N <= 16), else NV vectors.
+// One vector wide when the panel is (N <= 16), else NV vectors. B prefetched is for full
+// packed tiles alone (the driver's shared B); the other tiles read it strided.
 template <class T, ASource kA, int Rows, BRead kB = BRead::strided>
 inline void micro_kernel_cols(int64_t kc, const T* a, int64_t a_rs, const T* b, int64_t b_ks, T* c, int64_t ldc,
                               int64_t m, int64_t n, T alpha, T beta, bool first, const int64_t* b_rows = nullptr) {
   constexpr int NV = GemmBlocking<T>::NV;
+  constexpr bool kFullPacked = kA == ASource::packed && Rows == GemmBlocking<T>::MR;
+  constexpr BRead kRead = kB == BRead::prefetched && !kFullPacked ? BRead::strided : kB;
   if (NV > 1 && n <= Simd<T>::lanes)
-    micro_kernel_impl<T, kA, Rows, 1, kB>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first, nullptr, b_rows);
+    micro_kernel_impl<T, kA, Rows, 1, kRead>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first, nullptr, b_rows);
   else
-    micro_kernel_impl<T, kA, Rows, NV, kB>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first, nullptr, b_rows);
+    micro_kernel_impl<T, kA, Rows, NV, kRead>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first, nullptr, b_rows);
 }
 
 // A is packed (a_rs == 0: [k MR + r]), or read in place: from row-major op(A)
@@ -355,35 +358,31 @@ inline void micro_kernel_cols(int64_t kc, const T* a, int64_t a_rs, const T* b, 
 // its one row: 37 rows as 12 + 12 + 12 + 1, a 10-row product as 10 rows (with tiles of a
 // third and two thirds of MR these computed 12 + 12 + 12 + 4 and 12; bench/ab.py, 2 threads:
 // 37x613x1511 0.96-0.98, 10x128x256 0.94, 6x200x300 0.94, 2x512x512 0.89, 128x10x256 ta 0.96).
-// (kB prefetched: the full tiles only; the short ones read B strided)
 template <class T, int Rows, BRead kB = BRead::strided>
 inline void micro_kernel_packed(int64_t kc, const T* a, const T* b, int64_t b_ks, T* c, int64_t ldc, int64_t m,
                                 int64_t n, T alpha, T beta, bool first, const int64_t* b_rows = nullptr) {
   constexpr int MR = GemmBlocking<T>::MR;
-  constexpr BRead kShortB = kB == BRead::prefetched ? BRead::strided : kB;
   if constexpr (Rows >= MR) {
     micro_kernel_cols<T, ASource::packed, MR, kB>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first, b_rows);
   } else {
     if (m <= Rows)
-      micro_kernel_cols<T, ASource::packed, Rows, kShortB>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first, b_rows);
+      micro_kernel_cols<T, ASource::packed, Rows, kB>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first, b_rows);
     else
       micro_kernel_packed<T, Rows + 2, kB>(kc, a, b, b_ks, c, ldc, m, n, alpha, beta, first, b_rows);
   }
 }
-// (The driver reads A in place by rows only under a B read strided, and by columns only
-// under one strided or at offsets: kB prefetched is for packed A alone.)
+// (The driver reads A in place by rows only under a B read strided, so the row-table form
+// has no rows form, and by columns never under a shared B.)
 template <class T, BRead kB = BRead::strided>
 inline void micro_kernel(int64_t kc, const T* a, int64_t a_rs, const T* b, int64_t b_ks, T* c, int64_t ldc,
                          int64_t m, int64_t n, T alpha, T beta, bool first, const int64_t* b_rows = nullptr) {
   constexpr int MR = GemmBlocking<T>::MR;
-  constexpr BRead kInPlaceAB = kB == BRead::prefetched ? BRead::strided : kB;
   if (kB == BRead::strided && a_rs > 0)
     micro_kernel_cols<T, ASource::rows, MR>(kc, a, a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first);
   else if (a_rs < 0)
-    micro_kernel_cols<T, ASource::columns, MR, kInPlaceAB>(kc, a, -a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first,
-                                                           b_rows);
+    micro_kernel_cols<T, ASource::columns, MR, kB>(kc, a, -a_rs, b, b_ks, c, ldc, m, n, alpha, beta, first, b_rows);
   else if (m == 1)
-    micro_kernel_cols<T, ASource::packed, 1, kInPlaceAB>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first, b_rows);
+    micro_kernel_cols<T, ASource::packed, 1, kB>(kc, a, 0, b, b_ks, c, ldc, m, n, alpha, beta, first, b_rows);
   else
     micro_kernel_packed<T, 2, kB>(kc, a, b, b_ks, c, ldc, m, n, alpha, beta, first, b_rows);
 }

@@ -1185,19 +1185,22 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
           static thread_local std::vector<int64_t> rows_buffer;
           const int64_t Hp = reach_rows(s), Wp = reach_cols(s);
           const int64_t per_block = ceil_div(int64_t(4096), g.P);
+          // the row table of a block's pixels (see ShiftedChannelsB), the same for every block
+          // (a shorter last block reads its start)
+          int64_t* rows = nullptr;
+          if (ShiftedChannelsB<T>::kMayHaveRowTable && g.Cg % (GemmBlocking<T>::NV * Simd<T>::lanes) == 0) {
+            const int64_t count = per_block < samples ? per_block : samples;
+            rows = scratch(rows_buffer, size_t(count * g.P));
+            for (int64_t n = 0, k = 0; n < count; ++n)
+              for (int64_t oh = 0; oh < s.OH; ++oh)
+                for (int64_t ow = 0; ow < s.OW; ++ow) rows[k++] = ((n * Hp + oh) * Wp + ow) * g.Cg;
+          }
           for (int64_t b0 = 0; b0 < samples; b0 += per_block) {
             const int64_t count = samples - b0 < per_block ? samples - b0 : per_block;
             const T* xt = padded_channels_last(xt_buffer, x0 + b0 * s.C * g.HW, s, count, g.Cg, Hp, Wp);
             T* dyt = scratch(dyt_buffer, size_t(count * g.P * g.Og));  // (S P, Og)
             for (int64_t n = 0; n < count; ++n)
               transpose_into(dyt + n * g.P * g.Og, g.Og, dy0 + (b0 + n) * s.O * g.P, g.P, g.Og, g.P);
-            int64_t* rows = nullptr;  // (see ShiftedChannelsB)
-            if (ShiftedChannelsB<T>::kMayHaveRowTable && g.Cg % (GemmBlocking<T>::NV * Simd<T>::lanes) == 0) {
-              rows = scratch(rows_buffer, size_t(count * g.P));
-              for (int64_t n = 0, k = 0; n < count; ++n)
-                for (int64_t oh = 0; oh < s.OH; ++oh)
-                  for (int64_t ow = 0; ow < s.OW; ++ow) rows[k++] = ((n * Hp + oh) * Wp + ow) * g.Cg;
-            }
             gemm_detail::gemm_driver(partial, gemm_detail::MatrixA<T>{dyt, true, g.Og, count * g.P},
                                      ShiftedChannelsB<T>{{}, xt, &s, g.Cg, Hp, Wp, rows}, g.Og, g.Kc, count * g.P, T(1),
                                      b0 == 0 ? T(0) : T(1), static_cast<const T*>(nullptr), GemmBias::none,
