@@ -15,8 +15,9 @@ CASE is a Python expression over these makers (shapes as in the issues):
     gemm(M, N, K, trans_a=False, trans_b=False)
     matmul(batch, M, N, K)             a batch of products, (batch, M, K) @ (batch, K, N)
     conv(N, C, H, O, K, pad)           conv2d forward, backward, and backward_no_dx (dW and db alone); square images
-    act(n, "gelu" | "gelu_tanh" | "sigmoid" | "tanh" | "relu" | "copy", scale=1.0)   on scale * N(0, 1)
-                                       (bench/report.py's inputs have scale 3)
+    act(n, "gelu" | "gelu_tanh" | "sigmoid" | "tanh" | "relu" | "copy", scale=1.0, backward=False)
+                                       on scale * N(0, 1) (bench/report.py's inputs have scale 3);
+                                       backward=True times the gradient instead (not for copy)
     softmax(rows, length)              softmax, log_softmax and cross_entropy (forward + backward) along rows
     chain(n)                           tanh, then sigmoid of its result, then the sum (new outputs each time):
                                        whether an output left in cache, or streamed past it, serves the next op
@@ -83,9 +84,17 @@ def conv(N, C, H, O, K, pad):
             "backward_no_dx": lambda: ops.conv2d_backward(g, x, w, padding=pad, input_grad=False)[1:]}
 
 
-def act(n, name, scale=1.0):
+def act(n, name, scale=1.0, backward=False):
     x = rng.standard_normal(n, dtype=np.float32) * np.float32(scale)
     y = np.empty_like(x)
+    if backward:  # grad N(0, 1); sigmoid and tanh take their forward output, the others x
+        g = rng.standard_normal(n, dtype=np.float32)
+        kernels = {"gelu": lambda: ops.gelu_backward(g, x, out=y),
+                   "gelu_tanh": lambda: ops.gelu_backward(g, x, approximate="tanh", out=y),
+                   "sigmoid": (lambda s: lambda: ops.sigmoid_backward(g, s, out=y))(ops.sigmoid(x)),
+                   "tanh": (lambda t: lambda: ops.tanh_backward(g, t, out=y))(ops.tanh(x)),
+                   "relu": lambda: ops.relu_backward(g, x, out=y)}
+        return {name + " backward": kernels[name]}
     kernels = {"gelu": lambda: ops.gelu(x, out=y), "gelu_tanh": lambda: ops.gelu(x, approximate="tanh", out=y),
                "sigmoid": lambda: ops.sigmoid(x, out=y), "tanh": lambda: ops.tanh(x, out=y),
                "relu": lambda: ops.relu(x, out=y), "copy": lambda: ops.copy(x, out=y)}
