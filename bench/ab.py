@@ -18,7 +18,8 @@ CASE is a Python expression over these makers (shapes as in the issues):
     act(n, "gelu" | "gelu_tanh" | "sigmoid" | "tanh" | "relu" | "copy", scale=1.0, backward=False)
                                        on scale * N(0, 1) (bench/report.py's inputs have scale 3);
                                        backward=True times the gradient instead (not for copy)
-    softmax(rows, length)              softmax, log_softmax and cross_entropy (forward + backward) along rows
+    softmax(rows, length)              softmax, log_softmax, cross_entropy (forward, then backward) and
+                                       cross_entropy_forward_backward (one call) along rows
     chain(n)                           tanh, then sigmoid of its result, then the sum (new outputs each time):
                                        whether an output left in cache, or streamed past it, serves the next op
     adam(shape, ...)                   one Adam step over tensors of these shapes
@@ -112,7 +113,9 @@ def softmax(rows, length):
     target = rng.integers(0, length, rows)
     return {"softmax": lambda: ops.softmax(x, axis=-1, out=y),
             "log_softmax": lambda: ops.log_softmax(x, axis=-1, out=y),
-            "cross_entropy": lambda: (ops.cross_entropy(x, target), ops.cross_entropy_backward(np.float32(1), x, target))}
+            "cross_entropy": lambda: (ops.cross_entropy(x, target), ops.cross_entropy_backward(np.float32(1), x, target)),
+            # as bench/report.py times it: the loss and its gradient in one call
+            "cross_entropy_forward_backward": lambda: ops.cross_entropy_forward_backward(x, target, out=y)}
 
 
 def adam(*shapes):

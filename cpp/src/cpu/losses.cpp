@@ -201,9 +201,11 @@ void reduce_samples(T* out, double* result, const std::vector<double>& sample_lo
 
 // One row of C logits at stride `stride`: its max and the sum of x (one pass), then
 // the sum of exp(x - max) (returned; the exps also stored in `e` when given, stride 1
-// only). log-sum-exp is max + log(that sum); it is never formed in T, whose rounding
+// only), prefetching the row `next` (stride 1, or null) meanwhile as softmax does.
+// log-sum-exp is max + log(that sum); it is never formed in T, whose rounding
 // near |max| ~ 8 (2e-7) would swamp a confident sample's small loss.
-template <class T> T row_exp_sum(const T* x, int64_t C, int64_t stride, T* max_out, T* sum, T* e = nullptr) {
+template <class T>
+T row_exp_sum(const T* x, int64_t C, int64_t stride, T* max_out, T* sum, T* e = nullptr, const T* next = nullptr) {
   using R = Simd<T>;
   if (stride == 1) {
     using V = typename R::V;
@@ -216,7 +218,7 @@ template <class T> T row_exp_sum(const T* x, int64_t C, int64_t stride, T* max_o
     if (c < C) { m = vmax_shift(m, vload_partial(x + c, C - c, ninf)); s.add(vload_partial(x + c, C - c, T(0))); }
     *max_out = hmax(m);
     *sum = hsum(s.value());
-    return row_sum_exp(e, x, C, *max_out);
+    return row_sum_exp(e, x, C, *max_out, next);
   }
   T mx = -std::numeric_limits<T>::infinity();
   RunningSum<T> s, total;
@@ -250,18 +252,23 @@ int64_t cross_entropy_forward(T* out, double* result, const T* logits, const int
     const int64_t n = s / inner, i = s % inner;
     const T* x = logits + n * C * inner + i;
     T mx, sum;
-    const T exp_sum = row_exp_sum(x, C, inner, &mx, &sum);
+    const T* next = inner == 1 && s + 1 < samples ? x + C : nullptr;
+    const T exp_sum = row_exp_sum(x, C, inner, &mx, &sum, static_cast<T*>(nullptr), next);
     sample_loss[s] = sample_cross_entropy(mx, exp_sum, sum, x[y * inner], C, eps);
   });
   reduce_samples(out, result, sample_loss, reduction, count_kept(target, samples, ignore_index));
   return -1;
 }
 
-// row[c] = f(row[c]) for one contiguous row
-template <class T, class F> void map_row(T* row, int64_t C, F f) {
+// row[c] = f(row[c]) for one contiguous row; the row `next` (or null) is asked for with
+// write intent meanwhile, so its lines are in before the next row's exps are stored there
+template <class T, class F> void map_row(T* row, int64_t C, F f, T* next = nullptr) {
   constexpr int64_t L = Simd<T>::lanes;
   int64_t c = 0;
-  for (; c + L <= C; c += L) vstore(row + c, f(vload(row + c)));
+  for (; c + L <= C; c += L) {
+    if (next) __builtin_prefetch(next + c, 1);
+    vstore(row + c, f(vload(row + c)));
+  }
   if (c < C) vstore_partial(row + c, f(vload_partial(row + c, C - c, T(0))), C - c);
 }
 
@@ -292,12 +299,13 @@ int64_t cross_entropy_backward(T* dx, double* loss, const T* dout, const T* logi
       return;
     }
     const T scale = reduction == Reduction::none ? dout[s] : shared_scale;
+    const T* next = inner == 1 && s + 1 < samples ? x + C : nullptr;
     T mx, sum, total;
     if (stream) {
       using V = typename Simd<T>::V;
       static thread_local std::vector<T> exp_buffer;
       T* e = scratch(exp_buffer, size_t(C));
-      total = row_exp_sum(x, C, 1, &mx, &sum, e);
+      total = row_exp_sum(x, C, 1, &mx, &sum, e, next);
       const T inv = T(1) / total, hit = (T(1) - eps) * scale;
       store_row(d, C, true, [&](int64_t c, int64_t lanes) -> V {
         V v = (vload_lanes(e + c, lanes) * inv - off) * scale;
@@ -306,9 +314,9 @@ int64_t cross_entropy_backward(T* dx, double* loss, const T* dout, const T* logi
       });
       stream_fence();
     } else if (inner == 1) {
-      total = row_exp_sum(x, C, 1, &mx, &sum, d);
+      total = row_exp_sum(x, C, 1, &mx, &sum, d, next);
       const T inv = T(1) / total;
-      map_row(d, C, [=](auto e) { return (e * inv - off) * scale; });
+      map_row(d, C, [=](auto e) { return (e * inv - off) * scale; }, next ? d + C : nullptr);
     } else {
       total = row_exp_sum(x, C, inner, &mx, &sum);
       const T inv = T(1) / total;  // exp(x - max) / sum, not exp(x - lse): see row_exp_sum
