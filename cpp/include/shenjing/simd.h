@@ -276,7 +276,29 @@ template <bool kWithLo, bool kUpper = true> static inline vfloat vexp_impl(vfloa
 }
 static inline vfloat vexp(vfloat x, vfloat lo) { return vexp_impl<true>(x, lo); }
 static inline vfloat vexp(vfloat x) { return vexp_impl<false>(x, x); }
-static inline vfloat vexp_nonpositive(vfloat x) { return vexp_impl<false, false>(x, x); }
+// exp(x), and 0 below -87.33, where exp(x) would be subnormal (from 1.18e-38): each
+// instruction that makes or reads a subnormal takes a microcode assist, so a softmax over a
+// row half masked with -1e4 or -inf (attention) ran 6.5x as long as over the plain row, its
+// log_softmax backward 7x, and over logits of 40 N(0, 1) 16x; a sum of exps, a probability
+// or a gradient loses nothing that float32 keeps beside its other terms. AVX-512: a
+// zero-masked vscalefps, so those lanes need no clamp either; elsewhere the argument is
+// clamped and the lane set to 0. kUpper = false for arguments known to be <= 0 (or NaN).
+constexpr float kExpNormalFloor = -87.33f;  // exp of it: 1.1806e-38, above FLT_MIN by 0.4%
+template <bool kUpper = true> static inline vfloat vexp_flushed(vfloat x) {
+#if defined(__AVX512F__)
+  if (kUpper) x = vclamp_above(x, 88.8f);
+  const __mmask16 normal = _mm512_cmp_ps_mask(x, vsplat(kExpNormalFloor), _CMP_NLT_UQ);  // NaN: kept
+  const vfloat n = vround_log2e(x);
+  vfloat r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  return _mm512_maskz_scalef_ps(normal, vexp_reduced(r), n);
+#else
+  const vfloat e = vexp_impl<false, kUpper>(vclamp_below(x, kExpNormalFloor), x);
+  return x < kExpNormalFloor ? vsplat(0.0f) : e;  // NaN compares false: e, NaN
+#endif
+}
+static inline vfloat vexp_nonpositive(vfloat x) { return vexp_flushed<false>(x); }
+static inline double vexp_flushed(double x) { return std::exp(x); }
 static inline double vexp(double x) { return std::exp(x); }
 static inline double vexp_nonpositive(double x) { return std::exp(x); }
 
@@ -285,7 +307,7 @@ static inline double vexp_nonpositive(double x) { return std::exp(x); }
 // -inf fill would underflow exp to a subnormal, and each instruction producing one
 // costs a microcode assist (a 10-class cross-entropy row took 3x as long as a 16-class one).
 static inline vfloat vexp_partial(const float* p, int64_t n, float shift) {
-  const vfloat e = vexp(vload_partial(p, n, shift) - shift);
+  const vfloat e = vexp_nonpositive(vload_partial(p, n, shift) - shift);
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
   return _mm512_maskz_mov_ps(lanes_below(n), e);
 #else
@@ -348,7 +370,8 @@ static inline double vlog1p(double u) { return std::log1p(u); }
 
 // --- sigmoid and tanh ---------------------------------------------------------
 // sigmoid through e = exp(-|x|) <= 1: 1/(1+e) for x >= 0, e/(1+e) for x < 0,
-// so tiny results for very negative x keep their relative accuracy.
+// so tiny results for very negative x keep their relative accuracy (down to x = -87.33,
+// below which e, and the result, is 0: see vexp_flushed).
 static inline vfloat vsigmoid(vfloat x) {
   vfloat e = vexp_nonpositive(-vabs(x));
   vfloat s = vrecip(e + 1.0f);  // 1 + e in (1, 2]

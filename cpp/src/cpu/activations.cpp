@@ -221,7 +221,7 @@ template <class T> void softmax_rows_backward(T* dx, const T* dy, const T* y, in
     T* dxr = dx + r * len;
     if (log) {  // dx = dy - exp(y) * sum(dy)
       const T s = R::sum(dyr, len);
-      R::apply(dxr, dyr, yr, len, [s](auto g, auto v) { return g - vexp(v) * s; });
+      R::apply(dxr, dyr, yr, len, [s](auto g, auto v) { return g - vexp_flushed(v) * s; });
     } else {    // dx = y * (dy - sum(dy * y))
       const T s = R::dot(dyr, yr, len);
       R::apply(dxr, dyr, yr, len, [s](auto g, auto v) { return v * (g - s); });
@@ -284,7 +284,7 @@ void softmax_columns_backward(T* dx, const T* dy, const T* y, int64_t outer, int
     const V s = sum.value();
     for (int64_t l = 0; l < len; ++l) {
       const int64_t k = base + l * inner;
-      store(dx + k, log ? load(dy + k) - vexp(load(y + k)) * s : load(y + k) * (load(dy + k) - s));
+      store(dx + k, log ? load(dy + k) - vexp_flushed(load(y + k)) * s : load(y + k) * (load(dy + k) - s));
     }
   });
 }

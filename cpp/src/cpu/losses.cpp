@@ -272,6 +272,14 @@ template <class T, class F> void map_row(T* row, int64_t C, F f, T* next = nullp
   if (c < C) vstore_partial(row + c, f(vload_partial(row + c, C - c, T(0))), C - c);
 }
 
+// The exps e whose softmax term e inv scale (factor = inv scale) would be subnormal are those
+// below this: the gradient takes them as 0, off from the exact term by less than the least
+// normal, since each instruction that makes a subnormal takes a microcode assist (logits of
+// 40 N(0, 1), 4096x1000, forward and backward: 2.7x as long; see vexp_flushed)
+template <class T> T subnormal_below(T factor) {
+  return std::numeric_limits<T>::min() / std::abs(factor);
+}
+
 // dx_c = scale (softmax_c - (1-eps) [c == y] - eps/C). When `loss` is not
 // null (reduction mean or sum), the loss is computed in the same pass: a
 // training step's forward and backward in one call.
@@ -306,17 +314,19 @@ int64_t cross_entropy_backward(T* dx, double* loss, const T* dout, const T* logi
       static thread_local std::vector<T> exp_buffer;
       T* e = scratch(exp_buffer, size_t(C));
       total = row_exp_sum(x, C, 1, &mx, &sum, e, next);
-      const T inv = T(1) / total, hit = (T(1) - eps) * scale;
+      const T inv = T(1) / total, hit = (T(1) - eps) * scale, tiny = subnormal_below(inv * scale);
       store_row(d, C, true, [&](int64_t c, int64_t lanes) -> V {
-        V v = (vload_lanes(e + c, lanes) * inv - off) * scale;
+        const V ec = vload_lanes(e + c, lanes);
+        V v = ((ec < tiny ? vsplat(T(0)) : ec) * inv - off) * scale;
         if (y >= c && y < c + lanes) v = vsub_lane(v, y - c, hit);  // the target's own term
         return v;
       });
       stream_fence();
     } else if (inner == 1) {
       total = row_exp_sum(x, C, 1, &mx, &sum, d, next);
-      const T inv = T(1) / total;
-      map_row(d, C, [=](auto e) { return (e * inv - off) * scale; }, next ? d + C : nullptr);
+      const T inv = T(1) / total, tiny = subnormal_below(inv * scale);
+      map_row(d, C, [=](auto e) { return ((e < tiny ? vsplat(T(0)) : e) * inv - off) * scale; },
+              next ? d + C : nullptr);
     } else {
       total = row_exp_sum(x, C, inner, &mx, &sum);
       const T inv = T(1) / total;  // exp(x - max) / sum, not exp(x - lse): see row_exp_sum
