@@ -514,7 +514,7 @@ T* padded_block(std::vector<T>& buffer, const T* x, const ConvShape& s, int64_t 
     for (int64_t c = 0; c < Cg; ++c) {
       const T* src = x + (n * s.C + c) * s.H * s.W;
       T* dst = xp + ((n * Cg + c) * Hp + s.ph) * Wp + s.pw;
-      for (int64_t ih = 0; ih < rows; ++ih) std::memcpy(dst + ih * Wp, src + ih * s.W, sizeof(T) * size_t(cols));
+      for (int64_t ih = 0; ih < rows; ++ih) copy_run(dst + ih * Wp, src + ih * s.W, cols);
     }
   return xp;
 }
@@ -1056,7 +1056,7 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
                                bias_kind, GemmActivation::none, gemm_threads);
       for (int64_t o = 0; o < g.Og; ++o)
         for (int64_t oh = 0; oh < s.OH; ++oh)
-          std::memcpy(y_ng + (o * s.OH + oh) * s.OW, yw + (o * s.OH + oh) * Wp, sizeof(T) * size_t(s.OW));
+          copy_run(y_ng + (o * s.OH + oh) * s.OW, yw + (o * s.OH + oh) * Wp, s.OW);
     } else {
       gemm_detail::gemm_driver(y_ng, weights, ImageColumnsB<T>{{}, x_ng, &s}, g.Og, g.P, g.Kc, T(1), T(0), b, bias_kind,
                                GemmActivation::none, gemm_threads);
