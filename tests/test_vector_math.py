@@ -7,8 +7,8 @@ of sigmoid(-a)), tanh 2.3 ulp on AVX-512 (a 32-piece table of
 tanh(a)/a) and 3.0 ulp elsewhere (one expm1 path: 25% faster than the two-path
 form's 1.9 ulp), BCE-with-logits (exp + log1p)
 2.7 ulp, log (through BCE) 0.8 ulp. Exact GELU 7.2 ulp for x >= -5 and
-4.3e-7 relative error below (generic), 6.5 ulp and 4.0e-7 (AVX2), 3.7 ulp and
-2.5e-7 (AVX-512, whose tail is its own fit); tanh GELU 3.8 ulp for x >= -1 and
+4.3e-7 relative error below (generic), 6.5 ulp and 4.0e-7 (AVX2), 3.6 ulp and
+3.7e-7 (AVX-512, whose tail is its own fit); tanh GELU 3.8 ulp for x >= -1 and
 1.2e-5 relative error below, where x sigmoid(2u) is a steep function of a
 float32 argument that is itself rounded (PyTorch's 0.5 x (1 + tanh u) loses far
 more there to cancellation, and is 0 from x ~ -5). On AVX-512 its results under
