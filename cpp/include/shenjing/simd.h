@@ -574,21 +574,22 @@ template <class V> static inline V vgelu_derivative(V x) {
 // Tanh GELU in float on AVX-512: x sigmoid(z), z = x (k + k c x^2), with sigmoid(z) = 1/d
 // (z >= 0) or e/d (z < 0), e = exp(-|z|), d = 1 + e. Where |z| > 87.33 exp(-|z|) would be
 // subnormal, and each instruction that makes or reads one takes a microcode assist (3 N(0, 1)
-// inputs ran 1.2x slower for the 1% of vectors with a lane below x = -9.6); there e is 0 by a zero-masked
-// vscalefps, so the result is x above and 0 below (|gelu| < 1.2e-37 there, x < -10, where
-// PyTorch's 0.5 x (1 + tanh(u)) is 0 from x ~ -5). A masked lane's argument never reaches a
-// result, so exp needs no clamp, one FMA reduces it (n ln2 off by |n| 1.9e-9, n <= 126) and
-// a shorter polynomial serves (vexp_reduced_short): 3.8 ulp for x >= -1, relative 9.8e-6
-// below (tests/test_vector_math.py). 22 instructions a vector where x vsigmoid(z) took 27:
-// bench/ab.py, 16M floats, 2 threads, forward 0.65x on 3 N(0, 1) (blocks past the table's
-// bound; 0.99x on N(0, 1), whose blocks mostly read it), backward 0.79x (0.88x on N(0, 1)).
+// inputs ran 1.2x slower for the 1% of vectors with a lane below x = -9.6); there e is 0 by
+// a zero-masked vscalefps (as in vexp_flushed), so the result is x above and 0 below (|gelu|
+// < 1.2e-37 there, x < -10, where PyTorch's 0.5 x (1 + tanh(u)) is 0 from x ~ -5). A masked
+// lane's argument never reaches a result, so exp needs no clamp, one FMA reduces it (n ln2
+// off by |n| 1.9e-9, n <= 126) and a shorter polynomial serves (vexp_reduced_short): 3.8 ulp
+// for x >= -1, relative 9.8e-6 below (tests/test_vector_math.py). 22 instructions a vector
+// where x vsigmoid(z) took 27: bench/ab.py, 16M floats, 2 threads, forward 0.65x on
+// 3 N(0, 1) (blocks past the table's bound; 0.99x on N(0, 1), whose blocks mostly read it),
+// backward 0.79x (0.88x on N(0, 1)).
 struct TanhGeluSigmoid {
   vfloat e, d, r;      // r = rcp14(d), for one Newton step
   __mmask16 negative;  // z < 0
 };
 static inline TanhGeluSigmoid vtanh_gelu_sigmoid(vfloat z) {
   const vfloat m = _mm512_or_ps(z, vsplat(-0.0f));  // -|z|; NaN stays NaN (and kept below)
-  const __mmask16 normal = _mm512_cmp_ps_mask(m, vsplat(-87.33f), _CMP_NLT_UQ);
+  const __mmask16 normal = _mm512_cmp_ps_mask(m, vsplat(kExpNormalFloor), _CMP_NLT_UQ);
   const vfloat n = vround_log2e(m);
   const vfloat r = m - n * 0.693147180559945f;
   const vfloat e = _mm512_maskz_scalef_ps(normal, vexp_reduced_short(r), n);
