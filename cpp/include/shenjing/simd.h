@@ -584,7 +584,7 @@ template <class V> static inline V vgelu_derivative(V x) {
 // 3 N(0, 1) (blocks past the table's bound; 0.99x on N(0, 1), whose blocks mostly read it),
 // backward 0.79x (0.88x on N(0, 1)).
 struct TanhGeluSigmoid {
-  vfloat e, d, r;      // r = rcp14(d), for one Newton step
+  vfloat e, d;
   __mmask16 negative;  // z < 0
 };
 static inline TanhGeluSigmoid vtanh_gelu_sigmoid(vfloat z) {
@@ -594,17 +594,15 @@ static inline TanhGeluSigmoid vtanh_gelu_sigmoid(vfloat z) {
   const vfloat r = m - n * 0.693147180559945f;
   const vfloat e = _mm512_maskz_scalef_ps(normal, vexp_reduced_short(r), n);
   const vfloat d = e + 1.0f;
-  return {e, d, _mm512_rcp14_ps(d), _mm512_cmp_ps_mask(z, vsplat(0.0f), _CMP_LT_OQ)};
+  return {e, d, _mm512_cmp_ps_mask(z, vsplat(0.0f), _CMP_LT_OQ)};
 }
-// 1 / d by one Newton step on rcp14 (as vrecip)
-static inline vfloat vnewton_recip(const TanhGeluSigmoid& s) { return s.r + s.r * (1.0f - s.d * s.r); }
 static inline vfloat vtanh_gelu_argument(vfloat x, vfloat x2) {
   return x * (vsplat(float(2 * kSqrt2OverPi * kGeluCubic)) * x2 + float(2 * kSqrt2OverPi));
 }
 static inline vfloat vgelu_tanh(vfloat x) {
   const TanhGeluSigmoid s = vtanh_gelu_sigmoid(vtanh_gelu_argument(x, x * x));
   const vfloat xn = _mm512_mask_mul_ps(x, s.negative, x, s.e);  // x e below 0
-  return xn * vnewton_recip(s);                                  // xn / d
+  return xn * vrecip(s.d);                                       // xn / d
 }
 // sigmoid(z) + x sigmoid(z) (1 - sigmoid(z)) du/dx, with sigmoid (1 - sigmoid) = e / d^2
 // on both sides of 0; 1 above x = 30 and 0 below -30, as in double (the clamp keeps x^2
@@ -613,7 +611,7 @@ static inline vfloat vgelu_tanh_derivative(vfloat x) {
   x = vclamp30(x);
   const vfloat x2 = x * x;
   const TanhGeluSigmoid s = vtanh_gelu_sigmoid(vtanh_gelu_argument(x, x2));
-  const vfloat q = vnewton_recip(s);
+  const vfloat q = vrecip(s.d);
   const vfloat sigmoid = _mm512_mask_mul_ps(q, s.negative, s.e, q);
   const vfloat du = vsplat(float(6 * kSqrt2OverPi * kGeluCubic)) * x2 + float(2 * kSqrt2OverPi);
   return (x * du) * (s.e * q) * q + sigmoid;
