@@ -220,6 +220,15 @@ static inline vfloat vround_log2e(vfloat v) {
   const float round_magic = 12582912.0f;
   return (v * 1.44269504088896341f + round_magic) - round_magic;
 }
+// v - n ln2 with ln2 in two parts (Cody and Waite): n 0.693359375 is exact for the n here,
+// so the reduced argument keeps v's bits (exp's 0.88 ulp)
+static inline vfloat vreduce_ln2(vfloat v, vfloat n) {
+  const vfloat r = v - n * 0.693359375f;
+  return r - n * -2.12194440e-4f;
+}
+// the same with ln2 in one float, off by |n| 1.9e-9: one FMA, for the GELUs, whose own
+// arguments round coarser than that
+static inline vfloat vreduce_ln2_short(vfloat v, vfloat n) { return v - n * 0.693147180559945f; }
 // p(r) with e^r = 1 + r + r^2 p(r) on |r| <= ln2/2: degree 4, fitted for least relative
 // error of e^r (Lawson's reweighted least squares, coefficients rounded to float32). In a
 // float32 emulation of vexp over [-104, 88.7] it gives 0.88 ulp, and Cephes expf's degree-5
@@ -253,8 +262,7 @@ template <bool kWithLo, bool kUpper = true> static inline vfloat vexp_impl(vfloa
   // vscalefps multiplies by 2^n with one rounding, overflow to inf and
   // gradual underflow included
   vfloat n = vround_log2e(arg);
-  vfloat r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
+  vfloat r = vreduce_ln2(x, n);
   if (kWithLo) r = r + lo;
   return _mm512_scalef_ps(vexp_reduced(r), n);
 #else
@@ -262,8 +270,7 @@ template <bool kWithLo, bool kUpper = true> static inline vfloat vexp_impl(vfloa
   vfloat t = arg * 1.44269504088896341f + round_magic;
   vfloat n = t - round_magic;
   vint ni = (vint)t - (vint)vsplat(round_magic);
-  vfloat r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
+  vfloat r = vreduce_ln2(x, n);
   if (kWithLo) r = r + lo;
   // 2^n built in the exponent bits in two halves, so n in [-152, 131]
   // gives gradual underflow and overflow to inf
@@ -289,9 +296,7 @@ template <bool kUpper = true> static inline vfloat vexp_flushed(vfloat x) {
   if (kUpper) x = vclamp_above(x, 88.8f);
   const __mmask16 normal = _mm512_cmp_ps_mask(x, vsplat(kExpNormalFloor), _CMP_NLT_UQ);  // NaN: kept
   const vfloat n = vround_log2e(x);
-  vfloat r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  return _mm512_maskz_scalef_ps(normal, vexp_reduced(r), n);
+  return _mm512_maskz_scalef_ps(normal, vexp_reduced(vreduce_ln2(x, n)), n);
 #else
   const vfloat e = vexp_impl<false, kUpper>(vclamp_below(x, kExpNormalFloor), x);
   return x < kExpNormalFloor ? vsplat(0.0f) : e;  // NaN compares false: e, NaN
@@ -388,8 +393,7 @@ static inline double vsigmoid(double x) {
 // |y| keeps its relative accuracy (exp(y) - 1 would cancel).
 static inline vfloat vexpm1_nonpositive(vfloat y) {
   const vfloat n = vround_log2e(y);
-  vfloat r = y - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
+  const vfloat r = vreduce_ln2(y, n);
   const vfloat q = vexp_poly(r) * (r * r) + r;                         // e^r - 1
   const vfloat scale = (vfloat)((__builtin_convertvector(n, vint) + 127) << 23);  // 2^n, n in [-29, 0]
   return scale * q + (scale - 1.0f);
@@ -488,8 +492,7 @@ static inline ScaledExp vexp_neg_half_square_parts(vfloat a) {
   const vfloat hi = h * a;
   const vfloat lo = _mm512_fmsub_ps(h, a, hi);
   const vfloat n = vround_log2e(hi);
-  const vfloat r = hi - n * 0.693147180559945f;
-  return {vexp_reduced(r + lo), n};
+  return {vexp_reduced(vreduce_ln2_short(hi, n) + lo), n};
 }
 static inline vfloat vscaled(ScaledExp e, vfloat factor) { return _mm512_scalef_ps(e.mantissa * factor, e.exponent); }
 // R(a) for 0 <= a < 15
@@ -591,8 +594,7 @@ static inline TanhGeluSigmoid vtanh_gelu_sigmoid(vfloat z) {
   const vfloat m = _mm512_or_ps(z, vsplat(-0.0f));  // -|z|; NaN stays NaN (and kept below)
   const __mmask16 normal = _mm512_cmp_ps_mask(m, vsplat(kExpNormalFloor), _CMP_NLT_UQ);
   const vfloat n = vround_log2e(m);
-  const vfloat r = m - n * 0.693147180559945f;
-  const vfloat e = _mm512_maskz_scalef_ps(normal, vexp_reduced_short(r), n);
+  const vfloat e = _mm512_maskz_scalef_ps(normal, vexp_reduced_short(vreduce_ln2_short(m, n)), n);
   const vfloat d = e + 1.0f;
   return {e, d, _mm512_cmp_ps_mask(z, vsplat(0.0f), _CMP_LT_OQ)};
 }
