@@ -167,7 +167,9 @@ def main() -> None:
                 ops._core = build
                 results.append(_snapshot(f()))
                 f()
-            if results[0] is not None and not all(np.allclose(a, b, rtol=1e-4, atol=1e-4)
+            # (atol scaled by the output's size: a convolution's dW sums 100,000 terms of
+            # hundreds, and two float32 orders of that sum differ by 1e-3 where it is near 0)
+            if results[0] is not None and not all(np.allclose(a, b, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(a).max(initial=0))))
                                                   for a, b in zip(results[0], results[1])):
                 sys.exit(f"{case} {name}: the two builds' results differ")
             times = [[], []]

@@ -93,6 +93,17 @@ CASES = [
     # steps): 11 outputs (a partial tile of 8), a height stride, uneven padding, an 8-wide kernel
     ((2, 3, 7, 30), (11, 3, 3, 5), dict(padding=(1, 2), stride=(2, 1))),
     ((2, 1, 5, 33), (9, 1, 2, 8), dict(padding=(0, 3))),
+    # Winograd F(2x2, 3x3) (AVX-512; 3x3, stride and dilation 1, 128+ tiles of 2x2 outputs a
+    # sample, 32+ channels in and out per group, or 16+ for dW alone): odd output sizes (a last
+    # tile half off the output), padding 0 and uneven, output rows of two 16-tile steps, tile
+    # rows in blocks (12 = 7 + 5, 150 = 4 x 32 + 22), groups, padding past the window, and 17
+    # samples over dW's 16 chunks with 16 channels
+    ((2, 32, 25, 29), (33, 32, 3, 3), dict()),
+    ((2, 32, 21, 40), (32, 32, 3, 3), dict(padding=(2, 1))),
+    ((1, 32, 300, 8), (32, 32, 3, 3), dict(padding=1)),
+    ((2, 64, 24, 24), (64, 32, 3, 3), dict(groups=2, padding=1)),
+    ((1, 32, 20, 22), (32, 32, 3, 3), dict(padding=3)),
+    ((17, 16, 24, 24), (16, 16, 3, 3), dict(padding="same")),
 ]
 
 
@@ -188,6 +199,7 @@ def test_conv2d_gradients_by_finite_differences(rng, kw):
 @pytest.mark.parametrize("x_shape, w_shape", [
     ((5, 6, 13, 11), (8, 6, 3, 3)),
     ((1, 32, 10, 17), (30, 32, 3, 3)),  # the wide grid read in place, its panels split over the threads
+    ((3, 32, 37, 21), (32, 32, 3, 3)),  # Winograd: blocks of tile rows for the forward and dx, chunks for dW
 ])
 def test_conv2d_is_bit_identical_with_1_and_2_threads(rng, x_shape, w_shape):
     x = rng.standard_normal(x_shape).astype(np.float32)

@@ -967,6 +967,288 @@ inline void pack_direct_forward_weights(float* wt, const float* w, const Geometr
 }
 #endif
 
+// --- Winograd F(2x2, 3x3) forward, for 3x3 windows at stride 1 ------------------------
+// Each 2x2 tile of outputs is A^T [U .* V] A over its 4x4 input patch d (Lavin and Gray,
+// 2015), with V = B^T d B per channel and U = G g G^T per 3x3 weight g, summed over the
+// channels:
+//   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
+//   A^T = [1 1 1 0; 0 1 -1 -1]
+// so a channel pair costs 16 products per 4 outputs where the direct sum takes 36. The
+// sum over channels of each of the 16 elements xi is a GEMM over a block of T tiles,
+//   M_xi (Og, T) = U_xi (Og, Cg) V_xi (Cg, T),
+// and the transforms are adds and halvings (exact but for the adds' rounding), vectorised
+// over 16 tiles along a tile row. The 3x3 forward on 64 channels spends 4 multiplies per
+// output and channel instead of 9.
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+constexpr int64_t kWinogradBlockTiles = 128;  // tiles per block: whole tile rows of one sample
+
+// Where it pays, measured (bench/ab.py, 2 threads, new/old): the forward (and so the input
+// gradient) 0.66 on 64 channels of 56x56, 0.72 on 128 of 28x28, 0.73 on 256 of 28x28, 0.79
+// on 32 of 32x32, but 1.02-1.09 on 16 channels, and 1.13 on 128 of 14x14 to 5x on 512 of 7x7
+// (under 128 tiles a sample, a block's GEMMs are too narrow to pay for the transforms and
+// for reading all of U); the weight gradient 0.77 on 64 of 56x56, 0.88 on 16 of 56x56 and
+// 32x32, 1.0 on 32 of 32x32, but 1.05 on 64 of 16x16 and 2-3x on 8x8 and smaller.
+inline bool winograd_shape(const ConvShape& s) {
+  return s.KH == 3 && s.KW == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 &&
+         ceil_div(s.OH, int64_t(2)) * ceil_div(s.OW, int64_t(2)) >= kWinogradBlockTiles;
+}
+inline bool winograd_forward(const ConvShape& s, const Geometry& g) {
+  return winograd_shape(s) && g.Cg >= 32 && g.Og >= 32;
+}
+inline bool winograd_weight_gradient(const ConvShape& s, const Geometry& g) {
+  return winograd_shape(s) && g.Cg >= 16 && g.Og >= 16;
+}
+
+// u (16, O, Cg): element xi = 4 i + j of G g G^T for each 3x3 weight g = w[o, c]
+inline void winograd_weights(float* u, const float* w, int64_t O, int64_t Cg) {
+  const int64_t plane = O * Cg;
+  for (int64_t q = 0; q < plane; ++q) {
+    const float* g = w + q * 9;
+    float t[4][3];  // G g (4, 3)
+    for (int j = 0; j < 3; ++j) {
+      t[0][j] = g[j];
+      t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+      t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+      t[3][j] = g[6 + j];
+    }
+    for (int i = 0; i < 4; ++i) {
+      u[(4 * i + 0) * plane + q] = t[i][0];
+      u[(4 * i + 1) * plane + q] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+      u[(4 * i + 2) * plane + q] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+      u[(4 * i + 3) * plane + q] = t[i][2];
+    }
+  }
+}
+
+// v (16, Cg, T) = B^T d B for tile rows [th0, th0 + rows) of one sample's group x_g (Cg, H, W):
+// tile (th, tw), at t = (th - th0) TW + tw, reads the padded rows 2 th .. 2 th + 3 and columns
+// 2 tw .. 2 tw + 3 (image row 2 th - ph + i, column 2 tw - pw + j; 0 outside the image).
+// Each patch row is four masked loads (lanes off the image read nothing) split into its
+// even and odd columns for 16 tiles at a time, times B; a tile row's last two patch rows
+// are the next one's first two, so each image row is loaded and transformed once.
+struct WinogradRow {
+  __m512 w[4];  // a patch row d times B: d0 - d2, d1 + d2, d2 - d1, d1 - d3
+};
+
+inline void winograd_input(float* v, int64_t T, const float* x_g, const ConvShape& s, int64_t Cg, int64_t th0,
+                           int64_t rows, int64_t TW) {
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  const int64_t xi_stride = Cg * T;
+  for (int64_t tw0 = 0; tw0 < TW; tw0 += 16) {
+    // the four loads of a patch row: image columns col + {0, 16, 2, 18} onwards, lanes on the image
+    const int64_t col = 2 * tw0 - s.pw;
+    const int64_t at[4] = {col, col + 16, col + 2, col + 18};
+    __mmask16 mask[4];
+    int64_t offset[4];  // (the row's start where no lane reads, so no pointer leaves the row)
+    for (int k = 0; k < 4; ++k) {
+      mask[k] = lanes_between(-at[k], s.W - at[k]);
+      offset[k] = mask[k] ? at[k] : 0;
+    }
+    const __mmask16 tiles = lanes_below(TW - tw0);
+    for (int64_t c = 0; c < Cg; ++c) {
+      const float* xc = x_g + c * s.H * s.W;
+      auto patch_row = [&](int64_t ih) {  // image row ih (0 off the image) times B
+        WinogradRow p;
+        if (ih < 0 || ih >= s.H) {
+          for (int j = 0; j < 4; ++j) p.w[j] = _mm512_setzero_ps();
+          return p;
+        }
+        const float* row = xc + ih * s.W;
+        const __m512 lo = _mm512_maskz_loadu_ps(mask[0], row + offset[0]);
+        const __m512 hi = _mm512_maskz_loadu_ps(mask[1], row + offset[1]);
+        const __m512 lo2 = _mm512_maskz_loadu_ps(mask[2], row + offset[2]);
+        const __m512 hi2 = _mm512_maskz_loadu_ps(mask[3], row + offset[3]);
+        const __m512 d0 = _mm512_permutex2var_ps(lo, even, hi), d1 = _mm512_permutex2var_ps(lo, odd, hi);
+        const __m512 d2 = _mm512_permutex2var_ps(lo2, even, hi2), d3 = _mm512_permutex2var_ps(lo2, odd, hi2);
+        p.w[0] = _mm512_sub_ps(d0, d2);
+        p.w[1] = _mm512_add_ps(d1, d2);
+        p.w[2] = _mm512_sub_ps(d2, d1);
+        p.w[3] = _mm512_sub_ps(d1, d3);
+        return p;
+      };
+      const int64_t ih0 = 2 * th0 - s.ph;
+      WinogradRow r0 = patch_row(ih0), r1 = patch_row(ih0 + 1);
+      for (int64_t r = 0; r < rows; ++r) {
+        const WinogradRow r2 = patch_row(ih0 + 2 * r + 2), r3 = patch_row(ih0 + 2 * r + 3);
+        float* out = v + c * T + r * TW + tw0;
+        for (int j = 0; j < 4; ++j) {  // B^T along the columns
+          _mm512_mask_storeu_ps(out + (0 + j) * xi_stride, tiles, _mm512_sub_ps(r0.w[j], r2.w[j]));
+          _mm512_mask_storeu_ps(out + (4 + j) * xi_stride, tiles, _mm512_add_ps(r1.w[j], r2.w[j]));
+          _mm512_mask_storeu_ps(out + (8 + j) * xi_stride, tiles, _mm512_sub_ps(r2.w[j], r1.w[j]));
+          _mm512_mask_storeu_ps(out + (12 + j) * xi_stride, tiles, _mm512_sub_ps(r1.w[j], r3.w[j]));
+        }
+        r0 = r2, r1 = r3;
+      }
+    }
+  }
+}
+
+// y_g (Og, OH, OW), tile rows [th0, th0 + rows), = A^T M A + bias from m (16, Og, T); the two
+// columns of each tile are interleaved back into output rows, rows and columns past the
+// output dropped
+inline void winograd_output(float* y_g, const float* m, int64_t T, const float* bias, const ConvShape& s, int64_t Og,
+                            int64_t th0, int64_t rows, int64_t TW) {
+  const __m512i first = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i second = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+  const int64_t xi_stride = Og * T;
+  for (int64_t o = 0; o < Og; ++o) {
+    const __m512 b = _mm512_set1_ps(bias ? bias[o] : 0.0f);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t tw0 = 0; tw0 < TW; tw0 += 16) {
+        const __mmask16 tiles = lanes_below(TW - tw0);
+        const float* in = m + o * T + r * TW + tw0;
+        __m512 t[2][4];  // A^T M: (2, 4)
+        for (int j = 0; j < 4; ++j) {
+          const __m512 m0 = _mm512_maskz_loadu_ps(tiles, in + (0 + j) * xi_stride);
+          const __m512 m1 = _mm512_maskz_loadu_ps(tiles, in + (4 + j) * xi_stride);
+          const __m512 m2 = _mm512_maskz_loadu_ps(tiles, in + (8 + j) * xi_stride);
+          const __m512 m3 = _mm512_maskz_loadu_ps(tiles, in + (12 + j) * xi_stride);
+          t[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+          t[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+        }
+        const int64_t oh = 2 * (th0 + r), ow = 2 * tw0;
+        for (int a = 0; a < 2 && oh + a < s.OH; ++a) {
+          const __m512 y0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(t[a][0], t[a][1]), t[a][2]), b);
+          const __m512 y1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(t[a][1], t[a][2]), t[a][3]), b);
+          float* out = y_g + (o * s.OH + oh + a) * s.OW + ow;
+          _mm512_mask_storeu_ps(out, lanes_below(s.OW - ow), _mm512_permutex2var_ps(y0, first, y1));
+          _mm512_mask_storeu_ps(out + 16, lanes_below(s.OW - ow - 16), _mm512_permutex2var_ps(y0, second, y1));
+        }
+      }
+  }
+}
+
+// tile rows per block: about kWinogradBlockTiles tiles, at least one row
+inline int64_t winograd_rows_per_block(int64_t TH, int64_t TW) {
+  const int64_t rows = ceil_div(kWinogradBlockTiles, TW);
+  return rows < TH ? rows : TH;
+}
+
+void winograd_conv2d_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s,
+                             const Geometry& g) {
+  const int64_t TH = ceil_div(s.OH, int64_t(2)), TW = ceil_div(s.OW, int64_t(2));
+  const int64_t rows_per_block = winograd_rows_per_block(TH, TW);
+  const int64_t blocks = ceil_div(TH, rows_per_block);
+  // U_xi of every group packed once for all the blocks: xi's group grp at (xi groups + grp) panels_size
+  const int64_t panels_size = gemm_detail::PackedPanelsA<float>::size(g.Og, g.Cg);
+  static thread_local std::vector<float> u_buffer, panel_buffer;
+  float* const u = scratch(u_buffer, size_t(16 * s.O * g.Cg));
+  float* const panels = scratch(panel_buffer, size_t(16 * s.groups * panels_size));
+  winograd_weights(u, w, s.O, g.Cg);
+  for (int64_t xi = 0; xi < 16; ++xi)
+    for (int64_t grp = 0; grp < s.groups; ++grp)
+      gemm_detail::PackedPanelsA<float>::pack_all(panels + (xi * s.groups + grp) * panels_size,
+                                                  u + (xi * s.O + grp * g.Og) * g.Cg, false, g.Og, g.Cg);
+  const double flops = 2.0 * 16 * g.Og * g.Cg * rows_per_block * TW;
+  for_tasks(s.N * s.groups * blocks, flops, [&](int64_t task, int gemm_threads) {
+    static thread_local std::vector<float> v_buffer, m_buffer;
+    const int64_t n = task / (s.groups * blocks), grp = (task / blocks) % s.groups, block = task % blocks;
+    const int64_t th0 = block * rows_per_block, rows = TH - th0 < rows_per_block ? TH - th0 : rows_per_block;
+    const int64_t T = rows * TW;
+    float* v = scratch(v_buffer, size_t(16 * g.Cg * T));
+    float* m = scratch(m_buffer, size_t(16 * g.Og * T));
+    winograd_input(v, T, x + (n * s.C + grp * g.Cg) * g.HW, s, g.Cg, th0, rows, TW);
+    for (int64_t xi = 0; xi < 16; ++xi)
+      gemm_detail::gemm_driver(m + xi * g.Og * T,
+                               gemm_detail::PackedPanelsA<float>{{}, panels + (xi * s.groups + grp) * panels_size, g.Og, g.Cg},
+                               gemm_detail::MatrixB<float>{v + xi * g.Cg * T, false, T, g.Cg}, g.Og, T, g.Cg, 1.0f,
+                               0.0f, static_cast<const float*>(nullptr), GemmBias::none, GemmActivation::none,
+                               gemm_threads);
+    winograd_output(y + (n * s.O + grp * g.Og) * g.P, m, T, bias ? bias + grp * g.Og : nullptr, s, g.Og, th0, rows,
+                    TW);
+  });
+}
+
+// The weight gradient through the same transforms (their adjoint): with U = G g G^T and
+// y's tile A^T (sum over c of U .* V) A, the gradient of U is, summed over the tiles,
+//   dU_xi (Og, Cg) = Mdy_xi (Og, T) V_xi^T (T, Cg),  Mdy = A dy A^T of each 2x2 tile of dy,
+// and dw = G^T dU G: again 16 GEMMs, of depth T, over the same V as the forward.
+
+// mdy (16, Og, T) = A dy A^T for tile rows [th0, th0 + rows) of one sample's group dy_g (Og,
+// OH, OW); the tiles' rows and columns past the output read 0
+inline void winograd_output_gradient(float* mdy, int64_t T, const float* dy_g, const ConvShape& s, int64_t Og,
+                                     int64_t th0, int64_t rows, int64_t TW) {
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  const int64_t xi_stride = Og * T;
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t tw0 = 0; tw0 < TW; tw0 += 16) {
+    const int64_t ow = 2 * tw0;
+    const __mmask16 m_lo = lanes_below(s.OW - ow), m_hi = lanes_below(s.OW - ow - 16), tiles = lanes_below(TW - tw0);
+    for (int64_t o = 0; o < Og; ++o)
+      for (int64_t r = 0; r < rows; ++r) {
+        __m512 c[2][4];  // c[a]: dy's tile row a times A^T: y0, y0 + y1, y0 - y1, -y1
+        for (int a = 0; a < 2; ++a) {
+          const int64_t oh = 2 * (th0 + r) + a;
+          __m512 y0 = zero, y1 = zero;
+          if (oh < s.OH) {
+            const float* row = dy_g + (o * s.OH + oh) * s.OW + ow;
+            const __m512 lo = _mm512_maskz_loadu_ps(m_lo, row), hi = _mm512_maskz_loadu_ps(m_hi, m_hi ? row + 16 : row);
+            y0 = _mm512_permutex2var_ps(lo, even, hi);
+            y1 = _mm512_permutex2var_ps(lo, odd, hi);
+          }
+          c[a][0] = y0;
+          c[a][1] = _mm512_add_ps(y0, y1);
+          c[a][2] = _mm512_sub_ps(y0, y1);
+          c[a][3] = _mm512_sub_ps(zero, y1);
+        }
+        float* out = mdy + o * T + r * TW + tw0;
+        for (int j = 0; j < 4; ++j) {  // A along the rows
+          _mm512_mask_storeu_ps(out + (0 + j) * xi_stride, tiles, c[0][j]);
+          _mm512_mask_storeu_ps(out + (4 + j) * xi_stride, tiles, _mm512_add_ps(c[0][j], c[1][j]));
+          _mm512_mask_storeu_ps(out + (8 + j) * xi_stride, tiles, _mm512_sub_ps(c[0][j], c[1][j]));
+          _mm512_mask_storeu_ps(out + (12 + j) * xi_stride, tiles, _mm512_sub_ps(zero, c[1][j]));
+        }
+      }
+  }
+}
+
+// partial (16, Og, Cg) = dU of one group over `samples` samples from dy0 and x0 (their first sample)
+void winograd_weight_gradient_chunk(float* partial, const float* dy0, const float* x0, const ConvShape& s,
+                                    const Geometry& g, int64_t samples) {
+  static thread_local std::vector<float> v_buffer, mdy_buffer;
+  const int64_t TH = ceil_div(s.OH, int64_t(2)), TW = ceil_div(s.OW, int64_t(2));
+  const int64_t rows_per_block = winograd_rows_per_block(TH, TW);
+  bool first = true;
+  for (int64_t n = 0; n < samples; ++n)
+    for (int64_t th0 = 0; th0 < TH; th0 += rows_per_block) {
+      const int64_t rows = TH - th0 < rows_per_block ? TH - th0 : rows_per_block, T = rows * TW;
+      float* v = scratch(v_buffer, size_t(16 * g.Cg * T));
+      float* mdy = scratch(mdy_buffer, size_t(16 * g.Og * T));
+      winograd_input(v, T, x0 + n * s.C * g.HW, s, g.Cg, th0, rows, TW);
+      winograd_output_gradient(mdy, T, dy0 + n * s.O * g.P, s, g.Og, th0, rows, TW);
+      for (int64_t xi = 0; xi < 16; ++xi)
+        gemm_detail::gemm_driver(partial + xi * g.Og * g.Cg, gemm_detail::MatrixA<float>{mdy + xi * g.Og * T, false, g.Og, T},
+                                 gemm_detail::MatrixB<float>{v + xi * g.Cg * T, true, g.Cg, T}, g.Og, g.Cg, T, 1.0f,
+                                 first ? 0.0f : 1.0f, static_cast<const float*>(nullptr), GemmBias::none,
+                                 GemmActivation::none, 1);
+      first = false;
+    }
+}
+
+// dw_g (Og, Cg, 3, 3) = G^T dU G from du (16, Og, Cg)
+inline void winograd_weights_back(float* dw_g, const float* du, int64_t Og, int64_t Cg) {
+  const int64_t plane = Og * Cg;
+  for (int64_t q = 0; q < plane; ++q) {
+    float t[3][4];  // G^T dU (3, 4)
+    for (int j = 0; j < 4; ++j) {
+      const float u0 = du[j * plane + q], u1 = du[(4 + j) * plane + q], u2 = du[(8 + j) * plane + q],
+                  u3 = du[(12 + j) * plane + q];
+      t[0][j] = u0 + 0.5f * (u1 + u2);
+      t[1][j] = 0.5f * (u1 - u2);
+      t[2][j] = 0.5f * (u1 + u2) + u3;
+    }
+    float* out = dw_g + q * 9;
+    for (int a = 0; a < 3; ++a) {
+      out[3 * a + 0] = t[a][0] + 0.5f * (t[a][1] + t[a][2]);
+      out[3 * a + 1] = 0.5f * (t[a][1] - t[a][2]);
+      out[3 * a + 2] = 0.5f * (t[a][1] + t[a][2]) + t[a][3];
+    }
+  }
+}
+#endif
+
 template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bias, const ConvShape& s) {
   const Geometry g = geometry(s);
   if (s.N == 0 || s.O == 0 || g.P == 0) return;
@@ -989,6 +1271,7 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
   }
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
   if constexpr (sizeof(T) == 4) {
+    if (winograd_forward(s, g)) return winograd_conv2d_forward(y, x, w, bias, s, g);
     if (direct_forward(s, g)) {
       const int64_t taps = s.KH * s.KW, tiles = ceil_div(g.Og, int64_t(kDirectForwardOutputs));
       const int64_t per_group = tiles * kDirectForwardOutputs * g.Cg * taps;
@@ -1138,23 +1421,28 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   const int64_t chunks = by_depth < 1 ? 1 : (by_depth > 16 ? 16 : (by_depth > s.N ? s.N : by_depth));
   const int64_t per_chunk = ceil_div(s.N, chunks);
   // dW's partials: (Og, taps, Cg) in the channels-last form, (Og, Kc) in the direct one, else (Kc, Og)
-  const bool channels_last = channels_last_weight_gradient(s, g);
-  bool direct = false;
+  bool direct = false, winograd = false;
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
-  if constexpr (sizeof(T) == 4) direct = direct_weight_gradient(s, g);  // (under 16 channels: never channels_last)
+  if constexpr (sizeof(T) == 4) {
+    winograd = winograd_weight_gradient(s, g);
+    direct = direct_weight_gradient(s, g);  // (under 16 channels: never channels_last nor winograd)
+  }
 #endif
+  const bool channels_last = !winograd && channels_last_weight_gradient(s, g);
+  // a chunk's partial per group: dU (16, Og, Cg) in the Winograd form, else as large as dW_g
+  const int64_t partial_group = winograd ? 16 * g.Og * g.Cg : g.Og * g.Kc, partial_size = s.groups * partial_group;
   if (dw || db) {
     // (kept between calls: a fresh one is a new mapping of megabytes, page-faulted in on every
     // step; each chunk's GEMM overwrites its partial, an empty chunk zeroes it)
     static thread_local std::vector<T> dw_buffer;
-    T* const dw_partial = dw ? scratch(dw_buffer, size_t(chunks) * size_t(weight_size)) : nullptr;
+    T* const dw_partial = dw ? scratch(dw_buffer, size_t(chunks) * size_t(partial_size)) : nullptr;
     std::vector<double> db_partial(db ? size_t(chunks) * size_t(s.O) : 0, 0.0);
     for_tasks(chunks * s.groups, 2.0 * g.Og * g.Kc * g.P * per_chunk, [&](int64_t task, int gemm_threads) {
       const int64_t chunk = task / s.groups, grp = task % s.groups;
       const int64_t n0 = chunk * per_chunk;
       const int64_t samples = (n0 + per_chunk < s.N ? n0 + per_chunk : s.N) - n0;
       if (samples <= 0) {
-        if (dw) std::memset(dw_partial + chunk * weight_size + grp * g.Og * g.Kc, 0, sizeof(T) * size_t(g.Og * g.Kc));
+        if (dw) std::memset(dw_partial + chunk * partial_size + grp * partial_group, 0, sizeof(T) * size_t(partial_group));
         return;
       }
       const T* dy0 = dy + (n0 * s.O + grp * g.Og) * g.P;
@@ -1166,12 +1454,16 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
           }
       }
       if (dw) {
-        T* partial = dw_partial + chunk * weight_size + grp * g.Og * g.Kc;
+        T* partial = dw_partial + chunk * partial_size + grp * partial_group;
         const T* x0 = x + (n0 * s.C + grp * g.Cg) * g.HW;
         // otherwise dW_g^T (Kc, Og) = col (Kc, S P) dy^T (S P, Og): the long image runs go to the packed A side
         const SamplesTransposedB<T> dy_t{{}, dy0, g.P, s.O * g.P};  // (read by those two forms only)
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
         if constexpr (sizeof(T) == 4) {
+          if (winograd) {
+            winograd_weight_gradient_chunk(partial, dy0, x0, s, g, samples);
+            return;
+          }
           if (direct) {
             direct_weight_gradient_chunk(partial, dy0, x0, s, g, samples);
             return;
@@ -1226,13 +1518,21 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
       // in their own layout (contiguous, vectorised), then transposed into dw once
       T* total = dw_partial;
       for (int64_t chunk = 1; chunk < chunks; ++chunk) {
-        const T* partial = dw_partial + chunk * weight_size;
-        for (int64_t i = 0; i < weight_size; ++i) total[i] += partial[i];
+        const T* partial = dw_partial + chunk * partial_size;
+        for (int64_t i = 0; i < partial_size; ++i) total[i] += partial[i];
       }
       const int64_t taps = s.KH * s.KW;
       for (int64_t grp = 0; grp < s.groups; ++grp) {
-        const T* t_g = total + grp * g.Og * g.Kc;
+        const T* t_g = total + grp * partial_group;
         T* dw_g = dw + grp * g.Og * g.Kc;
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+        if constexpr (sizeof(T) == 4) {
+          if (winograd) {  // dU (16, Og, Cg) -> G^T dU G
+            winograd_weights_back(dw_g, t_g, g.Og, g.Cg);
+            continue;
+          }
+        }
+#endif
         if (direct) {  // already (Og, Kc)
           std::memcpy(dw_g, t_g, sizeof(T) * size_t(g.Og * g.Kc));
         } else if (channels_last) {  // (Og, taps, Cg) -> (Og, Cg, taps)
