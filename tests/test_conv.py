@@ -13,6 +13,8 @@ from shenjing import ops
 
 from helpers import assert_close, finite_difference, raises
 
+ISAS = shenjing.backend_info()["supported_isas"]
+
 try:
     import torch
     import torch.nn.functional as F
@@ -215,6 +217,48 @@ def test_conv2d_is_bit_identical_with_1_and_2_threads(rng, x_shape, w_shape):
         shenjing.set_num_threads(old)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+def _non_finite_case(where, value):
+    """conv2d's forward and backward with `value` placed in x, w or dy: pixels at a Winograd
+    tile's corner, edge and inside (2x2 tiles of outputs from 0, 0 under padding 1)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 32, 24, 24)).astype(np.float32)
+    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((2, 32, 24, 24)).astype(np.float32)
+    if where == "w":
+        w[3, 5, 1, 2] = value
+    else:
+        for pixel in [(0, 0), (11, 11), (11, 10), (23, 23)]:
+            dict(x=x, dy=g)[where][(1, 3) + pixel] = value
+    return (ops.conv2d(x, w, padding=1),) + tuple(ops.conv2d_backward(g, x, w, padding=1))
+
+
+@pytest.mark.parametrize("where", ["x", "w", "dy"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, 3e38])
+def test_conv2d_non_finite_values(where, value):
+    """Winograd's transforms add and subtract inputs (inf - inf = NaN where the direct sum
+    gives inf; a NaN spread over a whole tile; 3e38 overflowing in them): NaN, +inf and -inf
+    land where the direct form (generic) puts them, on every instruction set and thread count;
+    3e38, which overflows in any float32 sum, as in AVX2's direct form."""
+    def pattern(results):
+        return [(np.isnan(a), np.isposinf(a), np.isneginf(a)) for a in results]
+    old_isa, old_threads = shenjing.get_isa(), shenjing.get_num_threads()
+    try:
+        shenjing.set_isa("avx2" if value == 3e38 else "generic")
+        if value == 3e38 and "avx2" not in ISAS:
+            pytest.skip("no AVX2 direct form to compare with")
+        expected = pattern(_non_finite_case(where, value))
+        for isa in ISAS if value != 3e38 else [i for i in ISAS if i == "avx512"]:
+            for threads in (1, 2):
+                shenjing.set_isa(isa)
+                shenjing.set_num_threads(threads)
+                for name, got, want in zip(["y", "dx", "dw", "db"], pattern(_non_finite_case(where, value)), expected):
+                    for kind, a, b in zip(["NaN", "+inf", "-inf"], got, want):
+                        np.testing.assert_array_equal(a, b, err_msg=f"conv2d {name}: {kind} from {where} = {value} ({isa}, {threads} threads)")
+    finally:
+        shenjing.set_isa(old_isa)
+        shenjing.set_num_threads(old_threads)
 
 
 def test_conv2d_bad_input():

@@ -999,11 +999,29 @@ inline bool winograd_weight_gradient(const ConvShape& s, const Geometry& g) {
   return winograd_shape(s) && g.Cg >= 16 && g.Og >= 16;
 }
 
+// The transforms add and subtract inputs, so one inf makes inf - inf = NaN where the direct
+// sum gives inf, a NaN spreads to a whole tile, and values near float's limit overflow in
+// them (3e38 gave NaN where the direct sum gave inf): each transform checks what it loads,
+// and a call that finds a value not finite or of 2^64 or more is redone the direct way.
+// check + a 2^64 + b 2^64 is inf or NaN from the first such value on (two FMAs on ports
+// the transforms leave idle; a sum of smaller ones that reaches 2^128 only costs the redo).
+constexpr float kWinogradCheckScale = 0x1p64f;
+inline __m512 winograd_check(__m512 check, __m512 a, __m512 b) {
+  const __m512 scale = _mm512_set1_ps(kWinogradCheckScale);
+  return _mm512_fmadd_ps(b, scale, _mm512_fmadd_ps(a, scale, check));
+}
+inline bool winograd_finite(__m512 check) {
+  return _mm512_fpclass_ps_mask(check, 0x99) == 0;  // NaN (quiet 0x01, signalling 0x80), +inf 0x08, -inf 0x10
+}
+
 // u (16, O, Cg): element xi = 4 i + j of G g G^T for each 3x3 weight g = w[o, c]
-inline void winograd_weights(float* u, const float* w, int64_t O, int64_t Cg) {
+// False (and u unfinished) where a weight is not finite or of 2^64 or more (see winograd_check).
+inline bool winograd_weights(float* u, const float* w, int64_t O, int64_t Cg) {
   const int64_t plane = O * Cg;
   for (int64_t q = 0; q < plane; ++q) {
     const float* g = w + q * 9;
+    for (int k = 0; k < 9; ++k)
+      if (!(std::fabs(g[k]) < kWinogradCheckScale)) return false;  // (NaN too)
     float t[4][3];  // G g (4, 3)
     for (int j = 0; j < 3; ++j) {
       t[0][j] = g[j];
@@ -1018,6 +1036,7 @@ inline void winograd_weights(float* u, const float* w, int64_t O, int64_t Cg) {
       u[(4 * i + 3) * plane + q] = t[i][2];
     }
   }
+  return true;
 }
 
 // v (16, Cg, T) = B^T d B for tile rows [th0, th0 + rows) of one sample's group x_g (Cg, H, W):
@@ -1030,8 +1049,9 @@ struct WinogradRow {
   __m512 w[4];  // a patch row d times B: d0 - d2, d1 + d2, d2 - d1, d1 - d3
 };
 
-inline void winograd_input(float* v, int64_t T, const float* x_g, const ConvShape& s, int64_t Cg, int64_t th0,
+inline bool winograd_input(float* v, int64_t T, const float* x_g, const ConvShape& s, int64_t Cg, int64_t th0,
                            int64_t rows, int64_t TW) {
+  __m512 check = _mm512_setzero_ps();  // see winograd_finite
   const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
   const int64_t xi_stride = Cg * T;
@@ -1059,6 +1079,7 @@ inline void winograd_input(float* v, int64_t T, const float* x_g, const ConvShap
         const __m512 hi = _mm512_maskz_loadu_ps(mask[1], row + offset[1]);
         const __m512 lo2 = _mm512_maskz_loadu_ps(mask[2], row + offset[2]);
         const __m512 hi2 = _mm512_maskz_loadu_ps(mask[3], row + offset[3]);
+        check = winograd_check(check, lo, hi);  // (lo and hi cover the row's columns that lo2 and hi2 read)
         const __m512 d0 = _mm512_permutex2var_ps(lo, even, hi), d1 = _mm512_permutex2var_ps(lo, odd, hi);
         const __m512 d2 = _mm512_permutex2var_ps(lo2, even, hi2), d3 = _mm512_permutex2var_ps(lo2, odd, hi2);
         p.w[0] = _mm512_sub_ps(d0, d2);
@@ -1082,6 +1103,7 @@ inline void winograd_input(float* v, int64_t T, const float* x_g, const ConvShap
       }
     }
   }
+  return winograd_finite(check);
 }
 
 // y_g (Og, OH, OW), tile rows [th0, th0 + rows), = A^T M A + bias from m (16, Og, T); the two
@@ -1125,7 +1147,8 @@ inline int64_t winograd_rows_per_block(int64_t TH, int64_t TW) {
   return rows < TH ? rows : TH;
 }
 
-void winograd_conv2d_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s,
+// False where an input or weight is not finite or too large (y then unfinished: see winograd_check)
+bool winograd_conv2d_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s,
                              const Geometry& g) {
   const int64_t TH = ceil_div(s.OH, int64_t(2)), TW = ceil_div(s.OW, int64_t(2));
   const int64_t rows_per_block = winograd_rows_per_block(TH, TW);
@@ -1135,12 +1158,13 @@ void winograd_conv2d_forward(float* y, const float* x, const float* w, const flo
   static thread_local std::vector<float> u_buffer, panel_buffer;
   float* const u = scratch(u_buffer, size_t(16 * s.O * g.Cg));
   float* const panels = scratch(panel_buffer, size_t(16 * s.groups * panels_size));
-  winograd_weights(u, w, s.O, g.Cg);
+  if (!winograd_weights(u, w, s.O, g.Cg)) return false;
   for (int64_t xi = 0; xi < 16; ++xi)
     for (int64_t grp = 0; grp < s.groups; ++grp)
       gemm_detail::PackedPanelsA<float>::pack_all(panels + (xi * s.groups + grp) * panels_size,
                                                   u + (xi * s.O + grp * g.Og) * g.Cg, false, g.Og, g.Cg);
   const double flops = 2.0 * 16 * g.Og * g.Cg * rows_per_block * TW;
+  std::vector<char> finite(size_t(s.N * s.groups * blocks), 1);  // per task
   for_tasks(s.N * s.groups * blocks, flops, [&](int64_t task, int gemm_threads) {
     static thread_local std::vector<float> v_buffer, m_buffer;
     const int64_t n = task / (s.groups * blocks), grp = (task / blocks) % s.groups, block = task % blocks;
@@ -1148,7 +1172,10 @@ void winograd_conv2d_forward(float* y, const float* x, const float* w, const flo
     const int64_t T = rows * TW;
     float* v = scratch(v_buffer, size_t(16 * g.Cg * T));
     float* m = scratch(m_buffer, size_t(16 * g.Og * T));
-    winograd_input(v, T, x + (n * s.C + grp * g.Cg) * g.HW, s, g.Cg, th0, rows, TW);
+    if (!winograd_input(v, T, x + (n * s.C + grp * g.Cg) * g.HW, s, g.Cg, th0, rows, TW)) {
+      finite[size_t(task)] = 0;
+      return;
+    }
     for (int64_t xi = 0; xi < 16; ++xi)
       gemm_detail::gemm_driver(m + xi * g.Og * T,
                                gemm_detail::PackedPanelsA<float>{{}, panels + (xi * s.groups + grp) * panels_size, g.Og, g.Cg},
@@ -1158,6 +1185,9 @@ void winograd_conv2d_forward(float* y, const float* x, const float* w, const flo
     winograd_output(y + (n * s.O + grp * g.Og) * g.P, m, T, bias ? bias + grp * g.Og : nullptr, s, g.Og, th0, rows,
                     TW);
   });
+  for (char f : finite)
+    if (!f) return false;
+  return true;
 }
 
 // The weight gradient through the same transforms (their adjoint): with U = G g G^T and
@@ -1167,8 +1197,9 @@ void winograd_conv2d_forward(float* y, const float* x, const float* w, const flo
 
 // mdy (16, Og, T) = A dy A^T for tile rows [th0, th0 + rows) of one sample's group dy_g (Og,
 // OH, OW); the tiles' rows and columns past the output read 0
-inline void winograd_output_gradient(float* mdy, int64_t T, const float* dy_g, const ConvShape& s, int64_t Og,
+inline bool winograd_output_gradient(float* mdy, int64_t T, const float* dy_g, const ConvShape& s, int64_t Og,
                                      int64_t th0, int64_t rows, int64_t TW) {
+  __m512 check = _mm512_setzero_ps();
   const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
   const int64_t xi_stride = Og * T;
@@ -1185,6 +1216,7 @@ inline void winograd_output_gradient(float* mdy, int64_t T, const float* dy_g, c
           if (oh < s.OH) {
             const float* row = dy_g + (o * s.OH + oh) * s.OW + ow;
             const __m512 lo = _mm512_maskz_loadu_ps(m_lo, row), hi = _mm512_maskz_loadu_ps(m_hi, m_hi ? row + 16 : row);
+            check = winograd_check(check, lo, hi);
             y0 = _mm512_permutex2var_ps(lo, even, hi);
             y1 = _mm512_permutex2var_ps(lo, odd, hi);
           }
@@ -1202,10 +1234,12 @@ inline void winograd_output_gradient(float* mdy, int64_t T, const float* dy_g, c
         }
       }
   }
+  return winograd_finite(check);
 }
 
-// partial (16, Og, Cg) = dU of one group over `samples` samples from dy0 and x0 (their first sample)
-void winograd_weight_gradient_chunk(float* partial, const float* dy0, const float* x0, const ConvShape& s,
+// partial (16, Og, Cg) = dU of one group over `samples` samples from dy0 and x0 (their first
+// sample); false (partial unfinished) where an x or dy is not finite or too large (see winograd_check)
+bool winograd_weight_gradient_chunk(float* partial, const float* dy0, const float* x0, const ConvShape& s,
                                     const Geometry& g, int64_t samples) {
   static thread_local std::vector<float> v_buffer, mdy_buffer;
   const int64_t TH = ceil_div(s.OH, int64_t(2)), TW = ceil_div(s.OW, int64_t(2));
@@ -1216,8 +1250,9 @@ void winograd_weight_gradient_chunk(float* partial, const float* dy0, const floa
       const int64_t rows = TH - th0 < rows_per_block ? TH - th0 : rows_per_block, T = rows * TW;
       float* v = scratch(v_buffer, size_t(16 * g.Cg * T));
       float* mdy = scratch(mdy_buffer, size_t(16 * g.Og * T));
-      winograd_input(v, T, x0 + n * s.C * g.HW, s, g.Cg, th0, rows, TW);
-      winograd_output_gradient(mdy, T, dy0 + n * s.O * g.P, s, g.Og, th0, rows, TW);
+      if (!winograd_input(v, T, x0 + n * s.C * g.HW, s, g.Cg, th0, rows, TW) ||
+          !winograd_output_gradient(mdy, T, dy0 + n * s.O * g.P, s, g.Og, th0, rows, TW))
+        return false;
       for (int64_t xi = 0; xi < 16; ++xi)
         gemm_detail::gemm_driver(partial + xi * g.Og * g.Cg, gemm_detail::MatrixA<float>{mdy + xi * g.Og * T, false, g.Og, T},
                                  gemm_detail::MatrixB<float>{v + xi * g.Cg * T, true, g.Cg, T}, g.Og, g.Cg, T, 1.0f,
@@ -1225,6 +1260,7 @@ void winograd_weight_gradient_chunk(float* partial, const float* dy0, const floa
                                  GemmActivation::none, 1);
       first = false;
     }
+  return true;
 }
 
 // dw_g (Og, Cg, 3, 3) = G^T dU G from du (16, Og, Cg)
@@ -1271,7 +1307,7 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
   }
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
   if constexpr (sizeof(T) == 4) {
-    if (winograd_forward(s, g)) return winograd_conv2d_forward(y, x, w, bias, s, g);
+    if (winograd_forward(s, g) && winograd_conv2d_forward(y, x, w, bias, s, g)) return;
     if (direct_forward(s, g)) {
       const int64_t taps = s.KH * s.KW, tiles = ceil_div(g.Og, int64_t(kDirectForwardOutputs));
       const int64_t per_group = tiles * kDirectForwardOutputs * g.Cg * taps;
@@ -1420,18 +1456,22 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   const int64_t by_depth = ceil_div(s.N * g.P, int64_t(GemmBlocking<T>::KC));
   const int64_t chunks = by_depth < 1 ? 1 : (by_depth > 16 ? 16 : (by_depth > s.N ? s.N : by_depth));
   const int64_t per_chunk = ceil_div(s.N, chunks);
-  // dW's partials: (Og, taps, Cg) in the channels-last form, (Og, Kc) in the direct one, else (Kc, Og)
-  bool direct = false, winograd = false;
+  // dW's partials: (Og, taps, Cg) in the channels-last form, (Og, Kc) in the direct one, dU
+  // (16, Og, Cg) in the Winograd one, else (Kc, Og)
+  bool direct = false, try_winograd = false;
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
   if constexpr (sizeof(T) == 4) {
-    winograd = winograd_weight_gradient(s, g);
+    try_winograd = winograd_weight_gradient(s, g);
     direct = direct_weight_gradient(s, g);  // (under 16 channels: never channels_last nor winograd)
   }
 #endif
-  const bool channels_last = !winograd && channels_last_weight_gradient(s, g);
-  // a chunk's partial per group: dU (16, Og, Cg) in the Winograd form, else as large as dW_g
-  const int64_t partial_group = winograd ? 16 * g.Og * g.Cg : g.Og * g.Kc, partial_size = s.groups * partial_group;
-  if (dw || db) {
+  // dW and db in the Winograd form or not; false (both unfinished) where the Winograd form
+  // met a value that is not finite (see winograd_check)
+  auto weight_gradient = [&](bool winograd) {
+    const bool channels_last = !winograd && channels_last_weight_gradient(s, g);
+    // a chunk's partial per group: dU (16, Og, Cg) in the Winograd form, else as large as dW_g
+    const int64_t partial_group = winograd ? 16 * g.Og * g.Cg : g.Og * g.Kc, partial_size = s.groups * partial_group;
+    std::vector<char> finite(size_t(chunks * s.groups), 1);  // per task
     // (kept between calls: a fresh one is a new mapping of megabytes, page-faulted in on every
     // step; each chunk's GEMM overwrites its partial, an empty chunk zeroes it)
     static thread_local std::vector<T> dw_buffer;
@@ -1461,7 +1501,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
         if constexpr (sizeof(T) == 4) {
           if (winograd) {
-            winograd_weight_gradient_chunk(partial, dy0, x0, s, g, samples);
+            if (!winograd_weight_gradient_chunk(partial, dy0, x0, s, g, samples)) finite[size_t(task)] = 0;
             return;
           }
           if (direct) {
@@ -1512,6 +1552,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         }
       }
     });
+    for (char f : finite)
+      if (!f) return false;
     if (dw) {
       // the chunks' partials (each group's is dW_g^T (Kc, Og), or dW_g as (Og, taps, Cg) in the
       // channels-last form and as (Og, Kc) in the direct one) summed in order into the first,
@@ -1547,7 +1589,9 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     if (db)
       for (int64_t chunk = 0; chunk < chunks; ++chunk)
         for (int64_t o = 0; o < s.O; ++o) db[o] = T(double(db[o]) + db_partial[chunk * s.O + o]);
-  }
+    return true;
+  };
+  if ((dw || db) && !weight_gradient(try_winograd)) weight_gradient(false);
   if (dx && input_gradient_as_convolution(dx, dy, w, s)) return;
   if (dx) {
     // dcol (Kc, P) = W_g^T dy_ng, scattered back into dx_ng. W_g^T is packed once for all
