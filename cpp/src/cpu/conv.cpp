@@ -988,9 +988,12 @@ constexpr int64_t kWinogradBlockTiles = 128;  // tiles per block: whole tile row
 // (under 128 tiles a sample, a block's GEMMs are too narrow to pay for the transforms and
 // for reading all of U); the weight gradient 0.77 on 64 of 56x56, 0.88 on 16 of 56x56 and
 // 32x32, 1.0 on 32 of 32x32, but 1.05 on 64 of 16x16 and 2-3x on 8x8 and smaller.
+// (A block holds at least one tile row, 16 Cg values a tile: rows of up to 1024 tiles keep
+// that a few times a block's share of the image; wider ones go the direct way.)
 inline bool winograd_shape(const ConvShape& s) {
+  const int64_t TH = ceil_div(s.OH, int64_t(2)), TW = ceil_div(s.OW, int64_t(2));
   return s.KH == 3 && s.KW == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 &&
-         ceil_div(s.OH, int64_t(2)) * ceil_div(s.OW, int64_t(2)) >= kWinogradBlockTiles;
+         TH * TW >= kWinogradBlockTiles && TW <= 1024;
 }
 inline bool winograd_forward(const ConvShape& s, const Geometry& g) {
   return winograd_shape(s) && g.Cg >= 32 && g.Og >= 32;
