@@ -106,6 +106,19 @@ CASES = [
     ((2, 64, 24, 24), (64, 32, 3, 3), dict(groups=2, padding=1)),
     ((1, 32, 20, 22), (32, 32, 3, 3), dict(padding=3)),
     ((17, 16, 24, 24), (16, 16, 3, 3), dict(padding="same")),
+    # ... its channels form, for fewer tiles a sample (64+ channels over two blocks of samples
+    # for the forward and dW, here 6 + 5 samples of 5x5 tiles; 32+ channels for dx, with
+    # groups and uneven padding)
+    ((11, 64, 10, 9), (64, 64, 3, 3), dict(padding=1)),
+    ((3, 32, 9, 8), (32, 32, 3, 3), dict(padding=1)),
+    ((2, 64, 8, 11), (64, 32, 3, 3), dict(groups=2, padding=(0, 2))),
+    # ... 5x5 kernels as four 3x3 pieces: dx in the channels form (LeNet's conv2, odd sizes;
+    # padding past the window), the forward in the row form (and dx, as its flipped forward),
+    # a 3x5 kernel with groups
+    ((3, 32, 12, 11), (33, 32, 5, 5), dict()),
+    ((2, 32, 9, 9), (32, 32, 5, 5), dict(padding=3)),
+    ((2, 32, 27, 30), (32, 32, 5, 5), dict(padding=2)),
+    ((1, 64, 24, 26), (64, 32, 3, 5), dict(groups=2, padding=(1, 2))),
 ]
 
 
@@ -202,6 +215,7 @@ def test_conv2d_gradients_by_finite_differences(rng, kw):
     ((5, 6, 13, 11), (8, 6, 3, 3)),
     ((1, 32, 10, 17), (30, 32, 3, 3)),  # the wide grid read in place, its panels split over the threads
     ((3, 32, 37, 21), (32, 32, 3, 3)),  # Winograd: blocks of tile rows for the forward and dx, chunks for dW
+    ((11, 64, 10, 9), (64, 64, 3, 3)),  # ... its channels form: blocks of samples
 ])
 def test_conv2d_is_bit_identical_with_1_and_2_threads(rng, x_shape, w_shape):
     x = rng.standard_normal(x_shape).astype(np.float32)
@@ -219,24 +233,27 @@ def test_conv2d_is_bit_identical_with_1_and_2_threads(rng, x_shape, w_shape):
         np.testing.assert_array_equal(a, b)
 
 
-def _non_finite_case(where, value):
-    """conv2d's forward and backward with `value` placed in x, w or dy: pixels at a Winograd
-    tile's corner, edge and inside (2x2 tiles of outputs from 0, 0 under padding 1)."""
+def _non_finite_case(where, value, x_shape, channels):
+    """conv2d's forward and backward (3x3, padding 1) with `value` placed in x, w or dy: pixels
+    at a Winograd tile's corner, edge and inside (2x2 tiles of outputs from 0, 0)."""
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((2, 32, 24, 24)).astype(np.float32)
-    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
-    g = rng.standard_normal((2, 32, 24, 24)).astype(np.float32)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal((channels, x_shape[1], 3, 3)).astype(np.float32)
+    g = rng.standard_normal((x_shape[0], channels) + x_shape[2:]).astype(np.float32)
     if where == "w":
         w[3, 5, 1, 2] = value
     else:
-        for pixel in [(0, 0), (11, 11), (11, 10), (23, 23)]:
+        H, W = x_shape[2:]
+        for pixel in [(0, 0), (H // 2 - 1, W // 2 - 1), (H // 2 - 1, W // 2 - 2), (H - 1, W - 1)]:
             dict(x=x, dy=g)[where][(1, 3) + pixel] = value
     return (ops.conv2d(x, w, padding=1),) + tuple(ops.conv2d_backward(g, x, w, padding=1))
 
 
 @pytest.mark.parametrize("where", ["x", "w", "dy"])
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, 3e38])
-def test_conv2d_non_finite_values(where, value):
+@pytest.mark.parametrize("x_shape, channels", [((2, 32, 24, 24), 32), ((11, 64, 10, 9), 64)],
+                         ids=["row-form", "channels-form"])
+def test_conv2d_non_finite_values(where, value, x_shape, channels):
     """Winograd's transforms add and subtract inputs (inf - inf = NaN where the direct sum
     gives inf; a NaN spread over a whole tile; 3e38 overflowing in them): NaN, +inf and -inf
     land where the direct form (generic) puts them, on every instruction set and thread count;
@@ -248,12 +265,13 @@ def test_conv2d_non_finite_values(where, value):
         shenjing.set_isa("avx2" if value == 3e38 else "generic")
         if value == 3e38 and "avx2" not in ISAS:
             pytest.skip("no AVX2 direct form to compare with")
-        expected = pattern(_non_finite_case(where, value))
+        expected = pattern(_non_finite_case(where, value, x_shape, channels))
         for isa in ISAS if value != 3e38 else [i for i in ISAS if i == "avx512"]:
             for threads in (1, 2):
                 shenjing.set_isa(isa)
                 shenjing.set_num_threads(threads)
-                for name, got, want in zip(["y", "dx", "dw", "db"], pattern(_non_finite_case(where, value)), expected):
+                got_all = pattern(_non_finite_case(where, value, x_shape, channels))
+                for name, got, want in zip(["y", "dx", "dw", "db"], got_all, expected):
                     for kind, a, b in zip(["NaN", "+inf", "-inf"], got, want):
                         np.testing.assert_array_equal(a, b, err_msg=f"conv2d {name}: {kind} from {where} = {value} ({isa}, {threads} threads)")
     finally:

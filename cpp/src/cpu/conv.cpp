@@ -10,7 +10,8 @@
 //            sample's columns per thread)
 // with col(k = (c, kh, kw), p = (oh, ow)) = x[c, oh sh - ph + kh dh, ow sw - pw + kw dw]
 // (0 outside the image). 1x1 convolutions with stride 1 and no padding read x
-// as the columns.
+// as the columns. On AVX-512, 3x3 and 5x5 windows at stride 1 with enough channels take
+// Winograd F(2x2, 3x3) instead, where it measured faster (see winograd_forward).
 //
 // Threads take (sample, group) or (chunk, group) tasks with one-thread GEMMs
 // when there are enough of them, else the GEMMs use every thread. dW and db
@@ -967,7 +968,7 @@ inline void pack_direct_forward_weights(float* wt, const float* w, const Geometr
 }
 #endif
 
-// --- Winograd F(2x2, 3x3) forward, for 3x3 windows at stride 1 ------------------------
+// --- Winograd F(2x2, 3x3), for 3x3 and 5x5 windows at stride 1 -----------------------
 // Each 2x2 tile of outputs is A^T [U .* V] A over its 4x4 input patch d (Lavin and Gray,
 // 2015), with V = B^T d B per channel and U = G g G^T per 3x3 weight g, summed over the
 // channels:
@@ -976,30 +977,69 @@ inline void pack_direct_forward_weights(float* wt, const float* w, const Geometr
 // so a channel pair costs 16 products per 4 outputs where the direct sum takes 36. The
 // sum over channels of each of the 16 elements xi is a GEMM over a block of T tiles,
 //   M_xi (Og, T) = U_xi (Og, Cg) V_xi (Cg, T),
-// and the transforms are adds and halvings (exact but for the adds' rounding), vectorised
-// over 16 tiles along a tile row. The 3x3 forward on 64 channels spends 4 multiplies per
-// output and channel instead of 9.
-#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
-constexpr int64_t kWinogradBlockTiles = 128;  // tiles per block: whole tile rows of one sample
-
-// Where it pays, measured (bench/ab.py, 2 threads, new/old): the forward (and so the input
-// gradient) 0.66 on 64 channels of 56x56, 0.72 on 128 of 28x28, 0.73 on 256 of 28x28, 0.79
-// on 32 of 32x32, but 1.02-1.09 on 16 channels, and 1.13 on 128 of 14x14 to 5x on 512 of 7x7
-// (under 128 tiles a sample, a block's GEMMs are too narrow to pay for the transforms and
-// for reading all of U); the weight gradient 0.77 on 64 of 56x56, 0.88 on 16 of 56x56 and
-// 32x32, 1.0 on 32 of 32x32, but 1.05 on 64 of 16x16 and 2-3x on 8x8 and smaller.
-// (A block holds at least one tile row, 16 Cg values a tile: rows of up to 1024 tiles keep
-// that a few times a block's share of the image; wider ones go the direct way.)
-inline bool winograd_shape(const ConvShape& s) {
-  const int64_t TH = ceil_div(s.OH, int64_t(2)), TW = ceil_div(s.OW, int64_t(2));
-  return s.KH == 3 && s.KW == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 &&
-         TH * TW >= kWinogradBlockTiles && TW <= 1024;
+// and the transforms are adds and halvings (exact but for the adds' rounding). The
+// gradients are the adjoints: dU_xi = Mdy_xi V_xi^T with Mdy = A dy A^T (then dw = G^T dU G),
+// and dV_xi = U_xi^T Mdy_xi (then dx += B dV B^T over each patch).
+// Two forms: the row form vectorises the transforms over 16 tiles along a tile row, for
+// images of 128+ tiles; the channels form (below) over 16 channels of channels-last copies,
+// for smaller ones. Where each pays is measured, see winograd_forward.
+// A 5-tap side is split into 3-tap pieces at offsets 0 and 3, zero past the kernel's edge
+// (a 5x5 kernel as four 3x3 pieces, 36 taps for 25). Each piece is a 3x3 convolution of the
+// image shifted by its offset, so the pieces are more channels of the same F(2x2, 3x3):
+// Cv = pieces Cg of them, piece (i, j) = i pieces_w + j holding cv = piece Cg + c.
+inline int64_t winograd_pieces_h(const ConvShape& s) { return ceil_div(s.KH, int64_t(3)); }
+inline int64_t winograd_pieces_w(const ConvShape& s) { return ceil_div(s.KW, int64_t(3)); }
+inline int64_t winograd_pieces(const ConvShape& s) { return winograd_pieces_h(s) * winograd_pieces_w(s); }
+// the 3x3 convolution of piece (i, j): its offset taken off the padding
+inline ConvShape winograd_piece_shape(const ConvShape& s, int64_t i, int64_t j) {
+  ConvShape p = s;
+  p.ph -= 3 * i, p.pw -= 3 * j;
+  p.KH = 3, p.KW = 3;
+  return p;
 }
+
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+constexpr int64_t kWinogradBlockTiles = 128;  // tiles per block (see WinogradBlocks)
+
+// 3x3 or 5x5 (as pieces), stride and dilation 1
+inline bool winograd_kernel(const ConvShape& s) {
+  return (s.KH == 3 || s.KH == 5) && (s.KW == 3 || s.KW == 5) && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1;
+}
+inline bool winograd_3x3(const ConvShape& s) { return winograd_kernel(s) && s.KH == 3 && s.KW == 3; }
+// the row form (128+ tiles a sample, rows of up to 1024: a block, at least one tile row of
+// 16 Cg values a tile, stays a few times its share of the image), else the channels form
+inline bool winograd_row_form(const ConvShape& s) {
+  const int64_t TH = ceil_div(s.OH, int64_t(2)), TW = ceil_div(s.OW, int64_t(2));
+  return TH * TW >= kWinogradBlockTiles && TW <= 1024;
+}
+// two blocks of tiles or more in the channels form (one is one task, whose GEMMs split)
+inline bool winograd_two_blocks(const ConvShape& s) {
+  return s.N * ceil_div(s.OH, int64_t(2)) * ceil_div(s.OW, int64_t(2)) >= 2 * kWinogradBlockTiles;
+}
+// Where each form pays, measured (bench/ab.py, 2 threads, new/old), forward / dx / dW:
+// - row form, 3x3: forward (so dx, as the flipped forward) 0.66 on 64 channels of 56x56, 0.72
+//   on 128 of 28x28, 0.73 on 256 of 28x28, 0.79 on 32 of 32x32, but 1.02-1.09 on 16
+//   channels; dW 0.77 on 64 of 56x56, 0.88 on 16 of 56x56 and 32x32, 1.0 on 32 of 32x32.
+// - row form, 5x5 (pieces): forward 0.87 and 0.90 on 64 of 28x28 and 32 of 32x32, dW 1.14-1.22.
+// - channels form, 3x3: forward 0.76 on 64 of 16x16, 0.83 on 256 of 14x14, 0.91 on 128 of
+//   14x14, 0.98 on 512 of 7x7, but 1.0-1.3 under 64 channels and 1.37 on one block (2
+//   samples of 7x7); dx 0.42 (512 of 7x7) to 0.70 (128 of 14x14) and 0.5 on 32 of 4x4, but
+//   1.45 on 16; dW 0.90-0.96 on 64+ channels over two blocks, 1.09-1.57 otherwise.
+// - channels form, 5x5, LeNet's conv2 (32 -> 64 channels, 8x8 outputs): dx 0.82, forward
+//   0.97, dW 1.22.
 inline bool winograd_forward(const ConvShape& s, const Geometry& g) {
-  return winograd_shape(s) && g.Cg >= 32 && g.Og >= 32;
+  if (!winograd_kernel(s)) return false;
+  if (winograd_row_form(s)) return g.Cg >= 32 && g.Og >= 32;
+  return winograd_3x3(s) && g.Cg >= 64 && g.Og >= 64 && winograd_two_blocks(s);
 }
 inline bool winograd_weight_gradient(const ConvShape& s, const Geometry& g) {
-  return winograd_shape(s) && g.Cg >= 16 && g.Og >= 16;
+  if (!winograd_3x3(s)) return false;
+  if (winograd_row_form(s)) return g.Cg >= 16 && g.Og >= 16;
+  return g.Cg >= 64 && g.Og >= 64 && winograd_two_blocks(s);
+}
+// the channels form's adjoint (the row form's shapes take the forward of the flipped weights)
+inline bool winograd_input_gradient(const ConvShape& s, const Geometry& g) {
+  return winograd_kernel(s) && !winograd_row_form(s) && g.Cg >= 32 && g.Og >= 32;
 }
 
 // The transforms add and subtract inputs, so one inf makes inf - inf = NaN where the direct
@@ -1017,32 +1057,65 @@ inline bool winograd_finite(__m512 check) {
   return _mm512_fpclass_ps_mask(check, 0x99) == 0;  // NaN (quiet 0x01, signalling 0x80), +inf 0x08, -inf 0x10
 }
 
-// u (16, O, Cg): element xi = 4 i + j of G g G^T for each 3x3 weight g = w[o, c]
-// False (and u unfinished) where a weight is not finite or of 2^64 or more (see winograd_check).
-inline bool winograd_weights(float* u, const float* w, int64_t O, int64_t Cg) {
-  const int64_t plane = O * Cg;
-  for (int64_t q = 0; q < plane; ++q) {
-    const float* g = w + q * 9;
-    for (int k = 0; k < 9; ++k)
-      if (!(std::fabs(g[k]) < kWinogradCheckScale)) return false;  // (NaN too)
-    float t[4][3];  // G g (4, 3)
-    for (int j = 0; j < 3; ++j) {
-      t[0][j] = g[j];
-      t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
-      t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-      t[3][j] = g[6 + j];
+// u (16, O, Cv): element xi = 4 i + j of G g G^T for each 3x3 piece g of the weights w[o, c],
+// 16 channels a vector (each tap gathered from their kernels), over the threads by output
+// (one scalar piece at a time, a 256-channel 3x3 layer's took 1 ms). False (and u
+// unfinished) where a weight is not finite or of 2^64 or more (see winograd_check).
+inline bool winograd_weights(float* u, const float* w, const ConvShape& s, int64_t Cg) {
+  const int64_t pieces_w = winograd_pieces_w(s), pieces = winograd_pieces(s), Cv = pieces * Cg, plane = s.O * Cv;
+  const int64_t taps = s.KH * s.KW;
+  const __m512i kernels = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                             _mm512_set1_epi32(int32_t(taps)));  // lane l: kernel l's start
+  std::vector<char> finite(size_t(s.O), 1);
+  parallel_for(s.O, 100 * Cv, [&](int64_t o) {
+    __m512 check = _mm512_setzero_ps();
+    for (int64_t c0 = 0; c0 < Cg; c0 += 16) {
+      const __mmask16 lanes = lanes_below(Cg - c0);
+      const float* base = w + (o * Cg + c0) * taps;
+      for (int64_t piece = 0; piece < pieces; ++piece) {
+        const int64_t kh0 = 3 * (piece / pieces_w), kw0 = 3 * (piece % pieces_w);
+        __m512 g[3][3];  // the piece's taps for 16 channels, 0 past the kernel
+        for (int r = 0; r < 3; ++r)
+          for (int q = 0; q < 3; ++q) {
+            g[r][q] = _mm512_setzero_ps();
+            if (kh0 + r < s.KH && kw0 + q < s.KW)
+              g[r][q] = _mm512_mask_i32gather_ps(g[r][q], lanes, kernels, base + (kh0 + r) * s.KW + kw0 + q, 4);
+          }
+        for (int r = 0; r < 3; ++r) check = winograd_check(winograd_check(check, g[r][0], g[r][1]), g[r][2], g[r][2]);
+        const __m512 half = _mm512_set1_ps(0.5f);
+        __m512 t[4][3];  // G g (4, 3)
+        for (int j = 0; j < 3; ++j) {
+          t[0][j] = g[0][j];
+          t[1][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(g[0][j], g[1][j]), g[2][j]));
+          t[2][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(g[0][j], g[1][j]), g[2][j]));
+          t[3][j] = g[2][j];
+        }
+        float* out = u + o * Cv + piece * Cg + c0;
+        for (int i = 0; i < 4; ++i) {  // times G^T
+          _mm512_mask_storeu_ps(out + (4 * i + 0) * plane, lanes, t[i][0]);
+          _mm512_mask_storeu_ps(out + (4 * i + 1) * plane, lanes,
+                                _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(t[i][0], t[i][1]), t[i][2])));
+          _mm512_mask_storeu_ps(out + (4 * i + 2) * plane, lanes,
+                                _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(t[i][0], t[i][1]), t[i][2])));
+          _mm512_mask_storeu_ps(out + (4 * i + 3) * plane, lanes, t[i][2]);
+        }
+      }
     }
-    for (int i = 0; i < 4; ++i) {
-      u[(4 * i + 0) * plane + q] = t[i][0];
-      u[(4 * i + 1) * plane + q] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-      u[(4 * i + 2) * plane + q] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-      u[(4 * i + 3) * plane + q] = t[i][2];
-    }
-  }
+    if (!winograd_finite(check)) finite[size_t(o)] = 0;
+  });
+  for (char ok : finite)
+    if (!ok) return false;
   return true;
 }
 
-// v (16, Cg, T) = B^T d B for tile rows [th0, th0 + rows) of one sample's group x_g (Cg, H, W):
+// ut (16, groups, Cv, Og): U_xi^T of each group, from u (16, O, Cv)
+inline void winograd_weights_transposed(float* ut, const float* u, const ConvShape& s, int64_t Og, int64_t Cv) {
+  for (int64_t xi = 0; xi < 16; ++xi)
+    for (int64_t grp = 0; grp < s.groups; ++grp)
+      transpose_into(ut + (xi * s.groups + grp) * Cv * Og, Og, u + (xi * s.O + grp * Og) * Cv, Cv, Og, Cv);
+}
+
+// v (16, Cg, T), element xi xi_stride apart, = B^T d B for tile rows [th0, th0 + rows) of one sample's group x_g (Cg, H, W):
 // tile (th, tw), at t = (th - th0) TW + tw, reads the padded rows 2 th .. 2 th + 3 and columns
 // 2 tw .. 2 tw + 3 (image row 2 th - ph + i, column 2 tw - pw + j; 0 outside the image).
 // Each patch row is four masked loads (lanes off the image read nothing) split into its
@@ -1052,12 +1125,11 @@ struct WinogradRow {
   __m512 w[4];  // a patch row d times B: d0 - d2, d1 + d2, d2 - d1, d1 - d3
 };
 
-inline bool winograd_input(float* v, int64_t T, const float* x_g, const ConvShape& s, int64_t Cg, int64_t th0,
-                           int64_t rows, int64_t TW) {
+inline bool winograd_input(float* v, int64_t T, int64_t xi_stride, const float* x_g, const ConvShape& s, int64_t Cg,
+                           int64_t th0, int64_t rows, int64_t TW) {
   __m512 check = _mm512_setzero_ps();  // see winograd_finite
   const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-  const int64_t xi_stride = Cg * T;
   for (int64_t tw0 = 0; tw0 < TW; tw0 += 16) {
     // the four loads of a patch row: image columns col + {0, 16, 2, 18} onwards, lanes on the image
     const int64_t col = 2 * tw0 - s.pw;
@@ -1109,6 +1181,17 @@ inline bool winograd_input(float* v, int64_t T, const float* x_g, const ConvShap
   return winograd_finite(check);
 }
 
+// v (16, Cv, T): winograd_input for every piece of the kernel (see winograd_pieces)
+inline bool winograd_input_pieces(float* v, int64_t T, const float* x_g, const ConvShape& s, int64_t Cg, int64_t th0,
+                                  int64_t rows, int64_t TW) {
+  const int64_t pieces_w = winograd_pieces_w(s), pieces = winograd_pieces(s);
+  for (int64_t piece = 0; piece < pieces; ++piece)
+    if (!winograd_input(v + piece * Cg * T, T, pieces * Cg * T, x_g, winograd_piece_shape(s, piece / pieces_w, piece % pieces_w),
+                        Cg, th0, rows, TW))
+      return false;
+  return true;
+}
+
 // y_g (Og, OH, OW), tile rows [th0, th0 + rows), = A^T M A + bias from m (16, Og, T); the two
 // columns of each tile are interleaved back into output rows, rows and columns past the
 // output dropped
@@ -1144,49 +1227,80 @@ inline void winograd_output(float* y_g, const float* m, int64_t T, const float* 
   }
 }
 
-// tile rows per block: about kWinogradBlockTiles tiles, at least one row
-inline int64_t winograd_rows_per_block(int64_t TH, int64_t TW) {
-  const int64_t rows = ceil_div(kWinogradBlockTiles, TW);
-  return rows < TH ? rows : TH;
+// The blocks of tiles the GEMMs take, fixed by the shape: about kWinogradBlockTiles tiles
+// each, as whole tile rows of one sample, or, for images of fewer tiles, whole samples.
+// Block b holds samples [n0, n0 + count) and of each the tile rows [th0, th0 + rows); in
+// the buffers, tile (k, th, tw) of a block lies at t = (k rows + th - th0) TW + tw.
+struct WinogradBlocks {
+  int64_t TH, TW;             // tiles per sample: rows, columns
+  int64_t rows_per_block;     // TH when a block holds whole samples
+  int64_t samples_per_block;  // 1 when a block holds tile rows of one sample
+  int64_t per_sample;         // blocks per sample when they split samples, else 1
+  int64_t max_tiles() const { return samples_per_block * rows_per_block * TW; }
+  int64_t count(int64_t N) const { return per_sample > 1 ? N * per_sample : ceil_div(N, samples_per_block); }
+  void block(int64_t b, int64_t N, int64_t* n0, int64_t* samples, int64_t* th0, int64_t* rows) const {
+    if (per_sample > 1) {
+      *n0 = b / per_sample, *samples = 1, *th0 = (b % per_sample) * rows_per_block;
+      *rows = TH - *th0 < rows_per_block ? TH - *th0 : rows_per_block;
+    } else {
+      *n0 = b * samples_per_block, *th0 = 0, *rows = TH;
+      *samples = N - *n0 < samples_per_block ? N - *n0 : samples_per_block;
+    }
+  }
+};
+
+inline WinogradBlocks winograd_blocks(const ConvShape& s, int64_t N) {
+  WinogradBlocks b;
+  b.TH = ceil_div(s.OH, int64_t(2)), b.TW = ceil_div(s.OW, int64_t(2));
+  const int64_t rows = ceil_div(kWinogradBlockTiles, b.TW);
+  if (rows < b.TH) {
+    b.rows_per_block = rows, b.samples_per_block = 1, b.per_sample = ceil_div(b.TH, rows);
+  } else {
+    const int64_t samples = ceil_div(kWinogradBlockTiles, b.TH * b.TW);
+    b.rows_per_block = b.TH, b.samples_per_block = samples < N ? samples : (N > 0 ? N : 1), b.per_sample = 1;
+  }
+  return b;
 }
 
 // False where an input or weight is not finite or too large (y then unfinished: see winograd_check)
 bool winograd_conv2d_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s,
                              const Geometry& g) {
-  const int64_t TH = ceil_div(s.OH, int64_t(2)), TW = ceil_div(s.OW, int64_t(2));
-  const int64_t rows_per_block = winograd_rows_per_block(TH, TW);
-  const int64_t blocks = ceil_div(TH, rows_per_block);
+  const WinogradBlocks blocks = winograd_blocks(s, s.N);
+  const int64_t block_count = blocks.count(s.N), Cv = winograd_pieces(s) * g.Cg;
   // U_xi of every group packed once for all the blocks: xi's group grp at (xi groups + grp) panels_size
-  const int64_t panels_size = gemm_detail::PackedPanelsA<float>::size(g.Og, g.Cg);
+  const int64_t panels_size = gemm_detail::PackedPanelsA<float>::size(g.Og, Cv);
   static thread_local std::vector<float> u_buffer, panel_buffer;
-  float* const u = scratch(u_buffer, size_t(16 * s.O * g.Cg));
+  float* const u = scratch(u_buffer, size_t(16 * s.O * Cv));
   float* const panels = scratch(panel_buffer, size_t(16 * s.groups * panels_size));
-  if (!winograd_weights(u, w, s.O, g.Cg)) return false;
+  if (!winograd_weights(u, w, s, g.Cg)) return false;
   for (int64_t xi = 0; xi < 16; ++xi)
     for (int64_t grp = 0; grp < s.groups; ++grp)
       gemm_detail::PackedPanelsA<float>::pack_all(panels + (xi * s.groups + grp) * panels_size,
-                                                  u + (xi * s.O + grp * g.Og) * g.Cg, false, g.Og, g.Cg);
-  const double flops = 2.0 * 16 * g.Og * g.Cg * rows_per_block * TW;
-  std::vector<char> finite(size_t(s.N * s.groups * blocks), 1);  // per task
-  for_tasks(s.N * s.groups * blocks, flops, [&](int64_t task, int gemm_threads) {
+                                                  u + (xi * s.O + grp * g.Og) * Cv, false, g.Og, Cv);
+  const double flops = 2.0 * 16 * g.Og * Cv * blocks.max_tiles();
+  std::vector<char> finite(size_t(block_count * s.groups), 1);  // per task
+  for_tasks(block_count * s.groups, flops, [&](int64_t task, int gemm_threads) {
     static thread_local std::vector<float> v_buffer, m_buffer;
-    const int64_t n = task / (s.groups * blocks), grp = (task / blocks) % s.groups, block = task % blocks;
-    const int64_t th0 = block * rows_per_block, rows = TH - th0 < rows_per_block ? TH - th0 : rows_per_block;
-    const int64_t T = rows * TW;
-    float* v = scratch(v_buffer, size_t(16 * g.Cg * T));
+    const int64_t grp = task % s.groups;
+    int64_t n0, samples, th0, rows;
+    blocks.block(task / s.groups, s.N, &n0, &samples, &th0, &rows);
+    const int64_t T = samples * rows * blocks.TW;
+    float* v = scratch(v_buffer, size_t(16 * Cv * T));
     float* m = scratch(m_buffer, size_t(16 * g.Og * T));
-    if (!winograd_input(v, T, x + (n * s.C + grp * g.Cg) * g.HW, s, g.Cg, th0, rows, TW)) {
-      finite[size_t(task)] = 0;
-      return;
-    }
+    for (int64_t k = 0; k < samples; ++k)
+      if (!winograd_input_pieces(v + k * rows * blocks.TW, T, x + ((n0 + k) * s.C + grp * g.Cg) * g.HW, s, g.Cg, th0,
+                                 rows, blocks.TW)) {
+        finite[size_t(task)] = 0;
+        return;
+      }
     for (int64_t xi = 0; xi < 16; ++xi)
       gemm_detail::gemm_driver(m + xi * g.Og * T,
-                               gemm_detail::PackedPanelsA<float>{{}, panels + (xi * s.groups + grp) * panels_size, g.Og, g.Cg},
-                               gemm_detail::MatrixB<float>{v + xi * g.Cg * T, false, T, g.Cg}, g.Og, T, g.Cg, 1.0f,
-                               0.0f, static_cast<const float*>(nullptr), GemmBias::none, GemmActivation::none,
-                               gemm_threads);
-    winograd_output(y + (n * s.O + grp * g.Og) * g.P, m, T, bias ? bias + grp * g.Og : nullptr, s, g.Og, th0, rows,
-                    TW);
+                               gemm_detail::PackedPanelsA<float>{{}, panels + (xi * s.groups + grp) * panels_size, g.Og, Cv},
+                               gemm_detail::MatrixB<float>{v + xi * Cv * T, false, T, Cv}, g.Og, T, Cv, 1.0f, 0.0f,
+                               static_cast<const float*>(nullptr), GemmBias::none, GemmActivation::none, gemm_threads);
+    for (int64_t k = 0; k < samples; ++k)
+      winograd_output(y + ((n0 + k) * s.O + grp * g.Og) * g.P, m + k * rows * blocks.TW, T,
+                      bias ? bias + grp * g.Og : nullptr, s, g.Og, th0, rows, blocks.TW);
   });
   for (char f : finite)
     if (!f) return false;
@@ -1240,36 +1354,43 @@ inline bool winograd_output_gradient(float* mdy, int64_t T, const float* dy_g, c
   return winograd_finite(check);
 }
 
-// partial (16, Og, Cg) = dU of one group over `samples` samples from dy0 and x0 (their first
-// sample); false (partial unfinished) where an x or dy is not finite or too large (see winograd_check)
+// partial (16, Og, Cv) = dU of one group over `samples` samples from dy0 and x0 (their first
+// sample), block by block (winograd_blocks over those samples), each block's product added
+// to the last; false (partial unfinished) where an x or dy is not finite or too large (see
+// winograd_check)
 bool winograd_weight_gradient_chunk(float* partial, const float* dy0, const float* x0, const ConvShape& s,
                                     const Geometry& g, int64_t samples) {
   static thread_local std::vector<float> v_buffer, mdy_buffer;
-  const int64_t TH = ceil_div(s.OH, int64_t(2)), TW = ceil_div(s.OW, int64_t(2));
-  const int64_t rows_per_block = winograd_rows_per_block(TH, TW);
-  bool first = true;
-  for (int64_t n = 0; n < samples; ++n)
-    for (int64_t th0 = 0; th0 < TH; th0 += rows_per_block) {
-      const int64_t rows = TH - th0 < rows_per_block ? TH - th0 : rows_per_block, T = rows * TW;
-      float* v = scratch(v_buffer, size_t(16 * g.Cg * T));
-      float* mdy = scratch(mdy_buffer, size_t(16 * g.Og * T));
-      if (!winograd_input(v, T, x0 + n * s.C * g.HW, s, g.Cg, th0, rows, TW) ||
-          !winograd_output_gradient(mdy, T, dy0 + n * s.O * g.P, s, g.Og, th0, rows, TW))
+  const WinogradBlocks blocks = winograd_blocks(s, samples);
+  const int64_t block_count = blocks.count(samples), Cv = winograd_pieces(s) * g.Cg;
+  for (int64_t b = 0; b < block_count; ++b) {
+    int64_t n0, count, th0, rows;
+    blocks.block(b, samples, &n0, &count, &th0, &rows);
+    const int64_t T = count * rows * blocks.TW;
+    float* v = scratch(v_buffer, size_t(16 * Cv * T));
+    float* mdy = scratch(mdy_buffer, size_t(16 * g.Og * T));
+    for (int64_t k = 0; k < count; ++k)
+      if (!winograd_input_pieces(v + k * rows * blocks.TW, T, x0 + (n0 + k) * s.C * g.HW, s, g.Cg, th0, rows,
+                                 blocks.TW) ||
+          !winograd_output_gradient(mdy + k * rows * blocks.TW, T, dy0 + (n0 + k) * s.O * g.P, s, g.Og, th0, rows,
+                                    blocks.TW))
         return false;
-      for (int64_t xi = 0; xi < 16; ++xi)
-        gemm_detail::gemm_driver(partial + xi * g.Og * g.Cg, gemm_detail::MatrixA<float>{mdy + xi * g.Og * T, false, g.Og, T},
-                                 gemm_detail::MatrixB<float>{v + xi * g.Cg * T, true, g.Cg, T}, g.Og, g.Cg, T, 1.0f,
-                                 first ? 0.0f : 1.0f, static_cast<const float*>(nullptr), GemmBias::none,
-                                 GemmActivation::none, 1);
-      first = false;
-    }
+    for (int64_t xi = 0; xi < 16; ++xi)
+      gemm_detail::gemm_driver(partial + xi * g.Og * Cv, gemm_detail::MatrixA<float>{mdy + xi * g.Og * T, false, g.Og, T},
+                               gemm_detail::MatrixB<float>{v + xi * Cv * T, true, Cv, T}, g.Og, Cv, T, 1.0f,
+                               b == 0 ? 0.0f : 1.0f, static_cast<const float*>(nullptr), GemmBias::none,
+                               GemmActivation::none, 1);
+  }
   return true;
 }
 
-// dw_g (Og, Cg, 3, 3) = G^T dU G from du (16, Og, Cg)
-inline void winograd_weights_back(float* dw_g, const float* du, int64_t Og, int64_t Cg) {
-  const int64_t plane = Og * Cg;
+// dw_g (Og, Cg, KH, KW) = G^T dU G of each piece, from du (16, Og, Cv) (the pieces' taps
+// past the kernel dropped)
+inline void winograd_weights_back(float* dw_g, const float* du, const ConvShape& s, int64_t Og, int64_t Cg) {
+  const int64_t pieces_w = winograd_pieces_w(s), pieces = winograd_pieces(s), Cv = pieces * Cg, plane = Og * Cv;
   for (int64_t q = 0; q < plane; ++q) {
+    const int64_t o = q / Cv, piece = (q % Cv) / Cg, c = q % Cg;
+    const int64_t kh0 = 3 * (piece / pieces_w), kw0 = 3 * (piece % pieces_w);
     float t[3][4];  // G^T dU (3, 4)
     for (int j = 0; j < 4; ++j) {
       const float u0 = du[j * plane + q], u1 = du[(4 + j) * plane + q], u2 = du[(8 + j) * plane + q],
@@ -1278,13 +1399,292 @@ inline void winograd_weights_back(float* dw_g, const float* du, int64_t Og, int6
       t[1][j] = 0.5f * (u1 - u2);
       t[2][j] = 0.5f * (u1 + u2) + u3;
     }
-    float* out = dw_g + q * 9;
-    for (int a = 0; a < 3; ++a) {
-      out[3 * a + 0] = t[a][0] + 0.5f * (t[a][1] + t[a][2]);
-      out[3 * a + 1] = 0.5f * (t[a][1] - t[a][2]);
-      out[3 * a + 2] = 0.5f * (t[a][1] + t[a][2]) + t[a][3];
+    float* kernel = dw_g + (o * Cg + c) * s.KH * s.KW;
+    for (int a = 0; a < 3 && kh0 + a < s.KH; ++a) {
+      float row[3] = {t[a][0] + 0.5f * (t[a][1] + t[a][2]), 0.5f * (t[a][1] - t[a][2]),
+                      0.5f * (t[a][1] + t[a][2]) + t[a][3]};
+      for (int b = 0; b < 3 && kw0 + b < s.KW; ++b) kernel[(kh0 + a) * s.KW + kw0 + b] = row[b];
     }
   }
+}
+
+// --- the channels form, for small images ---------------------------------------------
+// A row of 4 tiles (8x8 outputs) fills a quarter of the row form's vectors. Here the
+// transforms run on channels-last copies of whole samples (blocks of about 128 tiles),
+// 16 channels a vector: each tile's values are then plain vertical adds. The operands are
+// the row form's transposed, V^T (16, T, Cv) and M^T (16, T, Og), tile t's channels in a row:
+//   forward  M_xi^T (T, Og) = V_xi^T (T, Cv) U_xi^T (Cv, Og)
+//   weight   dU_xi (Og, Cv) = Mdy_xi (Og, T) V_xi^T (T, Cv)
+//   input    dV_xi^T (T, Cv) = Mdy_xi^T (T, Og) U_xi (Og, Cv), and dx += B dV B^T over each patch
+struct WinogradChannels {
+  int64_t TH, TW, Hp, Wp;  // tiles per sample; the channels-last copies' padded rows and columns
+  explicit WinogradChannels(const ConvShape& s)
+      : TH(ceil_div(s.OH, int64_t(2))), TW(ceil_div(s.OW, int64_t(2))),
+        Hp(2 * TH + 3 * winograd_pieces_h(s) - 1), Wp(2 * TW + 3 * winograd_pieces_w(s) - 1) {}
+  int64_t tiles() const { return TH * TW; }
+  // the samples of a block: about kWinogradBlockTiles tiles, at least one sample
+  int64_t samples_per_block(int64_t N) const {
+    const int64_t samples = ceil_div(kWinogradBlockTiles, tiles());
+    return samples < N ? samples : (N > 0 ? N : 1);
+  }
+};
+
+// vt (16, T, Cv) from xt (samples, Hp, Wp, Cg): tile t = (k, th, tw), piece (i, j) reads
+// xt[k, 2 th + 3 i + r, 2 tw + 3 j + q, c] for r, q < 4. False where a value is not finite or
+// too large (see winograd_check).
+inline bool winograd_input_channels(float* vt, const float* xt, const ConvShape& s, const WinogradChannels& f,
+                                    int64_t samples, int64_t Cg) {
+  const int64_t pieces_w = winograd_pieces_w(s), pieces = winograd_pieces(s), Cv = pieces * Cg;
+  const int64_t T = samples * f.tiles(), xi_stride = T * Cv, row = f.Wp * Cg;
+  __m512 check = _mm512_setzero_ps();
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t k = t / f.tiles(), th = (t % f.tiles()) / f.TW, tw = t % f.TW;
+    for (int64_t piece = 0; piece < pieces; ++piece) {
+      const float* patch = xt + ((k * f.Hp + 2 * th + 3 * (piece / pieces_w)) * f.Wp + 2 * tw + 3 * (piece % pieces_w)) * Cg;
+      float* out = vt + t * Cv + piece * Cg;
+      for (int64_t c0 = 0; c0 < Cg; c0 += 16) {
+        const __mmask16 lanes = lanes_below(Cg - c0);
+        __m512 w[4][4];  // B^T d: (4, 4)
+        for (int q = 0; q < 4; ++q) {
+          const float* column = patch + q * Cg + c0;
+          const __m512 d0 = _mm512_maskz_loadu_ps(lanes, column), d1 = _mm512_maskz_loadu_ps(lanes, column + row);
+          const __m512 d2 = _mm512_maskz_loadu_ps(lanes, column + 2 * row);
+          const __m512 d3 = _mm512_maskz_loadu_ps(lanes, column + 3 * row);
+          check = winograd_check(winograd_check(check, d0, d1), d2, d3);
+          w[0][q] = _mm512_sub_ps(d0, d2);
+          w[1][q] = _mm512_add_ps(d1, d2);
+          w[2][q] = _mm512_sub_ps(d2, d1);
+          w[3][q] = _mm512_sub_ps(d1, d3);
+        }
+        for (int i = 0; i < 4; ++i) {  // times B
+          float* o = out + c0 + 4 * i * xi_stride;
+          _mm512_mask_storeu_ps(o, lanes, _mm512_sub_ps(w[i][0], w[i][2]));
+          _mm512_mask_storeu_ps(o + xi_stride, lanes, _mm512_add_ps(w[i][1], w[i][2]));
+          _mm512_mask_storeu_ps(o + 2 * xi_stride, lanes, _mm512_sub_ps(w[i][2], w[i][1]));
+          _mm512_mask_storeu_ps(o + 3 * xi_stride, lanes, _mm512_sub_ps(w[i][1], w[i][3]));
+        }
+      }
+    }
+  }
+  return winograd_finite(check);
+}
+
+// yt (samples, OH, OW, Og) = A^T M A + bias from mt (16, T, Og), outputs past OH, OW dropped
+inline void winograd_output_channels(float* yt, const float* mt, const float* bias, const ConvShape& s,
+                                     const WinogradChannels& f, int64_t samples, int64_t Og) {
+  const int64_t T = samples * f.tiles(), xi_stride = T * Og;
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t k = t / f.tiles(), oh = 2 * ((t % f.tiles()) / f.TW), ow = 2 * (t % f.TW);
+    for (int64_t o0 = 0; o0 < Og; o0 += 16) {
+      const __mmask16 lanes = lanes_below(Og - o0);
+      const __m512 b = bias ? _mm512_maskz_loadu_ps(lanes, bias + o0) : _mm512_setzero_ps();
+      const float* in = mt + t * Og + o0;
+      __m512 r[2][4];  // A^T M: (2, 4)
+      for (int j = 0; j < 4; ++j) {
+        const __m512 m0 = _mm512_maskz_loadu_ps(lanes, in + j * xi_stride);
+        const __m512 m1 = _mm512_maskz_loadu_ps(lanes, in + (4 + j) * xi_stride);
+        const __m512 m2 = _mm512_maskz_loadu_ps(lanes, in + (8 + j) * xi_stride);
+        const __m512 m3 = _mm512_maskz_loadu_ps(lanes, in + (12 + j) * xi_stride);
+        r[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+        r[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+      }
+      for (int a = 0; a < 2 && oh + a < s.OH; ++a) {
+        float* out = yt + ((k * s.OH + oh + a) * s.OW + ow) * Og + o0;
+        _mm512_mask_storeu_ps(out, lanes, _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(r[a][0], r[a][1]), r[a][2]), b));
+        if (ow + 1 < s.OW)
+          _mm512_mask_storeu_ps(out + Og, lanes,
+                                _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(r[a][1], r[a][2]), r[a][3]), b));
+      }
+    }
+  }
+}
+
+// mdyt (16, T, Og) = A dy A^T from dyt (samples, OH, OW, Og), the tiles' outputs past OH, OW 0.
+// False where a value is not finite or too large.
+inline bool winograd_output_gradient_channels(float* mdyt, const float* dyt, const ConvShape& s,
+                                              const WinogradChannels& f, int64_t samples, int64_t Og) {
+  const int64_t T = samples * f.tiles(), xi_stride = T * Og;
+  const __m512 zero = _mm512_setzero_ps();
+  __m512 check = zero;
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t k = t / f.tiles(), oh = 2 * ((t % f.tiles()) / f.TW), ow = 2 * (t % f.TW);
+    for (int64_t o0 = 0; o0 < Og; o0 += 16) {
+      const __mmask16 lanes = lanes_below(Og - o0);
+      __m512 c[2][4];  // dy's tile row a times A^T: y0, y0 + y1, y0 - y1, -y1
+      for (int a = 0; a < 2; ++a) {
+        __m512 y0 = zero, y1 = zero;
+        if (oh + a < s.OH) {
+          const float* in = dyt + ((k * s.OH + oh + a) * s.OW + ow) * Og + o0;
+          y0 = _mm512_maskz_loadu_ps(lanes, in);
+          if (ow + 1 < s.OW) y1 = _mm512_maskz_loadu_ps(lanes, in + Og);
+          check = winograd_check(check, y0, y1);
+        }
+        c[a][0] = y0;
+        c[a][1] = _mm512_add_ps(y0, y1);
+        c[a][2] = _mm512_sub_ps(y0, y1);
+        c[a][3] = _mm512_sub_ps(zero, y1);
+      }
+      float* out = mdyt + t * Og + o0;
+      for (int j = 0; j < 4; ++j) {  // A along the rows
+        _mm512_mask_storeu_ps(out + j * xi_stride, lanes, c[0][j]);
+        _mm512_mask_storeu_ps(out + (4 + j) * xi_stride, lanes, _mm512_add_ps(c[0][j], c[1][j]));
+        _mm512_mask_storeu_ps(out + (8 + j) * xi_stride, lanes, _mm512_sub_ps(c[0][j], c[1][j]));
+        _mm512_mask_storeu_ps(out + (12 + j) * xi_stride, lanes, _mm512_sub_ps(zero, c[1][j]));
+      }
+    }
+  }
+  return winograd_finite(check);
+}
+
+// dxt (samples, Hp, Wp, Cg) += B dV B^T over each tile's patch of each piece, from dvt (16, T, Cv)
+// (the adjoint of winograd_input_channels; the patches overlap, so tiles add in turn)
+inline void winograd_patch_gradient_channels(float* dxt, const float* dvt, const ConvShape& s,
+                                             const WinogradChannels& f, int64_t samples, int64_t Cg) {
+  const int64_t pieces_w = winograd_pieces_w(s), pieces = winograd_pieces(s), Cv = pieces * Cg;
+  const int64_t T = samples * f.tiles(), xi_stride = T * Cv, row = f.Wp * Cg;
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t k = t / f.tiles(), th = (t % f.tiles()) / f.TW, tw = t % f.TW;
+    for (int64_t piece = 0; piece < pieces; ++piece) {
+      float* patch = dxt + ((k * f.Hp + 2 * th + 3 * (piece / pieces_w)) * f.Wp + 2 * tw + 3 * (piece % pieces_w)) * Cg;
+      const float* in = dvt + t * Cv + piece * Cg;
+      for (int64_t c0 = 0; c0 < Cg; c0 += 16) {
+        const __mmask16 lanes = lanes_below(Cg - c0);
+        __m512 e[4][4];  // dV B^T: (4, 4), B^T's columns along each row of dV
+        for (int i = 0; i < 4; ++i) {
+          const float* v = in + c0 + 4 * i * xi_stride;
+          const __m512 v0 = _mm512_maskz_loadu_ps(lanes, v), v1 = _mm512_maskz_loadu_ps(lanes, v + xi_stride);
+          const __m512 v2 = _mm512_maskz_loadu_ps(lanes, v + 2 * xi_stride);
+          const __m512 v3 = _mm512_maskz_loadu_ps(lanes, v + 3 * xi_stride);
+          e[i][0] = v0;
+          e[i][1] = _mm512_add_ps(_mm512_sub_ps(v1, v2), v3);
+          e[i][2] = _mm512_add_ps(_mm512_add_ps(v1, v2), _mm512_sub_ps(_mm512_setzero_ps(), v0));
+          e[i][3] = _mm512_sub_ps(_mm512_setzero_ps(), v3);
+        }
+        for (int q = 0; q < 4; ++q) {  // B times it, added into the patch's column q
+          float* column = patch + q * Cg + c0;
+          const __m512 d[4] = {e[0][q], _mm512_add_ps(_mm512_sub_ps(e[1][q], e[2][q]), e[3][q]),
+                               _mm512_sub_ps(_mm512_add_ps(e[1][q], e[2][q]), e[0][q]),
+                               _mm512_sub_ps(_mm512_setzero_ps(), e[3][q])};
+          for (int r = 0; r < 4; ++r)
+            _mm512_mask_storeu_ps(column + r * row, lanes,
+                                  _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, column + r * row), d[r]));
+        }
+      }
+    }
+  }
+}
+
+// The channels form's forward; false where an input or weight is not finite or too large
+bool winograd_conv2d_forward_channels(float* y, const float* x, const float* w, const float* bias, const ConvShape& s,
+                                      const Geometry& g) {
+  const WinogradChannels f(s);
+  const int64_t S = f.samples_per_block(s.N), blocks = ceil_div(s.N, S), Cv = winograd_pieces(s) * g.Cg;
+  static thread_local std::vector<float> u_buffer, ut_buffer;
+  float* const u = scratch(u_buffer, size_t(16 * s.O * Cv));
+  float* const ut = scratch(ut_buffer, size_t(16 * s.O * Cv));
+  if (!winograd_weights(u, w, s, g.Cg)) return false;
+  winograd_weights_transposed(ut, u, s, g.Og, Cv);
+  std::vector<char> finite(size_t(blocks * s.groups), 1);  // per task
+  for_tasks(blocks * s.groups, 2.0 * 16 * g.Og * Cv * S * f.tiles(), [&](int64_t task, int gemm_threads) {
+    static thread_local std::vector<float> x_buffer, v_buffer, m_buffer, y_buffer;
+    const int64_t n0 = (task / s.groups) * S, grp = task % s.groups;
+    const int64_t samples = s.N - n0 < S ? s.N - n0 : S, T = samples * f.tiles();
+    const float* xt = padded_channels_last(x_buffer, x + (n0 * s.C + grp * g.Cg) * g.HW, s, samples, g.Cg, f.Hp, f.Wp);
+    float* vt = scratch(v_buffer, size_t(16 * T * Cv));
+    float* mt = scratch(m_buffer, size_t(16 * T * g.Og));
+    if (!winograd_input_channels(vt, xt, s, f, samples, g.Cg)) {
+      finite[size_t(task)] = 0;
+      return;
+    }
+    for (int64_t xi = 0; xi < 16; ++xi)
+      gemm_detail::gemm_driver(mt + xi * T * g.Og, gemm_detail::MatrixA<float>{vt + xi * T * Cv, false, T, Cv},
+                               gemm_detail::MatrixB<float>{ut + (xi * s.groups + grp) * Cv * g.Og, false, g.Og, Cv}, T,
+                               g.Og, Cv, 1.0f, 0.0f, static_cast<const float*>(nullptr), GemmBias::none,
+                               GemmActivation::none, gemm_threads);
+    float* yt = scratch(y_buffer, size_t(samples * g.P * g.Og));
+    winograd_output_channels(yt, mt, bias ? bias + grp * g.Og : nullptr, s, f, samples, g.Og);
+    for (int64_t k = 0; k < samples; ++k)  // (P, Og) -> y[n0 + k, grp Og + o, p]
+      transpose_into(y + ((n0 + k) * s.O + grp * g.Og) * g.P, g.P, yt + k * g.P * g.Og, g.Og, g.P, g.Og);
+  });
+  for (char ok : finite)
+    if (!ok) return false;
+  return true;
+}
+
+// dyt (samples, OH, OW, Og): the samples' dy of one group, channels last
+inline float* winograd_dy_channels(std::vector<float>& buffer, const float* dy0, const ConvShape& s, const Geometry& g,
+                                   int64_t samples) {
+  float* dyt = scratch(buffer, size_t(samples * g.P * g.Og));
+  for (int64_t k = 0; k < samples; ++k)
+    transpose_into(dyt + k * g.P * g.Og, g.Og, dy0 + k * s.O * g.P, g.P, g.Og, g.P);
+  return dyt;
+}
+
+// The channels form of winograd_weight_gradient_chunk: partial (16, Og, Cv) = dU over `samples` samples
+bool winograd_weight_gradient_chunk_channels(float* partial, const float* dy0, const float* x0, const ConvShape& s,
+                                             const Geometry& g, int64_t samples) {
+  static thread_local std::vector<float> x_buffer, dy_buffer, v_buffer, mdy_buffer;
+  const WinogradChannels f(s);
+  const int64_t S = f.samples_per_block(samples), Cv = winograd_pieces(s) * g.Cg;
+  for (int64_t n0 = 0; n0 < samples; n0 += S) {
+    const int64_t count = samples - n0 < S ? samples - n0 : S, T = count * f.tiles();
+    const float* xt = padded_channels_last(x_buffer, x0 + n0 * s.C * g.HW, s, count, g.Cg, f.Hp, f.Wp);
+    const float* dyt = winograd_dy_channels(dy_buffer, dy0 + n0 * s.O * g.P, s, g, count);
+    float* vt = scratch(v_buffer, size_t(16 * T * Cv));
+    float* mdyt = scratch(mdy_buffer, size_t(16 * T * g.Og));
+    if (!winograd_input_channels(vt, xt, s, f, count, g.Cg) ||
+        !winograd_output_gradient_channels(mdyt, dyt, s, f, count, g.Og))
+      return false;
+    for (int64_t xi = 0; xi < 16; ++xi)
+      gemm_detail::gemm_driver(partial + xi * g.Og * Cv, gemm_detail::MatrixA<float>{mdyt + xi * T * g.Og, true, g.Og, T},
+                               gemm_detail::MatrixB<float>{vt + xi * T * Cv, false, Cv, T}, g.Og, Cv, T, 1.0f,
+                               n0 == 0 ? 0.0f : 1.0f, static_cast<const float*>(nullptr), GemmBias::none,
+                               GemmActivation::none, 1);
+  }
+  return true;
+}
+
+// The channels form's input gradient, dx (N, C, H, W) (written whole); false where dy or w
+// holds a value not finite or too large
+bool winograd_input_gradient_channels(float* dx, const float* dy, const float* w, const ConvShape& s,
+                                      const Geometry& g) {
+  const WinogradChannels f(s);
+  const int64_t S = f.samples_per_block(s.N), blocks = ceil_div(s.N, S), Cv = winograd_pieces(s) * g.Cg;
+  static thread_local std::vector<float> u_buffer;
+  float* const u = scratch(u_buffer, size_t(16 * s.O * Cv));
+  if (!winograd_weights(u, w, s, g.Cg)) return false;
+  // the image's rows and columns in the copies' reach (those past it take no gradient)
+  const int64_t rows = s.H < f.Hp - s.ph ? s.H : f.Hp - s.ph, cols = s.W < f.Wp - s.pw ? s.W : f.Wp - s.pw;
+  std::vector<char> finite(size_t(blocks * s.groups), 1);  // per task
+  for_tasks(blocks * s.groups, 2.0 * 16 * g.Og * Cv * S * f.tiles(), [&](int64_t task, int gemm_threads) {
+    static thread_local std::vector<float> dy_buffer, mdy_buffer, v_buffer, dx_buffer;
+    const int64_t n0 = (task / s.groups) * S, grp = task % s.groups;
+    const int64_t samples = s.N - n0 < S ? s.N - n0 : S, T = samples * f.tiles();
+    const float* dyt = winograd_dy_channels(dy_buffer, dy + (n0 * s.O + grp * g.Og) * g.P, s, g, samples);
+    float* mdyt = scratch(mdy_buffer, size_t(16 * T * g.Og));
+    float* dvt = scratch(v_buffer, size_t(16 * T * Cv));
+    if (!winograd_output_gradient_channels(mdyt, dyt, s, f, samples, g.Og)) {
+      finite[size_t(task)] = 0;
+      return;
+    }
+    for (int64_t xi = 0; xi < 16; ++xi)
+      gemm_detail::gemm_driver(dvt + xi * T * Cv, gemm_detail::MatrixA<float>{mdyt + xi * T * g.Og, false, T, g.Og},
+                               gemm_detail::MatrixB<float>{u + (xi * s.O + grp * g.Og) * Cv, false, Cv, g.Og}, T, Cv,
+                               g.Og, 1.0f, 0.0f, static_cast<const float*>(nullptr), GemmBias::none,
+                               GemmActivation::none, gemm_threads);
+    float* dxt = scratch(dx_buffer, size_t(samples * f.Hp * f.Wp * g.Cg));
+    std::memset(dxt, 0, sizeof(float) * size_t(samples * f.Hp * f.Wp * g.Cg));
+    winograd_patch_gradient_channels(dxt, dvt, s, f, samples, g.Cg);
+    for (int64_t k = 0; k < samples; ++k) {  // (Hp, Wp, Cg) -> dx[n0 + k, grp Cg + c] (H, W), 0 past the reach
+      float* dx_n = dx + ((n0 + k) * s.C + grp * g.Cg) * g.HW;
+      if (rows < s.H || cols < s.W) std::memset(dx_n, 0, sizeof(float) * size_t(g.Cg * g.HW));
+      for (int64_t ih = 0; ih < rows; ++ih)
+        transpose_into(dx_n + ih * s.W, g.HW, dxt + ((k * f.Hp + ih + s.ph) * f.Wp + s.pw) * g.Cg, g.Cg, cols, g.Cg);
+    }
+  });
+  for (char ok : finite)
+    if (!ok) return false;
+  return true;
 }
 #endif
 
@@ -1310,7 +1710,9 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
   }
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
   if constexpr (sizeof(T) == 4) {
-    if (winograd_forward(s, g) && winograd_conv2d_forward(y, x, w, bias, s, g)) return;
+    if (winograd_forward(s, g) && (winograd_row_form(s) ? winograd_conv2d_forward(y, x, w, bias, s, g)
+                                                        : winograd_conv2d_forward_channels(y, x, w, bias, s, g)))
+      return;
     if (direct_forward(s, g)) {
       const int64_t taps = s.KH * s.KW, tiles = ceil_div(g.Og, int64_t(kDirectForwardOutputs));
       const int64_t per_group = tiles * kDirectForwardOutputs * g.Cg * taps;
@@ -1473,7 +1875,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   auto weight_gradient = [&](bool winograd) {
     const bool channels_last = !winograd && channels_last_weight_gradient(s, g);
     // a chunk's partial per group: dU (16, Og, Cg) in the Winograd form, else as large as dW_g
-    const int64_t partial_group = winograd ? 16 * g.Og * g.Cg : g.Og * g.Kc, partial_size = s.groups * partial_group;
+    const int64_t partial_group = winograd ? 16 * g.Og * winograd_pieces(s) * g.Cg : g.Og * g.Kc;
+    const int64_t partial_size = s.groups * partial_group;
     std::vector<char> finite(size_t(chunks * s.groups), 1);  // per task
     // (kept between calls: a fresh one is a new mapping of megabytes, page-faulted in on every
     // step; each chunk's GEMM overwrites its partial, an empty chunk zeroes it)
@@ -1504,7 +1907,9 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
         if constexpr (sizeof(T) == 4) {
           if (winograd) {
-            if (!winograd_weight_gradient_chunk(partial, dy0, x0, s, g, samples)) finite[size_t(task)] = 0;
+            if (!(winograd_row_form(s) ? winograd_weight_gradient_chunk(partial, dy0, x0, s, g, samples)
+                                       : winograd_weight_gradient_chunk_channels(partial, dy0, x0, s, g, samples)))
+              finite[size_t(task)] = 0;
             return;
           }
           if (direct) {
@@ -1573,7 +1978,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
         if constexpr (sizeof(T) == 4) {
           if (winograd) {  // dU (16, Og, Cg) -> G^T dU G
-            winograd_weights_back(dw_g, t_g, g.Og, g.Cg);
+            winograd_weights_back(dw_g, t_g, s, g.Og, g.Cg);
             continue;
           }
         }
@@ -1595,6 +2000,11 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     return true;
   };
   if ((dw || db) && !weight_gradient(try_winograd)) weight_gradient(false);
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  if constexpr (sizeof(T) == 4) {
+    if (dx && winograd_input_gradient(s, g) && winograd_input_gradient_channels(dx, dy, w, s, g)) return;
+  }
+#endif
   if (dx && input_gradient_as_convolution(dx, dy, w, s)) return;
   if (dx) {
     // dcol (Kc, P) = W_g^T dy_ng, scattered back into dx_ng. W_g^T is packed once for all
