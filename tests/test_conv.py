@@ -179,6 +179,40 @@ def test_conv2d_random_shapes(backend, rng):
             assert_close(a, e, np.float32, tol=tol, what=f"conv2d {name} {xs} {ws} {kw}")
 
 
+def test_conv2d_winograd_random_shapes(rng):
+    """Random geometries that Winograd takes on AVX-512 (3x3 and 5x5 at stride 1, 16 to 64
+    channels per group, row and channels forms, any padding up to 3, groups), 1 and 2 threads,
+    against the float64 reference (elsewhere, the direct forms on the same shapes)."""
+    old = shenjing.get_num_threads()
+    try:
+        for case in range(16):
+            shenjing.set_num_threads(1 + case % 2)
+            groups, Cg, Og = int(rng.choice([1, 1, 2])), int(rng.choice([16, 33, 64])), int(rng.choice([32, 64]))
+            KH, KW = int(rng.choice([3, 3, 5])), int(rng.choice([3, 3, 5]))
+            if case % 4 == 1:  # the channels form's forward and dW: 3x3, 64+ channels, two blocks
+                Cg, Og, KH, KW = 64, 64, 3, 3
+            padding = (int(rng.integers(0, 4)), int(rng.integers(0, 4)))
+            big = case % 4 == 0  # the row form: 128+ tiles of 2x2 outputs
+            H = int(rng.integers(24, 36)) if big else int(rng.integers(max(KH - 2 * padding[0], 1), 14))
+            W = int(rng.integers(24, 36)) if big else int(rng.integers(max(KW - 2 * padding[1], 1), 14))
+            N = int(rng.integers(1, 3)) if big else (12 if case % 4 == 1 else int(rng.integers(1, 13)))
+            xs, ws = (N, Cg * groups, H, W), (Og * groups, Cg, KH, KW)
+            kw = dict(padding=padding, groups=groups)
+            x, w = rng.standard_normal(xs).astype(np.float32), rng.standard_normal(ws).astype(np.float32)
+            b = rng.standard_normal(ws[0]).astype(np.float32)
+            y_ref = R.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **kw)
+            g = rng.standard_normal(y_ref.shape).astype(np.float32)
+            got = (ops.conv2d(x, w, b, **kw),) + tuple(ops.conv2d_backward(g, x, w, **kw))
+            x64, w64, g64 = x.astype(np.float64), w.astype(np.float64), g.astype(np.float64)
+            expected = (y_ref,) + tuple(R.conv2d_backward(g64, x64, w64, **kw))
+            for name, a, e in zip(["y", "dx", "dw", "db"], got, expected):
+                depth = max(_sum_depth(name, xs, ws, y_ref.shape), ws[0] * KH * KW)
+                tol = dict(rtol=1e-4, atol=2e-5 * np.sqrt(depth))
+                assert_close(a, e, np.float32, tol=tol, what=f"conv2d {name} {xs} {ws} {kw}")
+    finally:
+        shenjing.set_num_threads(old)
+
+
 CONV1D = [((2, 3, 17), (4, 3, 3), dict()), ((2, 4, 16), (4, 2, 5), dict(groups=2, padding=2, stride=3)),
           ((1, 2, 9), (3, 2, 4), dict(padding="same", dilation=2)), ((3, 20), (2, 3, 1), dict())]
 
@@ -273,7 +307,8 @@ def test_conv2d_non_finite_values(where, value, x_shape, channels):
                 got_all = pattern(_non_finite_case(where, value, x_shape, channels))
                 for name, got, want in zip(["y", "dx", "dw", "db"], got_all, expected):
                     for kind, a, b in zip(["NaN", "+inf", "-inf"], got, want):
-                        np.testing.assert_array_equal(a, b, err_msg=f"conv2d {name}: {kind} from {where} = {value} ({isa}, {threads} threads)")
+                        np.testing.assert_array_equal(
+                            a, b, err_msg=f"conv2d {name}: {kind} from {where} = {value} ({isa}, {threads} threads)")
     finally:
         shenjing.set_isa(old_isa)
         shenjing.set_num_threads(old_threads)

@@ -999,7 +999,7 @@ inline ConvShape winograd_piece_shape(const ConvShape& s, int64_t i, int64_t j) 
 }
 
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
-constexpr int64_t kWinogradBlockTiles = 128;  // tiles per block (see WinogradBlocks)
+constexpr int64_t kWinogradBlockTiles = 128;  // tiles per block of either form
 
 // 3x3 or 5x5 (as pieces), stride and dilation 1
 inline bool winograd_kernel(const ConvShape& s) {
@@ -1081,7 +1081,8 @@ inline bool winograd_weights(float* u, const float* w, const ConvShape& s, int64
             if (kh0 + r < s.KH && kw0 + q < s.KW)
               g[r][q] = _mm512_mask_i32gather_ps(g[r][q], lanes, kernels, base + (kh0 + r) * s.KW + kw0 + q, 4);
           }
-        for (int r = 0; r < 3; ++r) check = winograd_check(winograd_check(check, g[r][0], g[r][1]), g[r][2], g[r][2]);
+        for (int r = 0; r < 3; ++r)  // (the check takes pairs: g[r][2] twice)
+          check = winograd_check(winograd_check(check, g[r][0], g[r][1]), g[r][2], g[r][2]);
         const __m512 half = _mm512_set1_ps(0.5f);
         __m512 t[4][3];  // G g (4, 3)
         for (int j = 0; j < 3; ++j) {
@@ -1115,12 +1116,13 @@ inline void winograd_weights_transposed(float* ut, const float* u, const ConvSha
       transpose_into(ut + (xi * s.groups + grp) * Cv * Og, Og, u + (xi * s.O + grp * Og) * Cv, Cv, Og, Cv);
 }
 
-// v (16, Cg, T), element xi xi_stride apart, = B^T d B for tile rows [th0, th0 + rows) of one sample's group x_g (Cg, H, W):
-// tile (th, tw), at t = (th - th0) TW + tw, reads the padded rows 2 th .. 2 th + 3 and columns
-// 2 tw .. 2 tw + 3 (image row 2 th - ph + i, column 2 tw - pw + j; 0 outside the image).
-// Each patch row is four masked loads (lanes off the image read nothing) split into its
-// even and odd columns for 16 tiles at a time, times B; a tile row's last two patch rows
-// are the next one's first two, so each image row is loaded and transformed once.
+// v (16, Cg, T), element xi at xi xi_stride, = B^T d B for tile rows [th0, th0 + rows) of one
+// sample's group x_g (Cg, H, W): tile (th, tw), at t = (th - th0) TW + tw, reads the padded
+// rows 2 th .. 2 th + 3 and columns 2 tw .. 2 tw + 3 (image row 2 th - ph + i, column
+// 2 tw - pw + j; 0 outside the image). Each patch row is four masked loads (lanes off the
+// image read nothing) split into its even and odd columns for 16 tiles at a time, times B; a
+// tile row's last two patch rows are the next one's first two, so each image row is loaded
+// and transformed once.
 struct WinogradRow {
   __m512 w[4];  // a patch row d times B: d0 - d2, d1 + d2, d2 - d1, d1 - d3
 };
@@ -1186,8 +1188,8 @@ inline bool winograd_input_pieces(float* v, int64_t T, const float* x_g, const C
                                   int64_t rows, int64_t TW) {
   const int64_t pieces_w = winograd_pieces_w(s), pieces = winograd_pieces(s);
   for (int64_t piece = 0; piece < pieces; ++piece)
-    if (!winograd_input(v + piece * Cg * T, T, pieces * Cg * T, x_g, winograd_piece_shape(s, piece / pieces_w, piece % pieces_w),
-                        Cg, th0, rows, TW))
+    if (!winograd_input(v + piece * Cg * T, T, pieces * Cg * T, x_g,
+                        winograd_piece_shape(s, piece / pieces_w, piece % pieces_w), Cg, th0, rows, TW))
       return false;
   return true;
 }
@@ -1227,46 +1229,19 @@ inline void winograd_output(float* y_g, const float* m, int64_t T, const float* 
   }
 }
 
-// The blocks of tiles the GEMMs take, fixed by the shape: about kWinogradBlockTiles tiles
-// each, as whole tile rows of one sample, or, for images of fewer tiles, whole samples.
-// Block b holds samples [n0, n0 + count) and of each the tile rows [th0, th0 + rows); in
-// the buffers, tile (k, th, tw) of a block lies at t = (k rows + th - th0) TW + tw.
-struct WinogradBlocks {
-  int64_t TH, TW;             // tiles per sample: rows, columns
-  int64_t rows_per_block;     // TH when a block holds whole samples
-  int64_t samples_per_block;  // 1 when a block holds tile rows of one sample
-  int64_t per_sample;         // blocks per sample when they split samples, else 1
-  int64_t max_tiles() const { return samples_per_block * rows_per_block * TW; }
-  int64_t count(int64_t N) const { return per_sample > 1 ? N * per_sample : ceil_div(N, samples_per_block); }
-  void block(int64_t b, int64_t N, int64_t* n0, int64_t* samples, int64_t* th0, int64_t* rows) const {
-    if (per_sample > 1) {
-      *n0 = b / per_sample, *samples = 1, *th0 = (b % per_sample) * rows_per_block;
-      *rows = TH - *th0 < rows_per_block ? TH - *th0 : rows_per_block;
-    } else {
-      *n0 = b * samples_per_block, *th0 = 0, *rows = TH;
-      *samples = N - *n0 < samples_per_block ? N - *n0 : samples_per_block;
-    }
-  }
-};
-
-inline WinogradBlocks winograd_blocks(const ConvShape& s, int64_t N) {
-  WinogradBlocks b;
-  b.TH = ceil_div(s.OH, int64_t(2)), b.TW = ceil_div(s.OW, int64_t(2));
-  const int64_t rows = ceil_div(kWinogradBlockTiles, b.TW);
-  if (rows < b.TH) {
-    b.rows_per_block = rows, b.samples_per_block = 1, b.per_sample = ceil_div(b.TH, rows);
-  } else {
-    const int64_t samples = ceil_div(kWinogradBlockTiles, b.TH * b.TW);
-    b.rows_per_block = b.TH, b.samples_per_block = samples < N ? samples : (N > 0 ? N : 1), b.per_sample = 1;
-  }
-  return b;
+// The row form's blocks: whole tile rows of one sample, about kWinogradBlockTiles tiles
+// (the row form's samples have that many or more)
+inline int64_t winograd_rows_per_block(int64_t TH, int64_t TW) {
+  const int64_t rows = ceil_div(kWinogradBlockTiles, TW);
+  return rows < TH ? rows : TH;
 }
 
 // False where an input or weight is not finite or too large (y then unfinished: see winograd_check)
 bool winograd_conv2d_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s,
                              const Geometry& g) {
-  const WinogradBlocks blocks = winograd_blocks(s, s.N);
-  const int64_t block_count = blocks.count(s.N), Cv = winograd_pieces(s) * g.Cg;
+  const int64_t TH = ceil_div(s.OH, int64_t(2)), TW = ceil_div(s.OW, int64_t(2));
+  const int64_t rows_per_block = winograd_rows_per_block(TH, TW), blocks = ceil_div(TH, rows_per_block);
+  const int64_t Cv = winograd_pieces(s) * g.Cg;
   // U_xi of every group packed once for all the blocks: xi's group grp at (xi groups + grp) panels_size
   const int64_t panels_size = gemm_detail::PackedPanelsA<float>::size(g.Og, Cv);
   static thread_local std::vector<float> u_buffer, panel_buffer;
@@ -1277,30 +1252,27 @@ bool winograd_conv2d_forward(float* y, const float* x, const float* w, const flo
     for (int64_t grp = 0; grp < s.groups; ++grp)
       gemm_detail::PackedPanelsA<float>::pack_all(panels + (xi * s.groups + grp) * panels_size,
                                                   u + (xi * s.O + grp * g.Og) * Cv, false, g.Og, Cv);
-  const double flops = 2.0 * 16 * g.Og * Cv * blocks.max_tiles();
-  std::vector<char> finite(size_t(block_count * s.groups), 1);  // per task
-  for_tasks(block_count * s.groups, flops, [&](int64_t task, int gemm_threads) {
+  const int64_t tasks = s.N * s.groups * blocks;
+  std::vector<char> finite(size_t(tasks), 1);  // per task
+  for_tasks(tasks, 2.0 * 16 * g.Og * Cv * rows_per_block * TW, [&](int64_t task, int gemm_threads) {
     static thread_local std::vector<float> v_buffer, m_buffer;
-    const int64_t grp = task % s.groups;
-    int64_t n0, samples, th0, rows;
-    blocks.block(task / s.groups, s.N, &n0, &samples, &th0, &rows);
-    const int64_t T = samples * rows * blocks.TW;
+    const int64_t n = task / (s.groups * blocks), grp = (task / blocks) % s.groups, block = task % blocks;
+    const int64_t th0 = block * rows_per_block, rows = TH - th0 < rows_per_block ? TH - th0 : rows_per_block;
+    const int64_t T = rows * TW;
     float* v = scratch(v_buffer, size_t(16 * Cv * T));
     float* m = scratch(m_buffer, size_t(16 * g.Og * T));
-    for (int64_t k = 0; k < samples; ++k)
-      if (!winograd_input_pieces(v + k * rows * blocks.TW, T, x + ((n0 + k) * s.C + grp * g.Cg) * g.HW, s, g.Cg, th0,
-                                 rows, blocks.TW)) {
-        finite[size_t(task)] = 0;
-        return;
-      }
+    if (!winograd_input_pieces(v, T, x + (n * s.C + grp * g.Cg) * g.HW, s, g.Cg, th0, rows, TW)) {
+      finite[size_t(task)] = 0;
+      return;
+    }
     for (int64_t xi = 0; xi < 16; ++xi)
       gemm_detail::gemm_driver(m + xi * g.Og * T,
-                               gemm_detail::PackedPanelsA<float>{{}, panels + (xi * s.groups + grp) * panels_size, g.Og, Cv},
+                               gemm_detail::PackedPanelsA<float>{
+                                   {}, panels + (xi * s.groups + grp) * panels_size, g.Og, Cv},
                                gemm_detail::MatrixB<float>{v + xi * Cv * T, false, T, Cv}, g.Og, T, Cv, 1.0f, 0.0f,
                                static_cast<const float*>(nullptr), GemmBias::none, GemmActivation::none, gemm_threads);
-    for (int64_t k = 0; k < samples; ++k)
-      winograd_output(y + ((n0 + k) * s.O + grp * g.Og) * g.P, m + k * rows * blocks.TW, T,
-                      bias ? bias + grp * g.Og : nullptr, s, g.Og, th0, rows, blocks.TW);
+    winograd_output(y + (n * s.O + grp * g.Og) * g.P, m, T, bias ? bias + grp * g.Og : nullptr, s, g.Og, th0, rows,
+                    TW);
   });
   for (char f : finite)
     if (!f) return false;
@@ -1355,32 +1327,30 @@ inline bool winograd_output_gradient(float* mdy, int64_t T, const float* dy_g, c
 }
 
 // partial (16, Og, Cv) = dU of one group over `samples` samples from dy0 and x0 (their first
-// sample), block by block (winograd_blocks over those samples), each block's product added
-// to the last; false (partial unfinished) where an x or dy is not finite or too large (see
-// winograd_check)
+// sample), block by block, each block's product added to the last; false (partial
+// unfinished) where an x or dy is not finite or too large (see winograd_check)
 bool winograd_weight_gradient_chunk(float* partial, const float* dy0, const float* x0, const ConvShape& s,
                                     const Geometry& g, int64_t samples) {
   static thread_local std::vector<float> v_buffer, mdy_buffer;
-  const WinogradBlocks blocks = winograd_blocks(s, samples);
-  const int64_t block_count = blocks.count(samples), Cv = winograd_pieces(s) * g.Cg;
-  for (int64_t b = 0; b < block_count; ++b) {
-    int64_t n0, count, th0, rows;
-    blocks.block(b, samples, &n0, &count, &th0, &rows);
-    const int64_t T = count * rows * blocks.TW;
-    float* v = scratch(v_buffer, size_t(16 * Cv * T));
-    float* mdy = scratch(mdy_buffer, size_t(16 * g.Og * T));
-    for (int64_t k = 0; k < count; ++k)
-      if (!winograd_input_pieces(v + k * rows * blocks.TW, T, x0 + (n0 + k) * s.C * g.HW, s, g.Cg, th0, rows,
-                                 blocks.TW) ||
-          !winograd_output_gradient(mdy + k * rows * blocks.TW, T, dy0 + (n0 + k) * s.O * g.P, s, g.Og, th0, rows,
-                                    blocks.TW))
+  const int64_t TH = ceil_div(s.OH, int64_t(2)), TW = ceil_div(s.OW, int64_t(2));
+  const int64_t rows_per_block = winograd_rows_per_block(TH, TW), Cv = winograd_pieces(s) * g.Cg;
+  bool first = true;
+  for (int64_t n = 0; n < samples; ++n)
+    for (int64_t th0 = 0; th0 < TH; th0 += rows_per_block) {
+      const int64_t rows = TH - th0 < rows_per_block ? TH - th0 : rows_per_block, T = rows * TW;
+      float* v = scratch(v_buffer, size_t(16 * Cv * T));
+      float* mdy = scratch(mdy_buffer, size_t(16 * g.Og * T));
+      if (!winograd_input_pieces(v, T, x0 + n * s.C * g.HW, s, g.Cg, th0, rows, TW) ||
+          !winograd_output_gradient(mdy, T, dy0 + n * s.O * g.P, s, g.Og, th0, rows, TW))
         return false;
-    for (int64_t xi = 0; xi < 16; ++xi)
-      gemm_detail::gemm_driver(partial + xi * g.Og * Cv, gemm_detail::MatrixA<float>{mdy + xi * g.Og * T, false, g.Og, T},
-                               gemm_detail::MatrixB<float>{v + xi * Cv * T, true, Cv, T}, g.Og, Cv, T, 1.0f,
-                               b == 0 ? 0.0f : 1.0f, static_cast<const float*>(nullptr), GemmBias::none,
-                               GemmActivation::none, 1);
-  }
+      for (int64_t xi = 0; xi < 16; ++xi)
+        gemm_detail::gemm_driver(partial + xi * g.Og * Cv,
+                                 gemm_detail::MatrixA<float>{mdy + xi * g.Og * T, false, g.Og, T},
+                                 gemm_detail::MatrixB<float>{v + xi * Cv * T, true, Cv, T}, g.Og, Cv, T, 1.0f,
+                                 first ? 0.0f : 1.0f, static_cast<const float*>(nullptr), GemmBias::none,
+                                 GemmActivation::none, 1);
+      first = false;
+    }
   return true;
 }
 
@@ -1440,7 +1410,8 @@ inline bool winograd_input_channels(float* vt, const float* xt, const ConvShape&
   for (int64_t t = 0; t < T; ++t) {
     const int64_t k = t / f.tiles(), th = (t % f.tiles()) / f.TW, tw = t % f.TW;
     for (int64_t piece = 0; piece < pieces; ++piece) {
-      const float* patch = xt + ((k * f.Hp + 2 * th + 3 * (piece / pieces_w)) * f.Wp + 2 * tw + 3 * (piece % pieces_w)) * Cg;
+      const int64_t top = 2 * th + 3 * (piece / pieces_w), left = 2 * tw + 3 * (piece % pieces_w);  // its patch
+      const float* patch = xt + ((k * f.Hp + top) * f.Wp + left) * Cg;
       float* out = vt + t * Cv + piece * Cg;
       for (int64_t c0 = 0; c0 < Cg; c0 += 16) {
         const __mmask16 lanes = lanes_below(Cg - c0);
@@ -1545,7 +1516,8 @@ inline void winograd_patch_gradient_channels(float* dxt, const float* dvt, const
   for (int64_t t = 0; t < T; ++t) {
     const int64_t k = t / f.tiles(), th = (t % f.tiles()) / f.TW, tw = t % f.TW;
     for (int64_t piece = 0; piece < pieces; ++piece) {
-      float* patch = dxt + ((k * f.Hp + 2 * th + 3 * (piece / pieces_w)) * f.Wp + 2 * tw + 3 * (piece % pieces_w)) * Cg;
+      const int64_t top = 2 * th + 3 * (piece / pieces_w), left = 2 * tw + 3 * (piece % pieces_w);  // its patch
+      float* patch = dxt + ((k * f.Hp + top) * f.Wp + left) * Cg;
       const float* in = dvt + t * Cv + piece * Cg;
       for (int64_t c0 = 0; c0 < Cg; c0 += 16) {
         const __mmask16 lanes = lanes_below(Cg - c0);
@@ -1636,7 +1608,8 @@ bool winograd_weight_gradient_chunk_channels(float* partial, const float* dy0, c
         !winograd_output_gradient_channels(mdyt, dyt, s, f, count, g.Og))
       return false;
     for (int64_t xi = 0; xi < 16; ++xi)
-      gemm_detail::gemm_driver(partial + xi * g.Og * Cv, gemm_detail::MatrixA<float>{mdyt + xi * T * g.Og, true, g.Og, T},
+      gemm_detail::gemm_driver(partial + xi * g.Og * Cv,
+                               gemm_detail::MatrixA<float>{mdyt + xi * T * g.Og, true, g.Og, T},
                                gemm_detail::MatrixB<float>{vt + xi * T * Cv, false, Cv, T}, g.Og, Cv, T, 1.0f,
                                n0 == 0 ? 0.0f : 1.0f, static_cast<const float*>(nullptr), GemmBias::none,
                                GemmActivation::none, 1);
@@ -1888,7 +1861,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
       const int64_t n0 = chunk * per_chunk;
       const int64_t samples = (n0 + per_chunk < s.N ? n0 + per_chunk : s.N) - n0;
       if (samples <= 0) {
-        if (dw) std::memset(dw_partial + chunk * partial_size + grp * partial_group, 0, sizeof(T) * size_t(partial_group));
+        if (dw)
+          std::memset(dw_partial + chunk * partial_size + grp * partial_group, 0, sizeof(T) * size_t(partial_group));
         return;
       }
       const T* dy0 = dy + (n0 * s.O + grp * g.Og) * g.P;
