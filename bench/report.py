@@ -170,7 +170,8 @@ def main() -> None:
     print("shenjing: the API call (allocates its output, as NumPy and PyTorch do); out=: into a preallocated")
     print("output (the kernel alone), whose rate is compared with the copy's; sgemm rows: % of the FMA peak")
     print("(the best peak run; the 1024^3 and 2048^3 rows: the median over calls of each call's rate")
-    print("over a peak run just before it, since the machine's speed drifts between rows)")
+    print("over a peak run just before it, since the machine's speed drifts between rows); conv2d rows:")
+    print("the direct sum's flops over the time (Winograd does fewer, so this can pass the FMA peak)")
     header = (f"{'case':32} {'shenjing':>9} {'out=':>9} {'numpy':>9} {'torch':>9} {'x numpy':>8} {'x torch':>8}"
               f" {'kernel rate':>15} {'%copy':>6}  target")
     print(header)
