@@ -167,16 +167,23 @@ def test_conv2d_random_shapes(backend, rng):
         W = int(rng.integers(max(1, (KW - 1) * dilation[1] + 1 - 2 * padding[1]), 40))
         xs, ws = (int(rng.integers(1, 5)), Cg * groups, H, W), (Og * groups, Cg, KH, KW)
         kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-        x, w = rng.standard_normal(xs).astype(np.float32), rng.standard_normal(ws).astype(np.float32)
-        y_ref = R.conv2d(x.astype(np.float64), w.astype(np.float64), **kw)
-        g = rng.standard_normal(y_ref.shape).astype(np.float32)
-        got = (ops.conv2d(x, w, **kw),) + tuple(ops.conv2d_backward(g, x, w, **kw))
-        x64, w64, g64 = x.astype(np.float64), w.astype(np.float64), g.astype(np.float64)
-        expected = (y_ref,) + tuple(R.conv2d_backward(g64, x64, w64, **kw))
-        for name, a, e in zip(["y", "dx", "dw", "db"], got, expected):
-            depth = max(_sum_depth(name, xs, ws, y_ref.shape), ws[0] * KH * KW)
-            tol = dict(rtol=1e-4, atol=2e-5 * np.sqrt(depth))
-            assert_close(a, e, np.float32, tol=tol, what=f"conv2d {name} {xs} {ws} {kw}")
+        _check_random_inputs(rng, xs, ws, kw)
+
+
+def _check_random_inputs(rng, xs, ws, kw, bias=False):
+    """conv2d (with a bias or not) and its gradients on fresh float32 inputs of these shapes,
+    against the float64 reference."""
+    x, w = rng.standard_normal(xs).astype(np.float32), rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32) if bias else None
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    y_ref = R.conv2d(x64, w64, None if b is None else b.astype(np.float64), **kw)
+    g = rng.standard_normal(y_ref.shape).astype(np.float32)
+    got = (ops.conv2d(x, w, b, **kw),) + tuple(ops.conv2d_backward(g, x, w, **kw))
+    expected = (y_ref,) + tuple(R.conv2d_backward(g.astype(np.float64), x64, w64, **kw))
+    for name, a, e in zip(["y", "dx", "dw", "db"], got, expected):
+        depth = max(_sum_depth(name, xs, ws, y_ref.shape), ws[0] * ws[2] * ws[3])
+        tol = dict(rtol=1e-4, atol=2e-5 * np.sqrt(depth))
+        assert_close(a, e, np.float32, tol=tol, what=f"conv2d {name} {xs} {ws} {kw}")
 
 
 def test_conv2d_winograd_random_shapes(rng):
@@ -197,18 +204,7 @@ def test_conv2d_winograd_random_shapes(rng):
             W = int(rng.integers(24, 36)) if big else int(rng.integers(max(KW - 2 * padding[1], 1), 14))
             N = int(rng.integers(1, 3)) if big else (12 if case % 4 == 1 else int(rng.integers(1, 13)))
             xs, ws = (N, Cg * groups, H, W), (Og * groups, Cg, KH, KW)
-            kw = dict(padding=padding, groups=groups)
-            x, w = rng.standard_normal(xs).astype(np.float32), rng.standard_normal(ws).astype(np.float32)
-            b = rng.standard_normal(ws[0]).astype(np.float32)
-            y_ref = R.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **kw)
-            g = rng.standard_normal(y_ref.shape).astype(np.float32)
-            got = (ops.conv2d(x, w, b, **kw),) + tuple(ops.conv2d_backward(g, x, w, **kw))
-            x64, w64, g64 = x.astype(np.float64), w.astype(np.float64), g.astype(np.float64)
-            expected = (y_ref,) + tuple(R.conv2d_backward(g64, x64, w64, **kw))
-            for name, a, e in zip(["y", "dx", "dw", "db"], got, expected):
-                depth = max(_sum_depth(name, xs, ws, y_ref.shape), ws[0] * KH * KW)
-                tol = dict(rtol=1e-4, atol=2e-5 * np.sqrt(depth))
-                assert_close(a, e, np.float32, tol=tol, what=f"conv2d {name} {xs} {ws} {kw}")
+            _check_random_inputs(rng, xs, ws, dict(padding=padding, groups=groups), bias=True)
     finally:
         shenjing.set_num_threads(old)
 
