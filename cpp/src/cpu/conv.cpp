@@ -52,6 +52,13 @@ Geometry geometry(const ConvShape& s) {
 inline int64_t reach_rows(const ConvShape& s) { return (s.OH - 1) * s.sh + (s.KH - 1) * s.dh + 1; }
 inline int64_t reach_cols(const ConvShape& s) { return (s.OW - 1) * s.sw + (s.KW - 1) * s.dw + 1; }
 
+// Whether every flag is set (the tasks' flags: each task writes its own)
+inline bool all_set(const std::vector<char>& flags) {
+  for (char flag : flags)
+    if (!flag) return false;
+  return true;
+}
+
 // The u in [0, count) whose input column offset + u stride lies in [0, size): [lo, hi).
 inline void valid_range(int64_t offset, int64_t stride, int64_t size, int64_t count, int64_t* lo, int64_t* hi) {
   int64_t l, h;
@@ -1104,9 +1111,7 @@ inline bool winograd_weights(float* u, const float* w, const ConvShape& s, int64
     }
     if (!winograd_finite(check)) finite[size_t(o)] = 0;
   });
-  for (char ok : finite)
-    if (!ok) return false;
-  return true;
+  return all_set(finite);
 }
 
 // ut (16, groups, Cv, Og): U_xi^T of each group, from u (16, O, Cv)
@@ -1274,9 +1279,7 @@ bool winograd_conv2d_forward(float* y, const float* x, const float* w, const flo
     winograd_output(y + (n * s.O + grp * g.Og) * g.P, m, T, bias ? bias + grp * g.Og : nullptr, s, g.Og, th0, rows,
                     TW);
   });
-  for (char f : finite)
-    if (!f) return false;
-  return true;
+  return all_set(finite);
 }
 
 // The weight gradient through the same transforms (their adjoint): with U = G g G^T and
@@ -1578,9 +1581,7 @@ bool winograd_conv2d_forward_channels(float* y, const float* x, const float* w, 
     for (int64_t k = 0; k < samples; ++k)  // (P, Og) -> y[n0 + k, grp Og + o, p]
       transpose_into(y + ((n0 + k) * s.O + grp * g.Og) * g.P, g.P, yt + k * g.P * g.Og, g.Og, g.P, g.Og);
   });
-  for (char ok : finite)
-    if (!ok) return false;
-  return true;
+  return all_set(finite);
 }
 
 // dyt (samples, OH, OW, Og): the samples' dy of one group, channels last
@@ -1655,9 +1656,7 @@ bool winograd_input_gradient_channels(float* dx, const float* dy, const float* w
         transpose_into(dx_n + ih * s.W, g.HW, dxt + ((k * f.Hp + ih + s.ph) * f.Wp + s.pw) * g.Cg, g.Cg, cols, g.Cg);
     }
   });
-  for (char ok : finite)
-    if (!ok) return false;
-  return true;
+  return all_set(finite);
 }
 #endif
 
@@ -1934,8 +1933,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         }
       }
     });
-    for (char f : finite)
-      if (!f) return false;
+    if (!all_set(finite)) return false;
     if (dw) {
       // the chunks' partials (each group's is dW_g^T (Kc, Og), or dW_g as (Og, taps, Cg) in the
       // channels-last form and as (Og, Kc) in the direct one) summed in order into the first,
