@@ -587,6 +587,22 @@ T* padded_channels_last(std::vector<T>& buffer, const T* x, const ConvShape& s, 
   return xt;
 }
 
+// The S samples' dy of one group, channels last: (S, OH, OW, Og), from dy0 (the first sample's group)
+template <class T>
+T* channels_last_dy(std::vector<T>& buffer, const T* dy0, const ConvShape& s, const Geometry& g, int64_t samples) {
+  T* dyt = scratch(buffer, size_t(samples * g.P * g.Og));
+  for (int64_t n = 0; n < samples; ++n) transpose_into(dyt + n * g.P * g.Og, g.Og, dy0 + n * s.O * g.P, g.P, g.Og, g.P);
+  return dyt;
+}
+
+// y[n0 + n, grp Og + o, p] = yt[n, p, o] for the S samples of a channels-last result yt (S, P, Og)
+template <class T>
+void channels_last_output_into(T* y, const T* yt, const ConvShape& s, const Geometry& g, int64_t n0, int64_t grp,
+                               int64_t samples) {
+  for (int64_t n = 0; n < samples; ++n)
+    transpose_into(y + ((n0 + n) * s.O + grp * g.Og) * g.P, g.P, yt + n * g.P * g.Og, g.Og, g.P, g.Og);
+}
+
 // ShiftedChannelsB and WideColumnsB are read in place through row tables (see
 // PackedOperand::row_table) in float; double, the portable fallback, packs them (the
 // library's size: each driver compiles its micro-kernels once more for a row table).
@@ -1064,6 +1080,28 @@ inline bool winograd_finite(__m512 check) {
   return _mm512_fpclass_ps_mask(check, 0x99) == 0;  // NaN (quiet 0x01, signalling 0x80), +inf 0x08, -inf 0x10
 }
 
+// The transforms' 1-D steps, each written once for both forms (16 tiles or 16 channels a
+// vector); the 2-D transforms apply them along rows, then columns.
+// B^T d: d0 - d2, d1 + d2, d2 - d1, d1 - d3
+inline void winograd_bt(__m512 (&out)[4], __m512 d0, __m512 d1, __m512 d2, __m512 d3) {
+  out[0] = _mm512_sub_ps(d0, d2), out[1] = _mm512_add_ps(d1, d2);
+  out[2] = _mm512_sub_ps(d2, d1), out[3] = _mm512_sub_ps(d1, d3);
+}
+// B e (the adjoint of B^T): e0, e1 - e2 + e3, e1 + e2 - e0, -e3
+inline void winograd_b(__m512 (&out)[4], __m512 e0, __m512 e1, __m512 e2, __m512 e3) {
+  out[0] = e0, out[1] = _mm512_add_ps(_mm512_sub_ps(e1, e2), e3);
+  out[2] = _mm512_sub_ps(_mm512_add_ps(e1, e2), e0), out[3] = _mm512_sub_ps(_mm512_setzero_ps(), e3);
+}
+// A^T m: m0 + m1 + m2, m1 - m2 - m3
+inline void winograd_at(__m512 (&out)[2], __m512 m0, __m512 m1, __m512 m2, __m512 m3) {
+  out[0] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2), out[1] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+}
+// A y (the adjoint of A^T): y0, y0 + y1, y0 - y1, -y1
+inline void winograd_a(__m512 (&out)[4], __m512 y0, __m512 y1) {
+  out[0] = y0, out[1] = _mm512_add_ps(y0, y1);
+  out[2] = _mm512_sub_ps(y0, y1), out[3] = _mm512_sub_ps(_mm512_setzero_ps(), y1);
+}
+
 // u (16, O, Cv): element xi = 4 i + j of G g G^T for each 3x3 piece g of the weights w[o, c],
 // 16 channels a vector (each tap gathered from their kernels), over the threads by output
 // (one scalar piece at a time, a 256-channel 3x3 layer's took 1 ms). False (and u
@@ -1164,10 +1202,7 @@ inline bool winograd_input(float* v, int64_t T, int64_t xi_stride, const float* 
         check = winograd_check(check, lo, hi);  // (lo and hi cover the row's columns that lo2 and hi2 read)
         const __m512 d0 = _mm512_permutex2var_ps(lo, even, hi), d1 = _mm512_permutex2var_ps(lo, odd, hi);
         const __m512 d2 = _mm512_permutex2var_ps(lo2, even, hi2), d3 = _mm512_permutex2var_ps(lo2, odd, hi2);
-        p.w[0] = _mm512_sub_ps(d0, d2);
-        p.w[1] = _mm512_add_ps(d1, d2);
-        p.w[2] = _mm512_sub_ps(d2, d1);
-        p.w[3] = _mm512_sub_ps(d1, d3);
+        winograd_bt(p.w, d0, d1, d2, d3);
         return p;
       };
       const int64_t ih0 = 2 * th0 - s.ph;
@@ -1176,10 +1211,9 @@ inline bool winograd_input(float* v, int64_t T, int64_t xi_stride, const float* 
         const WinogradRow r2 = patch_row(ih0 + 2 * r + 2), r3 = patch_row(ih0 + 2 * r + 3);
         float* out = v + c * T + r * TW + tw0;
         for (int j = 0; j < 4; ++j) {  // B^T along the columns
-          _mm512_mask_storeu_ps(out + (0 + j) * xi_stride, tiles, _mm512_sub_ps(r0.w[j], r2.w[j]));
-          _mm512_mask_storeu_ps(out + (4 + j) * xi_stride, tiles, _mm512_add_ps(r1.w[j], r2.w[j]));
-          _mm512_mask_storeu_ps(out + (8 + j) * xi_stride, tiles, _mm512_sub_ps(r2.w[j], r1.w[j]));
-          _mm512_mask_storeu_ps(out + (12 + j) * xi_stride, tiles, _mm512_sub_ps(r1.w[j], r3.w[j]));
+          __m512 column[4];
+          winograd_bt(column, r0.w[j], r1.w[j], r2.w[j], r3.w[j]);
+          for (int i = 0; i < 4; ++i) _mm512_mask_storeu_ps(out + (4 * i + j) * xi_stride, tiles, column[i]);
         }
         r0 = r2, r1 = r3;
       }
@@ -1213,19 +1247,17 @@ inline void winograd_output(float* y_g, const float* m, int64_t T, const float* 
       for (int64_t tw0 = 0; tw0 < TW; tw0 += 16) {
         const __mmask16 tiles = lanes_below(TW - tw0);
         const float* in = m + o * T + r * TW + tw0;
-        __m512 t[2][4];  // A^T M: (2, 4)
-        for (int j = 0; j < 4; ++j) {
-          const __m512 m0 = _mm512_maskz_loadu_ps(tiles, in + (0 + j) * xi_stride);
-          const __m512 m1 = _mm512_maskz_loadu_ps(tiles, in + (4 + j) * xi_stride);
-          const __m512 m2 = _mm512_maskz_loadu_ps(tiles, in + (8 + j) * xi_stride);
-          const __m512 m3 = _mm512_maskz_loadu_ps(tiles, in + (12 + j) * xi_stride);
-          t[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-          t[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-        }
+        __m512 t[4][2];  // (A^T M)^T: column j of A^T M in t[j]
+        for (int j = 0; j < 4; ++j)
+          winograd_at(t[j], _mm512_maskz_loadu_ps(tiles, in + j * xi_stride),
+                      _mm512_maskz_loadu_ps(tiles, in + (4 + j) * xi_stride),
+                      _mm512_maskz_loadu_ps(tiles, in + (8 + j) * xi_stride),
+                      _mm512_maskz_loadu_ps(tiles, in + (12 + j) * xi_stride));
         const int64_t oh = 2 * (th0 + r), ow = 2 * tw0;
         for (int a = 0; a < 2 && oh + a < s.OH; ++a) {
-          const __m512 y0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(t[a][0], t[a][1]), t[a][2]), b);
-          const __m512 y1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(t[a][1], t[a][2]), t[a][3]), b);
+          __m512 y[2];  // row a of A^T M A
+          winograd_at(y, t[0][a], t[1][a], t[2][a], t[3][a]);
+          const __m512 y0 = _mm512_add_ps(y[0], b), y1 = _mm512_add_ps(y[1], b);
           float* out = y_g + (o * s.OH + oh + a) * s.OW + ow;
           _mm512_mask_storeu_ps(out, lanes_below(s.OW - ow), _mm512_permutex2var_ps(y0, first, y1));
           _mm512_mask_storeu_ps(out + 16, lanes_below(s.OW - ow - 16), _mm512_permutex2var_ps(y0, second, y1));
@@ -1312,17 +1344,13 @@ inline bool winograd_output_gradient(float* mdy, int64_t T, const float* dy_g, c
             y0 = _mm512_permutex2var_ps(lo, even, hi);
             y1 = _mm512_permutex2var_ps(lo, odd, hi);
           }
-          c[a][0] = y0;
-          c[a][1] = _mm512_add_ps(y0, y1);
-          c[a][2] = _mm512_sub_ps(y0, y1);
-          c[a][3] = _mm512_sub_ps(zero, y1);
+          winograd_a(c[a], y0, y1);
         }
         float* out = mdy + o * T + r * TW + tw0;
         for (int j = 0; j < 4; ++j) {  // A along the rows
-          _mm512_mask_storeu_ps(out + (0 + j) * xi_stride, tiles, c[0][j]);
-          _mm512_mask_storeu_ps(out + (4 + j) * xi_stride, tiles, _mm512_add_ps(c[0][j], c[1][j]));
-          _mm512_mask_storeu_ps(out + (8 + j) * xi_stride, tiles, _mm512_sub_ps(c[0][j], c[1][j]));
-          _mm512_mask_storeu_ps(out + (12 + j) * xi_stride, tiles, _mm512_sub_ps(zero, c[1][j]));
+          __m512 column[4];
+          winograd_a(column, c[0][j], c[1][j]);
+          for (int i = 0; i < 4; ++i) _mm512_mask_storeu_ps(out + (4 * i + j) * xi_stride, tiles, column[i]);
         }
       }
   }
@@ -1418,24 +1446,19 @@ inline bool winograd_input_channels(float* vt, const float* xt, const ConvShape&
       float* out = vt + t * Cv + piece * Cg;
       for (int64_t c0 = 0; c0 < Cg; c0 += 16) {
         const __mmask16 lanes = lanes_below(Cg - c0);
-        __m512 w[4][4];  // B^T d: (4, 4)
+        __m512 w[4][4];  // (B^T d)^T: column q of B^T d in w[q]
         for (int q = 0; q < 4; ++q) {
           const float* column = patch + q * Cg + c0;
           const __m512 d0 = _mm512_maskz_loadu_ps(lanes, column), d1 = _mm512_maskz_loadu_ps(lanes, column + row);
           const __m512 d2 = _mm512_maskz_loadu_ps(lanes, column + 2 * row);
           const __m512 d3 = _mm512_maskz_loadu_ps(lanes, column + 3 * row);
           check = winograd_check(winograd_check(check, d0, d1), d2, d3);
-          w[0][q] = _mm512_sub_ps(d0, d2);
-          w[1][q] = _mm512_add_ps(d1, d2);
-          w[2][q] = _mm512_sub_ps(d2, d1);
-          w[3][q] = _mm512_sub_ps(d1, d3);
+          winograd_bt(w[q], d0, d1, d2, d3);
         }
         for (int i = 0; i < 4; ++i) {  // times B
-          float* o = out + c0 + 4 * i * xi_stride;
-          _mm512_mask_storeu_ps(o, lanes, _mm512_sub_ps(w[i][0], w[i][2]));
-          _mm512_mask_storeu_ps(o + xi_stride, lanes, _mm512_add_ps(w[i][1], w[i][2]));
-          _mm512_mask_storeu_ps(o + 2 * xi_stride, lanes, _mm512_sub_ps(w[i][2], w[i][1]));
-          _mm512_mask_storeu_ps(o + 3 * xi_stride, lanes, _mm512_sub_ps(w[i][1], w[i][3]));
+          __m512 row_i[4];
+          winograd_bt(row_i, w[0][i], w[1][i], w[2][i], w[3][i]);
+          for (int j = 0; j < 4; ++j) _mm512_mask_storeu_ps(out + c0 + (4 * i + j) * xi_stride, lanes, row_i[j]);
         }
       }
     }
@@ -1453,21 +1476,18 @@ inline void winograd_output_channels(float* yt, const float* mt, const float* bi
       const __mmask16 lanes = lanes_below(Og - o0);
       const __m512 b = bias ? _mm512_maskz_loadu_ps(lanes, bias + o0) : _mm512_setzero_ps();
       const float* in = mt + t * Og + o0;
-      __m512 r[2][4];  // A^T M: (2, 4)
-      for (int j = 0; j < 4; ++j) {
-        const __m512 m0 = _mm512_maskz_loadu_ps(lanes, in + j * xi_stride);
-        const __m512 m1 = _mm512_maskz_loadu_ps(lanes, in + (4 + j) * xi_stride);
-        const __m512 m2 = _mm512_maskz_loadu_ps(lanes, in + (8 + j) * xi_stride);
-        const __m512 m3 = _mm512_maskz_loadu_ps(lanes, in + (12 + j) * xi_stride);
-        r[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-        r[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-      }
+      __m512 r[4][2];  // (A^T M)^T: column j of A^T M in r[j]
+      for (int j = 0; j < 4; ++j)
+        winograd_at(r[j], _mm512_maskz_loadu_ps(lanes, in + j * xi_stride),
+                    _mm512_maskz_loadu_ps(lanes, in + (4 + j) * xi_stride),
+                    _mm512_maskz_loadu_ps(lanes, in + (8 + j) * xi_stride),
+                    _mm512_maskz_loadu_ps(lanes, in + (12 + j) * xi_stride));
       for (int a = 0; a < 2 && oh + a < s.OH; ++a) {
+        __m512 y[2];  // row a of A^T M A
+        winograd_at(y, r[0][a], r[1][a], r[2][a], r[3][a]);
         float* out = yt + ((k * s.OH + oh + a) * s.OW + ow) * Og + o0;
-        _mm512_mask_storeu_ps(out, lanes, _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(r[a][0], r[a][1]), r[a][2]), b));
-        if (ow + 1 < s.OW)
-          _mm512_mask_storeu_ps(out + Og, lanes,
-                                _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(r[a][1], r[a][2]), r[a][3]), b));
+        _mm512_mask_storeu_ps(out, lanes, _mm512_add_ps(y[0], b));
+        if (ow + 1 < s.OW) _mm512_mask_storeu_ps(out + Og, lanes, _mm512_add_ps(y[1], b));
       }
     }
   }
@@ -1493,17 +1513,13 @@ inline bool winograd_output_gradient_channels(float* mdyt, const float* dyt, con
           if (ow + 1 < s.OW) y1 = _mm512_maskz_loadu_ps(lanes, in + Og);
           check = winograd_check(check, y0, y1);
         }
-        c[a][0] = y0;
-        c[a][1] = _mm512_add_ps(y0, y1);
-        c[a][2] = _mm512_sub_ps(y0, y1);
-        c[a][3] = _mm512_sub_ps(zero, y1);
+        winograd_a(c[a], y0, y1);
       }
       float* out = mdyt + t * Og + o0;
       for (int j = 0; j < 4; ++j) {  // A along the rows
-        _mm512_mask_storeu_ps(out + j * xi_stride, lanes, c[0][j]);
-        _mm512_mask_storeu_ps(out + (4 + j) * xi_stride, lanes, _mm512_add_ps(c[0][j], c[1][j]));
-        _mm512_mask_storeu_ps(out + (8 + j) * xi_stride, lanes, _mm512_sub_ps(c[0][j], c[1][j]));
-        _mm512_mask_storeu_ps(out + (12 + j) * xi_stride, lanes, _mm512_sub_ps(zero, c[1][j]));
+        __m512 column[4];
+        winograd_a(column, c[0][j], c[1][j]);
+        for (int i = 0; i < 4; ++i) _mm512_mask_storeu_ps(out + (4 * i + j) * xi_stride, lanes, column[i]);
       }
     }
   }
@@ -1524,22 +1540,16 @@ inline void winograd_patch_gradient_channels(float* dxt, const float* dvt, const
       const float* in = dvt + t * Cv + piece * Cg;
       for (int64_t c0 = 0; c0 < Cg; c0 += 16) {
         const __mmask16 lanes = lanes_below(Cg - c0);
-        __m512 e[4][4];  // dV B^T: (4, 4), B^T's columns along each row of dV
+        __m512 e[4][4];  // dV B^T: row i of dV times B^T in e[i]
         for (int i = 0; i < 4; ++i) {
           const float* v = in + c0 + 4 * i * xi_stride;
-          const __m512 v0 = _mm512_maskz_loadu_ps(lanes, v), v1 = _mm512_maskz_loadu_ps(lanes, v + xi_stride);
-          const __m512 v2 = _mm512_maskz_loadu_ps(lanes, v + 2 * xi_stride);
-          const __m512 v3 = _mm512_maskz_loadu_ps(lanes, v + 3 * xi_stride);
-          e[i][0] = v0;
-          e[i][1] = _mm512_add_ps(_mm512_sub_ps(v1, v2), v3);
-          e[i][2] = _mm512_add_ps(_mm512_add_ps(v1, v2), _mm512_sub_ps(_mm512_setzero_ps(), v0));
-          e[i][3] = _mm512_sub_ps(_mm512_setzero_ps(), v3);
+          winograd_b(e[i], _mm512_maskz_loadu_ps(lanes, v), _mm512_maskz_loadu_ps(lanes, v + xi_stride),
+                     _mm512_maskz_loadu_ps(lanes, v + 2 * xi_stride), _mm512_maskz_loadu_ps(lanes, v + 3 * xi_stride));
         }
         for (int q = 0; q < 4; ++q) {  // B times it, added into the patch's column q
           float* column = patch + q * Cg + c0;
-          const __m512 d[4] = {e[0][q], _mm512_add_ps(_mm512_sub_ps(e[1][q], e[2][q]), e[3][q]),
-                               _mm512_sub_ps(_mm512_add_ps(e[1][q], e[2][q]), e[0][q]),
-                               _mm512_sub_ps(_mm512_setzero_ps(), e[3][q])};
+          __m512 d[4];
+          winograd_b(d, e[0][q], e[1][q], e[2][q], e[3][q]);
           for (int r = 0; r < 4; ++r)
             _mm512_mask_storeu_ps(column + r * row, lanes,
                                   _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, column + r * row), d[r]));
@@ -1578,19 +1588,9 @@ bool winograd_conv2d_forward_channels(float* y, const float* x, const float* w, 
                                GemmActivation::none, gemm_threads);
     float* yt = scratch(y_buffer, size_t(samples * g.P * g.Og));
     winograd_output_channels(yt, mt, bias ? bias + grp * g.Og : nullptr, s, f, samples, g.Og);
-    for (int64_t k = 0; k < samples; ++k)  // (P, Og) -> y[n0 + k, grp Og + o, p]
-      transpose_into(y + ((n0 + k) * s.O + grp * g.Og) * g.P, g.P, yt + k * g.P * g.Og, g.Og, g.P, g.Og);
+    channels_last_output_into(y, yt, s, g, n0, grp, samples);
   });
   return all_set(finite);
-}
-
-// dyt (samples, OH, OW, Og): the samples' dy of one group, channels last
-inline float* winograd_dy_channels(std::vector<float>& buffer, const float* dy0, const ConvShape& s, const Geometry& g,
-                                   int64_t samples) {
-  float* dyt = scratch(buffer, size_t(samples * g.P * g.Og));
-  for (int64_t k = 0; k < samples; ++k)
-    transpose_into(dyt + k * g.P * g.Og, g.Og, dy0 + k * s.O * g.P, g.P, g.Og, g.P);
-  return dyt;
 }
 
 // The channels form of winograd_weight_gradient_chunk: partial (16, Og, Cv) = dU over `samples` samples
@@ -1602,7 +1602,7 @@ bool winograd_weight_gradient_chunk_channels(float* partial, const float* dy0, c
   for (int64_t n0 = 0; n0 < samples; n0 += S) {
     const int64_t count = samples - n0 < S ? samples - n0 : S, T = count * f.tiles();
     const float* xt = padded_channels_last(x_buffer, x0 + n0 * s.C * g.HW, s, count, g.Cg, f.Hp, f.Wp);
-    const float* dyt = winograd_dy_channels(dy_buffer, dy0 + n0 * s.O * g.P, s, g, count);
+    const float* dyt = channels_last_dy(dy_buffer, dy0 + n0 * s.O * g.P, s, g, count);
     float* vt = scratch(v_buffer, size_t(16 * T * Cv));
     float* mdyt = scratch(mdy_buffer, size_t(16 * T * g.Og));
     if (!winograd_input_channels(vt, xt, s, f, count, g.Cg) ||
@@ -1634,7 +1634,7 @@ bool winograd_input_gradient_channels(float* dx, const float* dy, const float* w
     static thread_local std::vector<float> dy_buffer, mdy_buffer, v_buffer, dx_buffer;
     const int64_t n0 = (task / s.groups) * S, grp = task % s.groups;
     const int64_t samples = s.N - n0 < S ? s.N - n0 : S, T = samples * f.tiles();
-    const float* dyt = winograd_dy_channels(dy_buffer, dy + (n0 * s.O + grp * g.Og) * g.P, s, g, samples);
+    const float* dyt = channels_last_dy(dy_buffer, dy + (n0 * s.O + grp * g.Og) * g.P, s, g, samples);
     float* mdyt = scratch(mdy_buffer, size_t(16 * T * g.Og));
     float* dvt = scratch(v_buffer, size_t(16 * T * Cv));
     if (!winograd_output_gradient_channels(mdyt, dyt, s, f, samples, g.Og)) {
@@ -1675,8 +1675,7 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
                                gemm_detail::MatrixB<T>{w + grp * g.Og * g.Kc, true, g.Og, g.Kc}, samples * g.P, g.Og,
                                g.Kc, T(1), T(0), bias ? bias + grp * g.Og : nullptr,
                                bias ? GemmBias::per_column : GemmBias::none, GemmActivation::none, gemm_threads);
-      for (int64_t n = 0; n < samples; ++n)  // (P, Og) -> y[n0 + n, grp Og + o, p]
-        transpose_into(y + ((n0 + n) * s.O + grp * g.Og) * g.P, g.P, yt + n * g.P * g.Og, g.Og, g.P, g.Og);
+      channels_last_output_into(y, yt, s, g, n0, grp, samples);
     });
     return;
   }
@@ -1911,9 +1910,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
           for (int64_t b0 = 0; b0 < samples; b0 += per_block) {
             const int64_t count = samples - b0 < per_block ? samples - b0 : per_block;
             const T* xt = padded_channels_last(xt_buffer, x0 + b0 * s.C * g.HW, s, count, g.Cg, Hp, Wp);
-            T* dyt = scratch(dyt_buffer, size_t(count * g.P * g.Og));  // (S P, Og)
-            for (int64_t n = 0; n < count; ++n)
-              transpose_into(dyt + n * g.P * g.Og, g.Og, dy0 + (b0 + n) * s.O * g.P, g.P, g.Og, g.P);
+            const T* dyt = channels_last_dy(dyt_buffer, dy0 + b0 * s.O * g.P, s, g, count);  // (S P, Og)
             gemm_detail::gemm_driver(partial, gemm_detail::MatrixA<T>{dyt, true, g.Og, count * g.P},
                                      ShiftedChannelsB<T>{{}, xt, &s, g.Cg, Hp, Wp, rows}, g.Og, g.Kc, count * g.P, T(1),
                                      b0 == 0 ? T(0) : T(1), static_cast<const T*>(nullptr), GemmBias::none,
