@@ -146,9 +146,9 @@ def test_elementwise_extreme_values_and_nan(backend, name, dtype):
     assert_close(dx, dx_ref, dtype, tol=tol, what=f"{name} backward at extremes")
 
 
-@pytest.mark.parametrize("name,bound", [("sigmoid", 15.75), ("gelu_tanh", 4.8)])
+@pytest.mark.parametrize("name,bound", [("sigmoid", 15.75), ("gelu_tanh", 4.8), ("gelu", 3.9375)])
 def test_table_form_blocks(backend, rng, name, bound):
-    """sigmoid and tanh GELU read a table for blocks of 256 inputs all within a bound
+    """sigmoid and both GELUs read a table for blocks of 256 inputs all within a bound
     (AVX-512) and take the exp form for other blocks, and unchecked for a while after
     them: one value past the bound (or inf, or NaN) anywhere in a block of in-range
     values, runs of out-of-range blocks then in-range ones, each block's first and last
@@ -189,7 +189,7 @@ def test_elementwise_in_place_and_out(rng, name):
 @pytest.mark.parametrize("name", ["sigmoid", "tanh", "gelu", "gelu_tanh", "relu", "softmax", "log_softmax"])
 def test_results_do_not_depend_on_where_the_arrays_lie(rng, name):
     """Elementwise maps align their vectors to the output's cache lines; the two-form maps
-    (sigmoid, tanh GELU: a table inside a bound, exp outside, decided a block at a time)
+    (sigmoid, both GELUs: a table inside a bound, exp outside, decided a block at a time)
     keep their blocks where the array starts, so the bits never depend on the address."""
     x = (rng.standard_normal((7, 1000)) * 2).astype(np.float32)  # blocks on both sides of the bounds
     f = (lambda v, out=None: ops.gelu(v, "tanh", out=out)) if name == "gelu_tanh" else getattr(ops, name)

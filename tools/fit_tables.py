@@ -3,10 +3,11 @@
     python tools/fit_tables.py normal_tail > cpp/include/shenjing/normal_tail_table.h
     python tools/fit_tables.py tanh > cpp/include/shenjing/tanh_table.h
     python tools/fit_tables.py sigmoid > cpp/include/shenjing/sigmoid_table.h
+    python tools/fit_tables.py normal_lower > cpp/include/shenjing/normal_lower_table.h
 
 Each table approximates a smooth function of a >= 0 by 32 polynomials, one per
 interval, and vpermt2ps picks each coefficient out of a 32-entry table by the interval's
-five-bit index. Two ways to cut the intervals:
+five-bit index. Three ways to cut the intervals:
 
 - octaves: a + 1 in [1, 16), eight intervals per octave, so the index is five bits of
   a + 1 read straight off its float bits (the two low exponent bits and the three high
@@ -15,6 +16,8 @@ five-bit index. Two ways to cut the intervals:
 - halves: intervals of width 1/2 centred at k/2, k = 0 .. 31 (so a < 15.75), whose index
   k = round(2a) is the low bits of 2a + 1.5 * 2^23 as a float; the polynomial is in
   u = 2a - k in [-1/2, 1/2]. Even everywhere, for a function that keeps falling.
+- eighths: the same with width 1/8 (k = round(8a), u = 8a - k, a < 3.9375), for one
+  that falls like a Gaussian.
 
 - normal_tail: R(a) = Phi(-a) exp(a^2/2) = erfc(a/sqrt2)/2 exp(a^2/2), smooth and falling
   slowly from 1/2; exact GELU's lower tail is exp(-a^2/2) R(a). Degree 4.
@@ -24,6 +27,10 @@ five-bit index. Two ways to cut the intervals:
 - sigmoid: S(a) = sigmoid(-a) = 1 / (1 + e^a), from 1/2 down to 1.4e-7 at 15.75 and
   falling like e^-a, hence the halves. Degree 5; sigmoid(x) is S(|x|) for x < 0 and
   1 - S(|x|) for x >= 0.
+- normal_lower: Phi(-a) itself, from 1/2 down to 4.1e-5 at 3.9375, so exact GELU needs
+  no exp where |x| < 3.9375: x Phi(-|x|) for x < 0, x - x Phi(-|x|) above. Degree 5
+  (degree 4 came to 3.5e-7). Quarters to 7.875 took degree 7 for 4.7e-7, Phi falling
+  by e^2 across the far pieces, and ran 1.3x slower.
 
 Each interval is fitted in float64 for least relative error (Lawson's reweighted least
 squares on Chebyshev nodes), the coefficients are rounded to float32, and the header
@@ -59,12 +66,20 @@ def sigmoid_of_negative(a: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(np.asarray(a, np.float64)))
 
 
+def normal_lower(a: np.ndarray) -> np.ndarray:
+    """Phi(-a) = erfc(a/sqrt2)/2, in float64."""
+    erfc = np.vectorize(math.erfc)
+    return 0.5 * erfc(np.asarray(a, np.float64) / math.sqrt(2.0))
+
+
 # name -> (function, degree, C++ prefix, what it is, intervals)
 TABLES = {
     "normal_tail": (normal_tail_ratio, 4, "kNormalTail", "R(a) = Phi(-a) exp(a^2/2)", "octaves"),
     "tanh": (tanh_ratio, 5, "kTanhRatio", "T(a) = tanh(a) / a", "octaves"),
     "sigmoid": (sigmoid_of_negative, 5, "kSigmoidNegative", "S(a) = sigmoid(-a)", "halves"),
+    "normal_lower": (normal_lower, 5, "kNormalLower", "Phi(-a)", "eighths"),
 }
+PIECES_PER_UNIT = {"halves": 2, "eighths": 8}
 MANTISSA_BITS = 3  # 8 intervals per octave of a + 1, 4 octaves: 32 table entries
 
 
@@ -114,24 +129,30 @@ def fit_octaves(f, degree: int):
     return table, worst
 
 
-def fit_halves(f, degree: int):
-    """Column k: the coefficients of interval k in u = 2a - k (exact in float32, as the FMA gives it)."""
+def fit_even(f, degree: int, per: int):
+    """Column k: the coefficients of interval k in u = per a - k (exact in float32, as the FMA
+    gives it, per being a power of two)."""
     table = np.zeros((degree + 1, 32), dtype=np.float32)
     worst = 0.0
     for k in range(32):
-        coef = fit_interval(lambda u: f((k + u) / 2), degree, -0.5, 0.5)
+        coef = fit_interval(lambda u: f((k + u) / per), degree, -0.5, 0.5)
         table[:, k] = coef
-        a = np.linspace(max(0.0, (k - 0.5) / 2), (k + 0.5) / 2, 20001).astype(np.float32)
-        a = a[np.rint(2 * a.astype(np.float64)) == k]  # round half to even, as the magic add does
-        got = horner_float32(coef, (2 * a.astype(np.float64) - k).astype(np.float32)).astype(np.float64)
+        a = np.linspace(max(0.0, (k - 0.5) / per), (k + 0.5) / per, 20001).astype(np.float32)
+        a = a[np.rint(per * a.astype(np.float64)) == k]  # round half to even, as the magic add does
+        got = horner_float32(coef, (per * a.astype(np.float64) - k).astype(np.float32)).astype(np.float64)
         worst = max(worst, float(np.max(np.abs(got / f(a.astype(np.float64)) - 1.0))))
     return table, worst
 
 
 def main(name: str) -> None:
     f, degree, prefix, what, cut = TABLES[name]
-    table, worst = fit_octaves(f, degree) if cut == "octaves" else fit_halves(f, degree)
-    header = HEADER if cut == "octaves" else HEADER_HALVES
+    if cut == "octaves":
+        table, worst = fit_octaves(f, degree)
+        header = HEADER
+    else:
+        per = PIECES_PER_UNIT[cut]
+        table, worst = fit_even(f, degree, per)
+        header = HEADER_EVEN.replace("{per}", str(per)).replace("{bound}", f"{31.5 / per:g}")
     print(header.format(name=name, what=what, degree=degree, terms=horner_text(degree), error=worst))
     print("namespace shenjing {")
     names = ([f"{prefix}Start"] if cut == "octaves" else []) + [f"{prefix}C{i}" for i in range(degree + 1)]
@@ -155,9 +176,9 @@ HEADER = """// Generated by tools/fit_tables.py {name}: do not edit by hand.
 // Largest relative error of the float32 evaluation: {error:.3g}.
 #pragma once"""
 
-HEADER_HALVES = """// Generated by tools/fit_tables.py {name}: do not edit by hand.
-// {what} on 32 intervals of width 1/2 centred at k/2 (a < 15.75), indexed by k = round(2a):
-// value(a) = {terms} (degree {degree}) in u = 2a - k.
+HEADER_EVEN = """// Generated by tools/fit_tables.py {name}: do not edit by hand.
+// {what} on 32 intervals of width 1/{per} centred at k/{per} (a < {bound}), indexed by k = round({per}a):
+// value(a) = {terms} (degree {degree}) in u = {per}a - k.
 // Largest relative error of the float32 evaluation: {error:.3g}.
 #pragma once"""
 

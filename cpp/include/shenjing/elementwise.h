@@ -225,20 +225,17 @@ constexpr int64_t kFormBlock = 256, kMostUnchecked = 16;
 template <class T, class Fast, class Exact>
 static inline void map_unary_two_forms(T* y, const T* a, int64_t n, T bound, Fast fast, Exact exact) {
   interleaved_chunks(y, a, n, exact, [=](int64_t i, int64_t end, bool stream) {
-    int64_t unchecked = 0, backoff = 1;
+    int64_t backoff = 1;
     for (int64_t stop; i < end; i = stop) {
       stop = i + kFormBlock < end ? i + kFormBlock : end;
-      bool within = false;
-      if (unchecked > 0) {
-        --unchecked;
-      } else if ((within = all_within(a + i, stop - i, bound))) {
+      if (all_within(a + i, stop - i, bound)) {
         backoff = 1;
-      } else {
-        unchecked = backoff;
+        interleaved_span(y, a, i, stop, stream, fast);
+      } else {  // this block and the next `backoff` in one span
+        stop = i + (1 + backoff) * kFormBlock < end ? i + (1 + backoff) * kFormBlock : end;
         backoff = backoff < kMostUnchecked ? 2 * backoff : kMostUnchecked;
+        interleaved_span(y, a, i, stop, stream, exact);
       }
-      if (within) interleaved_span(y, a, i, stop, stream, fast);
-      else interleaved_span(y, a, i, stop, stream, exact);
     }
   }, true);
 }

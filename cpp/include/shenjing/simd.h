@@ -20,6 +20,7 @@
 #include <immintrin.h>
 #endif
 
+#include "shenjing/normal_lower_table.h"
 #include "shenjing/normal_tail_table.h"
 #include "shenjing/sigmoid_table.h"
 #include "shenjing/tanh_table.h"
@@ -467,6 +468,12 @@ static inline vfloat vtanh(vfloat x) {
 static inline double vtanh(double x) { return std::tanh(x); }
 
 // --- the normal distribution, for exact GELU -----------------------------------
+// Past |x| = 12.9, Phi(-|x|) < 2.3e-38 and phi(x) < 3e-37 lie at or near float's
+// subnormals, and each instruction that makes or reads one takes a microcode assist:
+// exact GELU of 8 N(0, 1), 5% of it past 12.9, took 12x the time of N(0, 1) on
+// AVX-512 and 5x on AVX2 (backward alike). There both are 0, so GELU is x above and
+// -0 below (|gelu| < 3e-37 there), and its derivative 1 or 0 (|error| < 4e-36).
+constexpr float kNormalFlushAbove = 12.9f;
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
 // Phi(-a) = exp(-a^2/2) R(a), a = |x|, with R read off 32 fitted degree-4 pieces
 // (normal_tail_table.h, tools/fit_tables.py; relative error 1.3e-7), so
@@ -476,13 +483,20 @@ static inline double vtanh(double x) { return std::tanh(x); }
 // time in cache and 0.71x on 16M floats (bench/ab.py, 2 threads), and its
 // error fell from 7.1 to 3.7 ulp (tests/test_vector_math.py).
 
-// |x| clamped below 14.99, where exp(-a^2/2) has underflowed (and a + 1 stays
-// below 16, the tables' end); NaN stays NaN
-static inline vfloat vnormal_abs(vfloat x) { return vclamp_above(vabs(x), 14.99f); }
+// a = |x| clamped at kNormalFlushAbove, and the lanes whose Phi(-a) and phi(a) are kept
+// (|x| below it, or NaN); the rest are 0
+struct NormalArgument {
+  vfloat a;
+  __mmask16 kept;
+};
+static inline NormalArgument vnormal_argument(vfloat x) {
+  const vfloat ax = vabs(x);
+  return {vclamp_above(ax, kNormalFlushAbove), _mm512_cmp_ps_mask(ax, vsplat(kNormalFlushAbove), _CMP_NGE_UQ)};
+}
 // exp(-a^2/2) as mantissa * 2^exponent, taken apart so the caller can multiply
 // the mantissa first and round once through vscalefps. a^2 = hi + lo exactly
-// (-a/2 and the FMA are exact), and lo goes into the reduced argument. a < 15,
-// so no clamp: the exponent n >= -163 scales to 0 where it underflows. One FMA
+// (-a/2 and the FMA are exact), and lo goes into the reduced argument. a <= 12.9,
+// so no clamp (the exponent n >= -121). One FMA
 // reduces hi (n ln2 off by |n| 1.9e-9): 3.6 ulp for x >= -5 and 3.7e-7 relative
 // below, where ln2 in two parts gave 3.5 and 2.5e-7 (tests/test_vector_math.py);
 // bench/ab.py, 16M floats, 2 threads: exact GELU 0.95x, its backward 0.97x.
@@ -494,7 +508,10 @@ static inline ScaledExp vexp_neg_half_square_parts(vfloat a) {
   const vfloat n = vround_log2e(hi);
   return {vexp_reduced(vreduce_ln2_short(hi, n) + lo), n};
 }
-static inline vfloat vscaled(ScaledExp e, vfloat factor) { return _mm512_scalef_ps(e.mantissa * factor, e.exponent); }
+// factor exp(-a^2/2), 0 in the lanes not kept
+static inline vfloat vscaled(ScaledExp e, vfloat factor, __mmask16 kept) {
+  return _mm512_maskz_scalef_ps(kept, e.mantissa * factor, e.exponent);
+}
 // R(a) for 0 <= a < 15
 static inline vfloat vnormal_tail_ratio(vfloat a) {
   const __m512i index = _mm512_srli_epi32(_mm512_castps_si512(a + 1.0f), 20);
@@ -503,31 +520,47 @@ static inline vfloat vnormal_tail_ratio(vfloat a) {
 }
 // Phi(-|x|)
 static inline vfloat vnormal_lower_tail(vfloat x) {
-  const vfloat a = vnormal_abs(x);
-  return vscaled(vexp_neg_half_square_parts(a), vnormal_tail_ratio(a));
+  const NormalArgument arg = vnormal_argument(x);
+  return vscaled(vexp_neg_half_square_parts(arg.a), vnormal_tail_ratio(arg.a), arg.kept);
 }
-// phi(x), the standard normal density
-static inline vfloat vnormal_pdf(vfloat x) {
-  return vscaled(vexp_neg_half_square_parts(vnormal_abs(x)), vsplat(0.39894228040143268f));
+// exact GELU for |x| < 3.9375 (kGeluTableBound): x S for x <= 0 and x - x S above, with
+// S = Phi(-|x|) read off 32 fitted degree-5 pieces of width 1/8 (normal_lower_table.h,
+// tools/fit_tables.py; relative error 1.2e-7), so no exp: about 18 instructions a vector
+// where x vnormal_cdf(x) takes 34, and 1.9 ulp where that gave 3.6. bench/ab.py, 16M
+// floats, 2 threads: 0.65x on N(0, 1), 1.02-1.04x on 3 N(0, 1), whose blocks pass the
+// bound too seldom. Past the bound the index wraps: the caller checks
+// (map_unary_two_forms) and takes vgelu there.
+constexpr bool kHasGeluTable = true;
+constexpr float kGeluTableBound = 3.9375f;
+static inline vfloat vgelu_table(vfloat x) {
+  const vfloat a = vabs(x);
+  const float round_magic = 12582912.0f;  // 1.5 * 2^23: its low mantissa bits get round(8a)
+  const vfloat t = a * 8.0f + round_magic;
+  const vfloat u = a * 8.0f - (t - round_magic);  // exact, in [-1/2, 1/2]
+  const __m512i index = _mm512_castps_si512(t);   // vpermt2ps reads its low five bits
+  const vfloat s = vtable_horner(index, u, kNormalLowerC5, kNormalLowerC4, kNormalLowerC3, kNormalLowerC2,
+                                 kNormalLowerC1, kNormalLowerC0);
+  const vfloat xs = x * s;
+  return _mm512_mask_sub_ps(xs, _mm512_cmp_ps_mask(x, vsplat(0.0f), _CMP_GT_OQ), x, xs);
 }
 #else
 // exp(-x^2/2 + extra) without the rounding of x*x in the exponent: x = xh + xl
 // with xh holding 12 significant bits, so -xh*xh/2 is exact and the rest goes
-// in as the low part of one exp. |x| is clamped at 20, where the result is 0.
+// in as the low part of one exp. ax <= kNormalFlushAbove (vnormal_clamped).
 static inline vfloat vexp_neg_half_square(vfloat ax, vfloat extra) {
   vfloat xh = (vfloat)((vint)ax & (int32_t)0xfffff000u);
   vfloat lo = (ax - xh) * (ax + xh);
   return vexp(-0.5f * (xh * xh), extra - 0.5f * lo);
 }
-static inline vfloat vabs_clamped20(vfloat x) {
-  vfloat ax = vabs(x);
-  return vclamp_above(ax, 20.0f);  // NaN stays NaN
-}
+static inline vfloat vnormal_clamped(vfloat ax) { return vclamp_above(ax, kNormalFlushAbove); }  // NaN stays
+// f where |x| < kNormalFlushAbove or NaN, 0 past it
+static inline vfloat vnormal_flushed(vfloat ax, vfloat f) { return ax >= kNormalFlushAbove ? vsplat(0.0f) : f; }
 // Phi(-|x|) = erfc(|x|/sqrt2)/2 by the Chebyshev fit of Numerical Recipes'
 // erfcc (fractional error < 1.2e-7 everywhere), so the lower tail keeps its
 // relative accuracy.
 static inline vfloat vnormal_lower_tail(vfloat x) {
-  vfloat ax = vabs_clamped20(x);
+  const vfloat abs_x = vabs(x);
+  const vfloat ax = vnormal_clamped(abs_x);
   vfloat t = vrecip(1.0f + 0.35355339059327376f * ax);  // 1 / (1 + z/2), z = |x|/sqrt2
   vfloat p = vsplat(0.17087277f);
   p = p * t - 0.82215223f;
@@ -539,12 +572,16 @@ static inline vfloat vnormal_lower_tail(vfloat x) {
   p = p * t + 0.37409196f;
   p = p * t + 1.00002368f;
   p = p * t - 1.26551223f;
-  return 0.5f * t * vexp_neg_half_square(ax, p);
+  return vnormal_flushed(abs_x, 0.5f * t * vexp_neg_half_square(ax, p));
 }
 // phi(x), the standard normal density
 static inline vfloat vnormal_pdf(vfloat x) {
-  return 0.39894228040143268f * vexp_neg_half_square(vabs_clamped20(x), vsplat(0.0f));
+  const vfloat abs_x = vabs(x);
+  return vnormal_flushed(abs_x, 0.39894228040143268f * vexp_neg_half_square(vnormal_clamped(abs_x), vsplat(0.0f)));
 }
+// no table here, as for vsigmoid_table
+constexpr bool kHasGeluTable = false;
+constexpr float kGeluTableBound = 0.0f;
 #endif
 static inline double vnormal_pdf(double x) { return 0.39894228040143267794 * std::exp(-0.5 * x * x); }
 // Phi(x), the standard normal CDF
@@ -569,10 +606,24 @@ template <class V> static inline V vclamp30(V x) {
 }
 
 template <class V> static inline V vgelu(V x) { return x * vnormal_cdf(x); }
+#if !(defined(__AVX512F__) && SJ_VECTOR_BYTES == 64)
+static inline vfloat vgelu_table(vfloat x) { return vgelu(x); }
+#endif
 template <class V> static inline V vgelu_derivative(V x) {
   x = vclamp30(x);
   return vnormal_cdf(x) + x * vnormal_pdf(x);
 }
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+// the same with one exp(-x^2/2) for Phi and phi (bench/ab.py, 16M floats, 2 threads: 0.85x)
+static inline vfloat vgelu_derivative(vfloat x) {
+  x = vclamp30(x);
+  const NormalArgument arg = vnormal_argument(x);
+  const ScaledExp e = vexp_neg_half_square_parts(arg.a);
+  const vfloat q = vscaled(e, vnormal_tail_ratio(arg.a), arg.kept);  // Phi(-|x|)
+  const vfloat cdf = _mm512_mask_sub_ps(q, _mm512_cmp_ps_mask(x, vsplat(0.0f), _CMP_NLT_UQ), vsplat(1.0f), q);
+  return cdf + x * vscaled(e, vsplat(0.39894228040143268f), arg.kept);
+}
+#endif
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
 // Tanh GELU in float on AVX-512: x sigmoid(z), z = x (k + k c x^2), with sigmoid(z) = 1/d
 // (z >= 0) or e/d (z < 0), e = exp(-|z|), d = 1 + e. Where |z| > 87.33 exp(-|z|) would be

@@ -57,7 +57,12 @@ template <class T> void gelu_forward(T* y, const T* x, int64_t n, GeluApproximat
     if constexpr (kHasSigmoidTable && std::is_same_v<T, float>)
       map_unary_two_forms(y, x, n, kGeluTanhTableBound, [](auto v) { return vgelu_tanh_table(v); }, exact);
     else map_unary_interleaved(y, x, n, exact);
-  } else map_unary_interleaved(y, x, n, [](auto v) { return vgelu(v); });
+  } else {
+    auto exact = [](auto v) { return vgelu(v); };
+    if constexpr (kHasGeluTable && std::is_same_v<T, float>)
+      map_unary_two_forms(y, x, n, kGeluTableBound, [](auto v) { return vgelu_table(v); }, exact);
+    else map_unary_interleaved(y, x, n, exact);
+  }
 }
 template <class T> void gelu_backward(T* dx, const T* dy, const T* x, int64_t n, GeluApproximation approx) {
   if (approx == GeluApproximation::tanh)
