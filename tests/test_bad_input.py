@@ -206,3 +206,19 @@ def test_binary_cross_entropy_needs_probabilities():
     with raises(ValueError, "binary_cross_entropy_backward", "input", "-0.5"):
         ops.binary_cross_entropy_backward(np.float32(1), np.array([-0.5, 0.5]), np.zeros(2))
     assert np.isnan(ops.binary_cross_entropy(np.array([0.5, np.nan], np.float32), np.zeros(2, np.float32)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_binary_cross_entropy_names_the_first_bad_probability(backend, dtype):
+    """The check runs a chunk of 16384 at a time on every thread: the first bad value
+    is found wherever it lies, whatever lies in the later chunks, and NaN passes."""
+    n = 5 * 16384 + 7
+    for first in (0, 16383, 16384, 2 * 16384 + 5, n - 1):
+        p = np.full(n, 0.5, dtype)
+        p[3] = np.nan
+        p[first] = -0.25
+        p[first + 1:][::997] = 2.0  # later ones, some in later chunks
+        for fn, args in ((ops.binary_cross_entropy, (p, np.zeros(n, dtype))),
+                         (ops.binary_cross_entropy_backward, (dtype(1), p, np.zeros(n, dtype)))):
+            with raises(ValueError, fn.__name__, "input", "-0.25", f"index {first}", f"({n},)"):
+                fn(*args)

@@ -39,9 +39,12 @@ template <PointwiseLoss K, class T, class V> static inline V loss_value(V x, V t
     log_1mx = vclamp_below(log_1mx, T(-100));
     return (t - T(1)) * log_1mx - t * log_x;
   } else if constexpr (K == PointwiseLoss::binary_cross_entropy_with_logits) {
-    // max(x, 0) - x t + log1p(exp(-|x|)): finite for every finite logit
+    // max(x, 0) - x t + log1p(exp(-|x|)): finite for every finite logit. exp is 0 past
+    // |x| = 87.33, where it and log1p of it would be subnormal (each instruction making or
+    // reading one takes a microcode assist: logits of 100 N(0, 1) ran 5.8x slower than of
+    // N(0, 1)); log1p(exp(-|x|)) < 1.2e-38 there.
     V pos = x > T(0) ? x : vsplat(T(0));
-    return pos - x * t + vlog1p(vexp(-vabs(x)));
+    return pos - x * t + vlog1p(vexp_nonpositive(-vabs(x)));
   } else if constexpr (K == PointwiseLoss::kl_div) {
     // xlogy(t, t) - t x, with 0 log 0 = 0
     V tlogt = t * vlog(t);
@@ -129,10 +132,22 @@ void pointwise_backward(T* dx, const T* dout, const T* x, const T* t, int64_t n,
 }
 
 // binary_cross_entropy takes probabilities: -1, or the first index outside
-// [0, 1] (NaN passes and propagates)
+// [0, 1] (NaN passes and propagates). Each chunk is flagged by a loop without an exit,
+// which vectorises, on every thread, and only a flagged chunk is searched: the search
+// alone, one scalar pass, had taken more than half of BCE's time (4M floats: 6.1 ms
+// forward, 4.4 ms backward, where BCE with logits took 2.4 and 0.9).
 template <class T> int64_t first_outside_unit_interval(const T* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i)
-    if (x[i] < T(0) || x[i] > T(1)) return i;
+  std::vector<char> outside(size_t(ceil_div(n, kElementChunk)), 0);
+  parallel_chunks(n, kElementChunk, 1, [&](int64_t c, int64_t begin, int64_t end) {
+    int any = 0;
+    for (int64_t i = begin; i < end; ++i) any |= int(x[i] < T(0)) | int(x[i] > T(1));
+    outside[size_t(c)] = char(any != 0);
+  });
+  for (size_t c = 0; c < outside.size(); ++c) {
+    if (!outside[c]) continue;
+    for (int64_t i = int64_t(c) * kElementChunk; i < n; ++i)
+      if (x[i] < T(0) || x[i] > T(1)) return i;
+  }
   return -1;
 }
 
