@@ -54,6 +54,12 @@ CASES = [
     # last panel (10 x 19 columns), one sample (the threads split its panels) and three
     ((1, 32, 10, 17), (30, 32, 3, 3), dict(padding=1)),
     ((3, 32, 9, 16), (14, 32, 3, 3), dict(padding=(1, 2), dilation=(1, 2))),
+    # ... up to a quarter of the grid dropped: 5x5 over 16 columns padded by 2 (4 of 20), 3x3
+    # over 10 (2 of 12), 7x7 over 24 with groups (6 of 30), 3x5 with uneven padding (4 of 16)
+    ((2, 8, 16, 16), (6, 8, 5, 5), dict(padding=2)),
+    ((2, 4, 10, 10), (5, 4, 3, 3), dict(padding=1)),
+    ((2, 6, 24, 24), (4, 3, 7, 7), dict(padding=3, groups=2)),
+    ((2, 2, 12, 12), (2, 2, 3, 5), dict(padding=(1, 2))),
     # output rows shorter than a vector over enough pixels for panels: gathered columns,
     # with taps in the padding, a width stride and dilation, and a partial last panel
     ((2, 3, 13, 11), (4, 3, 3, 3), dict(stride=(1, 2), padding=(2, 1), dilation=(1, 2))),

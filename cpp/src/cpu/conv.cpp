@@ -188,6 +188,10 @@ inline bool gather_offsets_fit(const ConvShape& c) {
 }
 #endif
 
+// Output rows of 8 pixels whose window rows fit 16 lanes, which ImageColumnsB packs as
+// pairs (pack_row_pairs, AVX-512 float)
+inline bool row_pairs_fit(const ConvShape& c) { return c.OW == 8 && c.sw == 1 && 7 + (c.KW - 1) * c.dw < 16; }
+
 // op(B) = col of one (sample, group): (Kc, P), k = (c, kh, kw), j = (oh, ow)
 template <class T> struct ImageColumnsB : gemm_detail::PackedOperand<T> {
   const T* x;  // (Cg, H, W)
@@ -199,7 +203,7 @@ template <class T> struct ImageColumnsB : gemm_detail::PackedOperand<T> {
     const ConvShape& c = *s;
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
     if constexpr (sizeof(T) == 4 && NR == 32) {
-      if (c.OW == 8 && c.sw == 1 && 7 + (c.KW - 1) * c.dw < 16) return pack_row_pairs(dst, k0, kc, j0, n);
+      if (row_pairs_fit(c)) return pack_row_pairs(dst, k0, kc, j0, n);
       if (c.OW < 16 && gather_offsets_fit(c)) return pack_gathered(dst, k0, kc, j0, n);
     }
 #endif
@@ -798,11 +802,17 @@ template <class T> struct WideColumnsB : gemm_detail::PackedOperand<T> {
 };
 
 // The wide form pays (KW - 1) dw dropped columns per output row, a padded copy of the
-// sample and a copy of its output: used for stride 1 when the dropped columns are at
-// most an eighth of the grid (3x3 on 56x56: 2 of 58), not on small images under wide kernels.
+// sample and a copy of its output; the packed form, ImageColumnsB's packing. Used for
+// stride 1 when the dropped columns are at most a quarter of the grid (3x3 on 56x56: 2 of
+// 58; 5x5 on 16x16 with padding 2: 4 of 20), an eighth where rows of 8 pack as pairs.
+// bench/ab.py, 2 threads, the quarter against an eighth: forward 0.62 (backward 0.69) on
+// 16x32x24x24 32@7x7 pad 3, 0.82 on 32x64x16x16 64@5x5 pad 2, 0.83 on 64x16x14x14
+// 32@5x5 pad 1, 0.90 on 3x3 over 10x10 and 12x12 (backward 0.81); 1.0 on 64x32x16x16
+// 64@5x5; but 1.34 on 3x3 over 8x8 with padding 1 (the pairs), and a third lost on LeNet's
+// conv2 (1.50, the pairs) and was even on 7x7 over 18x18.
 inline bool wide_columns(const ConvShape& s, const Geometry& g) {
-  const int64_t Wp = s.OW + (s.KW - 1) * s.dw;
-  return s.sh == 1 && s.sw == 1 && !g.pointwise && 8 * (Wp - s.OW) <= Wp && s.OH > 1;
+  const int64_t Wp = s.OW + (s.KW - 1) * s.dw, most = row_pairs_fit(s) ? 8 : 4;
+  return s.sh == 1 && s.sw == 1 && !g.pointwise && most * (Wp - s.OW) <= Wp && s.OH > 1;
 }
 
 // Samples per position-major GEMM (fixed by the shape, so results do not
