@@ -15,6 +15,7 @@ CASE is a Python expression over these makers (shapes as in the issues):
     gemm(M, N, K, trans_a=False, trans_b=False)
     matmul(batch, M, N, K)             a batch of products, (batch, M, K) @ (batch, K, N)
     conv(N, C, H, O, K, pad)           conv2d forward, backward, and backward_no_dx (dW and db alone); square images
+    dwconv(N, C, H, K, stride, pad, mult=1)  the same, depthwise (groups = C)
     act(n, "gelu" | "gelu_tanh" | "sigmoid" | "tanh" | "relu" | "copy", scale=1.0, backward=False)
                                        on scale * N(0, 1) (bench/report.py's inputs have scale 3);
                                        backward=True times the gradient instead (not for copy)
@@ -83,6 +84,17 @@ def conv(N, C, H, O, K, pad):
     return {"forward": lambda: ops.conv2d(x, w, padding=pad),
             "backward": lambda: ops.conv2d_backward(g, x, w, padding=pad),
             "backward_no_dx": lambda: ops.conv2d_backward(g, x, w, padding=pad, input_grad=False)[1:]}
+
+
+def dwconv(N, C, H, K, stride, pad, mult=1):
+    """depthwise conv2d (groups = C, `mult` outputs a channel), forward and backward"""
+    x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+    w = rng.standard_normal((C * mult, 1, K, K), dtype=np.float32)
+    kw = dict(stride=stride, padding=pad, groups=C)
+    g = rng.standard_normal(ops.conv2d(x, w, **kw).shape, dtype=np.float32)
+    return {"forward": lambda: ops.conv2d(x, w, **kw),
+            "backward": lambda: ops.conv2d_backward(g, x, w, **kw),
+            "backward_no_dx": lambda: ops.conv2d_backward(g, x, w, input_grad=False, **kw)[1:]}
 
 
 def act(n, name, scale=1.0, backward=False):
@@ -156,7 +168,7 @@ def main() -> None:
     threads = int(os.environ.get("SHENJING_AB_THREADS", "2"))
     for build in builds:
         build.set_num_threads(threads)
-    makers = {"gemm": gemm, "matmul": matmul, "conv": conv, "act": act, "chain": chain, "softmax": softmax,
+    makers = {"gemm": gemm, "matmul": matmul, "conv": conv, "dwconv": dwconv, "act": act, "chain": chain, "softmax": softmax,
               "adam": adam, "train": train}
     kernels = eval(case, makers)
     original = ops._core

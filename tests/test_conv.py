@@ -30,6 +30,18 @@ CASES = [
     ((3, 5, 7, 7), (6, 5, 1, 1), dict()),                                # pointwise: no im2col
     ((2, 4, 8, 9), (6, 2, 3, 3), dict(groups=2, padding=1)),
     ((2, 6, 8, 9), (6, 1, 3, 3), dict(groups=6, padding=1)),             # depthwise
+    # the depthwise form (a channel a group, up to 4 outputs each): strides 2 to 4 on both
+    # sides, dilation, padding past the window, rows (1-D), rows over two vectors, and 5
+    # outputs a channel (the GEMM forms again)
+    ((3, 8, 14, 14), (8, 1, 3, 3), dict(stride=2, padding=1, groups=8)),
+    ((2, 6, 13, 11), (12, 1, 3, 3), dict(stride=(2, 3), padding=(1, 2), groups=6)),
+    ((2, 4, 15, 15), (4, 1, 5, 5), dict(stride=2, padding=2, dilation=2, groups=4)),
+    ((2, 4, 6, 6), (4, 1, 3, 3), dict(stride=4, padding=3, groups=4)),
+    ((3, 2, 1, 20), (2, 1, 1, 5), dict(stride=2, padding=(0, 2), groups=2)),
+    ((2, 3, 7, 30), (3, 1, 1, 4), dict(stride=(1, 3), groups=3)),
+    ((2, 16, 33, 40), (16, 1, 3, 3), dict(stride=2, padding=1, groups=16)),
+    ((2, 5, 9, 9), (20, 1, 3, 3), dict(padding=1, groups=5)),
+    ((2, 5, 9, 9), (25, 1, 3, 3), dict(padding=1, groups=5)),
     ((2, 3, 10, 12), (5, 3, 3, 3), dict(stride=2, padding=(1, 2), dilation=(2, 1))),
     ((2, 3, 9, 11), (4, 3, 4, 2), dict(padding="same")),                 # asymmetric 'same'
     ((1, 2, 5, 5), (3, 2, 5, 5), dict()),                                # kernel = input
@@ -174,6 +186,39 @@ def test_conv2d_random_shapes(backend, rng):
         xs, ws = (int(rng.integers(1, 5)), Cg * groups, H, W), (Og * groups, Cg, KH, KW)
         kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
         _check_random_inputs(rng, xs, ws, kw)
+
+
+def test_conv2d_depthwise_random_shapes(backend, rng):
+    """The depthwise form (groups = channels, 1 to 4 outputs each) at random strides up to
+    3, dilations, paddings and sizes, against the float64 reference."""
+    for _ in range(30):
+        C, Og = int(rng.integers(2, 9)), int(rng.integers(1, 5))
+        KH, KW = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        dilation = (int(rng.choice([1, 1, 2])), int(rng.choice([1, 1, 2])))
+        padding = (int(rng.integers(0, 4)), int(rng.integers(0, 4)))
+        H = int(rng.integers(max(1, (KH - 1) * dilation[0] + 1 - 2 * padding[0]), 24))
+        W = int(rng.integers(max(1, (KW - 1) * dilation[1] + 1 - 2 * padding[1]), 40))
+        kw = dict(stride=stride, padding=padding, dilation=dilation, groups=C)
+        _check_random_inputs(rng, (int(rng.integers(1, 4)), C, H, W), (C * Og, 1, KH, KW), kw, bias=True)
+
+
+def test_conv2d_depthwise_is_bit_identical_with_1_and_2_threads(rng):
+    """dW and db of the depthwise form sum each channel's samples in one task, in order."""
+    x = rng.standard_normal((9, 12, 15, 17)).astype(np.float32)
+    w = rng.standard_normal((24, 1, 3, 3)).astype(np.float32)
+    kw = dict(stride=2, padding=1, groups=12)
+    g = rng.standard_normal(ops.conv2d(x, w, **kw).shape).astype(np.float32)
+    results = []
+    old = shenjing.get_num_threads()
+    try:
+        for threads in (1, 2):
+            shenjing.set_num_threads(threads)
+            results.append((ops.conv2d(x, w, **kw),) + ops.conv2d_backward(g, x, w, **kw))
+    finally:
+        shenjing.set_num_threads(old)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
 
 
 def _check_random_inputs(rng, xs, ws, kw, bias=False):

@@ -19,6 +19,7 @@
 // every result is bit-identical with any thread count.
 #include "shenjing/conv.h"
 
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -902,9 +903,375 @@ inline void pack_direct_forward_weights(float* wt, const float* w, const Geometr
 }
 #endif
 
+// The sum of row[0, n) in double, in a fixed order (four interleaved sums, then theirs):
+// one chain of dependent adds made db a quarter of LeNet conv1's backward.
+template <class T> double sum_in_double(const T* row, int64_t n) {
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  if constexpr (sizeof(T) == 4) {
+    __m512d acc[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd()};
+    int64_t p = 0;
+    for (; p + 32 <= n; p += 32)
+      for (int i = 0; i < 4; ++i) acc[i] = _mm512_add_pd(acc[i], _mm512_cvtps_pd(_mm256_loadu_ps(row + p + 8 * i)));
+    for (; p + 8 <= n; p += 8) acc[0] = _mm512_add_pd(acc[0], _mm512_cvtps_pd(_mm256_loadu_ps(row + p)));
+    double sum = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(acc[0], acc[1]), _mm512_add_pd(acc[2], acc[3])));
+    for (; p < n; ++p) sum += double(row[p]);
+    return sum;
+  }
+#endif
+  double acc[4] = {0.0, 0.0, 0.0, 0.0};
+  int64_t p = 0;
+  for (; p + 4 <= n; p += 4)
+    for (int i = 0; i < 4; ++i) acc[i] += double(row[p + i]);
+  double sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  for (; p < n; ++p) sum += double(row[p]);
+  return sum;
+}
+
+// --- depthwise form: one input channel a group, any stride --------------------------
+// groups = C (MobileNet's layers, a few outputs a channel): each (sample, channel) plane is
+// convolved on its own, where the GEMM forms made a product of 1 x KH KW x P per plane
+// (with stride 2, a quarter of PyTorch's speed). The plane is copied zero-padded to every
+// window's reach and split into the sw phases of its columns (phase r: padded columns r,
+// r + sw, ..), so each tap reads a whole output row as one contiguous run, padding
+// included, and no loop checks an edge: tap (kh, kw) of output row oh reads padded row
+// oh sh + kh dh, phase (kw dw) % sw, from (kw dw) / sw. dx is gathered phase by phase of
+// its own rows and columns from a padded copy of dy (DepthwiseGather). Sums run in a fixed
+// order (bias, then the taps; dW and db over the samples in order in a channel's task), so
+// no thread count shows. bench/ab.py, 2 threads, against the GEMM forms: 32x64x28x28 3x3
+// stride 2 forward 0.39, backward 0.36 (then 0.77 with dx's phases joined in registers);
+// stride 1 forward 0.54, backward 0.76; 32x32x56x56 0.43 and 0.57; two outputs a channel,
+// stride 2, 0.44 and 0.49; 16x64x14x14 5x5 0.92 and 1.0.
+constexpr int64_t kDepthwiseMostOutputs = 4;  // outputs a channel (LeNet's 1 -> 32 stays a GEMM)
+inline bool depthwise(const ConvShape& s, const Geometry& g) {
+  return g.Cg == 1 && s.groups > 1 && g.Og <= kDepthwiseMostOutputs;
+}
+
+// The padded, phase-split plane: rows of sw phases of `width` columns each. Tap t = (kh, kw)
+// of output row oh starts offset[t] past padded row oh sh (no divisions nor multiplications
+// in the loops: done per tap and pixel they took most of the time)
+struct DepthwisePlane {
+  int64_t rows, width, row_size;
+  std::vector<int64_t> offset;
+  explicit DepthwisePlane(const ConvShape& s)
+      : rows(reach_rows(s)), width(ceil_div(reach_cols(s), s.sw)), row_size(s.sw * width),
+        offset(size_t(s.KH * s.KW)) {
+    for (int64_t kh = 0, t = 0; kh < s.KH; ++kh)
+      for (int64_t kw = 0; kw < s.KW; ++kw, ++t)
+        offset[size_t(t)] = kh * s.dh * row_size + ((kw * s.dw) % s.sw) * width + (kw * s.dw) / s.sw;
+  }
+  int64_t size() const { return rows * row_size; }
+  // image columns in reach, and the first of them in phase r
+  int64_t columns(const ConvShape& s) const { return s.W < width * s.sw - s.pw ? s.W : width * s.sw - s.pw; }
+  int64_t first_column(const ConvShape& s, int64_t r) const { return ((r - s.pw) % s.sw + s.sw) % s.sw; }
+};
+
+// even[k] = in[2 k], k < (n + 1) / 2, and odd[k] = in[2 k + 1], k < n / 2
+template <class T> inline void split_pairs(T* even, T* odd, const T* in, int64_t n) {
+  int64_t k = 0;
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  if constexpr (sizeof(T) == 4) {
+    const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odds = _mm512_add_epi32(evens, _mm512_set1_epi32(1));
+    for (; 2 * k < n; k += 16) {  // (the last 32 or fewer masked)
+      const int64_t m = n - 2 * k;
+      const __m512 lo = _mm512_maskz_loadu_ps(lanes_below(m), in + 2 * k);
+      const __m512 hi = _mm512_maskz_loadu_ps(lanes_below(m - 16), in + 2 * k + 16);
+      _mm512_mask_storeu_ps(even + k, lanes_below((m + 1) / 2), _mm512_permutex2var_ps(lo, evens, hi));
+      _mm512_mask_storeu_ps(odd + k, lanes_below(m / 2), _mm512_permutex2var_ps(lo, odds, hi));
+    }
+    return;
+  }
+#endif
+  for (; 2 * k < n; ++k) {
+    even[k] = in[2 * k];
+    if (2 * k + 1 < n) odd[k] = in[2 * k + 1];
+  }
+}
+// image row (W,) into padded row `padded` (row_size,): column iw + pw = j sw + r at r width + j
+template <class T> inline void depthwise_row_phases(T* padded, const T* row, const ConvShape& s, const DepthwisePlane& d) {
+  const int64_t cols = d.columns(s);
+  if (s.sw == 1) return copy_run(padded + s.pw, row, cols);
+  if (s.sw == 2)  // the even columns to phase pw % 2, the odd ones to the other
+    return split_pairs(padded + (s.pw % 2) * d.width + s.pw / 2, padded + ((s.pw + 1) % 2) * d.width + (s.pw + 1) / 2,
+                       row, cols);
+  for (int64_t r = 0; r < s.sw; ++r) {
+    const int64_t iw0 = d.first_column(s, r);
+    T* phase = padded + r * d.width + (iw0 + s.pw) / s.sw;
+    for (int64_t iw = iw0, j = 0; iw < cols; iw += s.sw, ++j) phase[j] = row[iw];
+  }
+}
+
+// plane x_c (H, W) into its padded phases (zero where no pixel lies)
+template <class T> const T* depthwise_padded(std::vector<T>& buffer, const T* x_c, const ConvShape& s,
+                                             const DepthwisePlane& d) {
+  T* xp = scratch(buffer, size_t(d.size()));
+  std::memset(xp, 0, sizeof(T) * size_t(d.size()));
+  const int64_t rows = s.H < d.rows - s.ph ? s.H : d.rows - s.ph;  // the image's rows in reach
+  for (int64_t ih = 0; ih < rows; ++ih)
+    depthwise_row_phases(xp + (ih + s.ph) * d.row_size, x_c + ih * s.W, s, d);
+  return xp;
+}
+
+// y_c (Og, OH, OW) of one sample's channel, w_c (Og, taps): a vector of outputs at a time
+// summed in registers over the taps (kTaps: their count where fixed, 0 where not)
+template <int kTaps, class T>
+void depthwise_forward_plane(T* y_c, const T* xp, const T* w_c, const T* bias_c, const ConvShape& s,
+                             const DepthwisePlane& d, int64_t Og) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t L = Simd<T>::lanes;
+  const int64_t taps = kTaps ? kTaps : s.KH * s.KW;
+  const int64_t* offset = d.offset.data();
+  for (int64_t o = 0; o < Og; ++o) {
+    const T* w_o = w_c + o * taps;
+    const V b = vsplat(bias_c ? bias_c[o] : T(0));
+    for (int64_t oh = 0; oh < s.OH; ++oh) {
+      const T* base = xp + oh * s.sh * d.row_size;
+      T* row = y_c + (o * s.OH + oh) * s.OW;
+      int64_t ow = 0;
+      for (; ow + L <= s.OW; ow += L) {
+        V acc = b;
+        for (int64_t t = 0; t < taps; ++t) acc += vsplat(w_o[t]) * vload(base + offset[t] + ow);
+        vstore(row + ow, acc);
+      }
+      if (ow < s.OW) {
+        const int64_t n = s.OW - ow;
+        V acc = b;
+        for (int64_t t = 0; t < taps; ++t) acc += vsplat(w_o[t]) * vload_partial(base + offset[t] + ow, n, T(0));
+        vstore_partial(row + ow, acc, n);
+      }
+    }
+  }
+}
+
+// dx as a gather: each phase (a, b) of dx's rows and columns (ih = a + sh i, iw = b + sw j)
+// is reached by the taps with (a + ph - kh dh) % sh = 0 and (b + pw - kw dw) % sw = 0, at dy
+// row i + (a + ph - kh dh) / sh and column j + (b + pw - kw dw) / sw: a stride-1 sum over a
+// zero-padded copy of dy, summed in registers as the forward. (Added tap by tap into a
+// padded dx instead, each tap's stores overlapped the next tap's loads one column over,
+// and the store forwarding failed: 3.2 ms for 32x64x28x28, 3x3, stride 1.)
+struct DepthwiseGather {
+  int64_t top, left, rows, cols;  // dy (OH, OW) lies at (top, left) of the padded copy (rows, cols)
+  // the dy shift of tap k along a side with stride st, padding pad, dilation dil, at phase a
+  static bool shift(int64_t a, int64_t pad, int64_t k, int64_t dil, int64_t st, int64_t* c) {
+    const int64_t q = a + pad - k * dil;
+    if (((q % st) + st) % st != 0) return false;
+    *c = q >= 0 ? q / st : -((-q) / st);  // exact
+    return true;
+  }
+  // the phase's count along a side of `size` with stride st
+  static int64_t count(int64_t a, int64_t size, int64_t st) { return a < size ? (size - a + st - 1) / st : 0; }
+  // the reach of every phase's shifted reads along a side: [lo, hi) of dy rows or columns
+  static void reach(int64_t size, int64_t out, int64_t pad, int64_t K, int64_t dil, int64_t st, int64_t* lo,
+                    int64_t* hi) {
+    *lo = 0, *hi = out;
+    for (int64_t a = 0; a < st; ++a)
+      for (int64_t k = 0, c; k < K; ++k)
+        if (count(a, size, st) > 0 && shift(a, pad, k, dil, st, &c)) {
+          *lo = c < *lo ? c : *lo;
+          *hi = c + count(a, size, st) > *hi ? c + count(a, size, st) : *hi;
+        }
+  }
+  // phase (a, b)'s taps, entries first[a sw + b] .. first[a sw + b + 1]: tap kh KW + kw, read
+  // at offset into a padded dy plane (worked out once a call: each a modulo and a division)
+  std::vector<int64_t> first, tap, offset;
+  explicit DepthwiseGather(const ConvShape& s) {
+    int64_t lo, hi;
+    reach(s.H, s.OH, s.ph, s.KH, s.dh, s.sh, &lo, &hi);
+    top = -lo, rows = hi - lo;
+    reach(s.W, s.OW, s.pw, s.KW, s.dw, s.sw, &lo, &hi);
+    left = -lo, cols = hi - lo;
+    for (int64_t a = 0; a < s.sh; ++a)
+      for (int64_t b = 0; b < s.sw; ++b) {
+        first.push_back(int64_t(tap.size()));
+        for (int64_t kh = 0, ch; kh < s.KH; ++kh) {
+          if (!shift(a, s.ph, kh, s.dh, s.sh, &ch)) continue;
+          for (int64_t kw = 0, cw; kw < s.KW; ++kw) {
+            if (!shift(b, s.pw, kw, s.dw, s.sw, &cw)) continue;
+            tap.push_back(kh * s.KW + kw);
+            offset.push_back((top + ch) * cols + left + cw);
+          }
+        }
+      }
+    first.push_back(int64_t(tap.size()));
+  }
+  int64_t plane() const { return rows * cols; }
+};
+
+// dx_c (H, W) of one sample's channel from dy_c (Og, OH, OW), written whole; dyp: room for
+// Og padded planes, rows: for sw phase rows of W (sw > 1)
+template <class T>
+void depthwise_input_gradient_plane(T* dx_c, T* dyp, T* rows, const T* dy_c, const T* w_c, const ConvShape& s,
+                                    const DepthwiseGather& q, int64_t Og) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t L = Simd<T>::lanes;
+  std::memset(dyp, 0, sizeof(T) * size_t(Og * q.plane()));
+  for (int64_t o = 0; o < Og; ++o)
+    for (int64_t oh = 0; oh < s.OH; ++oh)
+      copy_run(dyp + o * q.plane() + (q.top + oh) * q.cols + q.left, dy_c + (o * s.OH + oh) * s.OW, s.OW);
+  // each column phase's taps (offset into dyp, weight) over the outputs, for the current row phase
+  const int64_t taps = s.KH * s.KW;
+  static thread_local std::vector<int64_t> offset_buffer, count_buffer;
+  static thread_local std::vector<T> weight_buffer;
+  int64_t* const offset = scratch(offset_buffer, size_t(s.sw * Og * taps));
+  int64_t* const count = scratch(count_buffer, size_t(s.sw));
+  T* const weight = scratch(weight_buffer, size_t(s.sw * Og * taps));
+  for (int64_t a = 0; a < s.sh; ++a) {
+    const int64_t I = DepthwiseGather::count(a, s.H, s.sh);
+    if (I == 0) continue;
+    for (int64_t b = 0; b < s.sw; ++b) {
+      const int64_t phase = a * s.sw + b;
+      int64_t n_taps = 0;
+      for (int64_t o = 0; o < Og; ++o)
+        for (int64_t e = q.first[size_t(phase)]; e < q.first[size_t(phase) + 1]; ++e, ++n_taps) {
+          offset[b * Og * taps + n_taps] = o * q.plane() + q.offset[size_t(e)];
+          weight[b * Og * taps + n_taps] = w_c[o * taps + q.tap[size_t(e)]];
+        }
+      count[b] = n_taps;
+    }
+    // column phase b's sum at its outputs j .. j + n of row i
+    auto phase_sum = [&](int64_t b, const T* base, int64_t j, int64_t n) {
+      const int64_t* off = offset + b * Og * taps;
+      const T* wt = weight + b * Og * taps;
+      V acc = vsplat(T(0));
+      for (int64_t t = 0; t < count[b]; ++t)
+        acc += vsplat(wt[t]) * (n == L ? vload(base + off[t] + j) : vload_partial(base + off[t] + j, n, T(0)));
+      return acc;
+    };
+    for (int64_t i = 0; i < I; ++i) {
+      T* dx_row = dx_c + (a + s.sh * i) * s.W;
+      const T* base = dyp + i * q.cols;
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+      if constexpr (sizeof(T) == 4) {
+        if (s.sw == 2) {  // both phases' sums interleaved in registers (through a buffer, each
+                          // reload waited for its masked stores: store forwarding fails there)
+          const __m512i low = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+          const __m512i high = _mm512_add_epi32(low, _mm512_set1_epi32(8));
+          for (int64_t j = 0; 2 * j < s.W; j += 16) {
+            const int64_t m = s.W - 2 * j;  // outputs left in the row
+            const __m512 e = phase_sum(0, base, j, (m + 1) / 2 < 16 ? (m + 1) / 2 : 16);
+            const __m512 o = phase_sum(1, base, j, m / 2 < 16 ? m / 2 : 16);
+            _mm512_mask_storeu_ps(dx_row + 2 * j, lanes_below(m), _mm512_permutex2var_ps(e, low, o));
+            _mm512_mask_storeu_ps(dx_row + 2 * j + 16, lanes_below(m - 16), _mm512_permutex2var_ps(e, high, o));
+          }
+          continue;
+        }
+      }
+#endif
+      for (int64_t b = 0; b < s.sw; ++b) {
+        const int64_t J = DepthwiseGather::count(b, s.W, s.sw);
+        T* out = s.sw == 1 ? dx_row : rows + b * s.W;
+        for (int64_t j = 0; j < J; j += L) {
+          const int64_t n = J - j < L ? J - j : L;
+          const V acc = phase_sum(b, base, j, n);
+          if (n == L) vstore(out + j, acc);
+          else vstore_partial(out + j, acc, n);
+        }
+      }
+      if (s.sw > 1)
+        for (int64_t b = 0; b < s.sw; ++b)
+          for (int64_t j = 0, iw = b; iw < s.W; ++j, iw += s.sw) dx_row[iw] = rows[b * s.W + j];
+    }
+  }
+}
+
+// sum[t] += the sample's tap t of dW for one output (dy_o (OH, OW)): a vector sum over its
+// rows, added in double. A fixed count of taps keeps a register a tap, each dy vector
+// loaded once; else tap by tap.
+template <int kTaps, class T>
+void depthwise_weight_gradient_plane(double* sum, const T* dy_o, const T* xp, const ConvShape& s,
+                                     const DepthwisePlane& d) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t L = Simd<T>::lanes;
+  const int64_t* offset = d.offset.data();
+  auto row_products = [&](auto&& add) {  // add(t, dy vector, x vector) over every row and vector
+    for (int64_t oh = 0; oh < s.OH; ++oh) {
+      const T* a = dy_o + oh * s.OW;
+      const T* base = xp + oh * s.sh * d.row_size;
+      int64_t i = 0;
+      for (; i + L <= s.OW; i += L) add(vload(a + i), base + i, L);
+      if (i < s.OW) add(vload_partial(a + i, s.OW - i, T(0)), base + i, s.OW - i);
+    }
+  };
+  auto load = [](const T* p, int64_t n) { return n == L ? vload(p) : vload_partial(p, n, T(0)); };
+  if constexpr (kTaps > 0) {
+    V acc[kTaps];
+    for (int t = 0; t < kTaps; ++t) acc[t] = vsplat(T(0));
+    row_products([&](V g, const T* base, int64_t n) {
+      for (int t = 0; t < kTaps; ++t) acc[t] += g * load(base + offset[t], n);
+    });
+    for (int t = 0; t < kTaps; ++t) sum[t] += double(hsum(acc[t]));
+  } else {
+    for (int64_t t = 0; t < s.KH * s.KW; ++t) {
+      V acc = vsplat(T(0));
+      row_products([&](V g, const T* base, int64_t n) { acc += g * load(base + offset[t], n); });
+      sum[t] += double(hsum(acc));
+    }
+  }
+}
+
+template <class T> void depthwise_forward(T* y, const T* x, const T* w, const T* bias, const ConvShape& s,
+                                          const Geometry& g) {
+  const DepthwisePlane d(s);
+  for_tasks(s.N * s.groups, 2.0 * g.Og * g.Kc * g.P, [&](int64_t task, int) {
+    static thread_local std::vector<T> pad_buffer;
+    const int64_t n = task / s.groups, c = task % s.groups;
+    const T* xp = depthwise_padded(pad_buffer, x + (n * s.C + c) * g.HW, s, d);
+    T* y_c = y + (n * s.O + c * g.Og) * g.P;
+    const T *w_c = w + c * g.Og * g.Kc, *b_c = bias ? bias + c * g.Og : nullptr;
+    if (g.Kc == 9) depthwise_forward_plane<9>(y_c, xp, w_c, b_c, s, d, g.Og);
+    else if (g.Kc == 25) depthwise_forward_plane<25>(y_c, xp, w_c, b_c, s, d, g.Og);
+    else depthwise_forward_plane<0>(y_c, xp, w_c, b_c, s, d, g.Og);
+  });
+}
+
+// dW and db of a channel a task, over the samples in order (each sample's tap a vector
+// sum over its rows, added in double), then dx a plane a task
+template <class T> void depthwise_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
+                                           const ConvShape& s, const Geometry& g) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t L = Simd<T>::lanes;
+  const DepthwisePlane d(s);
+  if (dw || db)
+    for_tasks(s.groups, 2.0 * s.N * g.Og * g.Kc * g.P, [&](int64_t c, int) {
+      static thread_local std::vector<T> pad_buffer;
+      static thread_local std::vector<double> sum_buffer;
+      double* const sum = scratch(sum_buffer, size_t(g.Og * (g.Kc + 1)));  // (Og, taps), then db's (Og,)
+      std::fill(sum, sum + g.Og * (g.Kc + 1), 0.0);
+      for (int64_t n = 0; n < s.N; ++n) {
+        const T* dy_c = dy + (n * s.O + c * g.Og) * g.P;
+        if (db)
+          for (int64_t o = 0; o < g.Og; ++o) sum[g.Og * g.Kc + o] += sum_in_double(dy_c + o * g.P, g.P);
+        if (!dw) continue;
+        const T* xp = depthwise_padded(pad_buffer, x + (n * s.C + c) * g.HW, s, d);
+        for (int64_t o = 0; o < g.Og; ++o) {
+          double* sum_o = sum + o * g.Kc;
+          const T* dy_o = dy_c + o * g.P;
+          if (g.Kc == 9) depthwise_weight_gradient_plane<9>(sum_o, dy_o, xp, s, d);
+          else if (g.Kc == 25) depthwise_weight_gradient_plane<25>(sum_o, dy_o, xp, s, d);
+          else depthwise_weight_gradient_plane<0>(sum_o, dy_o, xp, s, d);
+        }
+      }
+      if (dw)
+        for (int64_t i = 0; i < g.Og * g.Kc; ++i) dw[c * g.Og * g.Kc + i] = T(sum[i]);
+      if (db)
+        for (int64_t o = 0; o < g.Og; ++o) db[c * g.Og + o] = T(sum[g.Og * g.Kc + o]);
+    });
+  if (dx) {
+    const DepthwiseGather q(s);
+    for_tasks(s.N * s.groups, 2.0 * g.Og * g.Kc * g.P, [&](int64_t task, int) {
+      static thread_local std::vector<T> dy_buffer, rows_buffer;
+      const int64_t n = task / s.groups, c = task % s.groups;
+      depthwise_input_gradient_plane(dx + (n * s.C + c) * g.HW, scratch(dy_buffer, size_t(g.Og * q.plane())),
+                                     scratch(rows_buffer, size_t(s.sw * s.W)), dy + (n * s.O + c * g.Og) * g.P,
+                                     w + c * g.Og * g.Kc, s, q, g.Og);
+    });
+  }
+}
+
 template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bias, const ConvShape& s) {
   const Geometry g = geometry(s);
   if (s.N == 0 || s.O == 0 || g.P == 0) return;
+  if (depthwise(s, g)) return depthwise_forward(y, x, w, bias, s, g);
   if (const int64_t S = samples_per_block<T>(s, g.P)) {  // tiny images: position-major blocks of S samples
     for_tasks(ceil_div(s.N, S) * s.groups, 2.0 * S * g.P * g.Og * g.Kc, [&](int64_t task, int gemm_threads) {
       static thread_local std::vector<T> out_buffer, pad_buffer;
@@ -1030,30 +1397,8 @@ template <class T> bool input_gradient_as_convolution(T* dx, const T* dy, const 
   return true;
 }
 
-// The sum of row[0, n) in double, in a fixed order (four interleaved sums, then theirs):
-// one chain of dependent adds made db a quarter of LeNet conv1's backward.
+
 constexpr int64_t kSumChunk = 4096;  // elements of dW's partials summed by one task
-template <class T> double sum_in_double(const T* row, int64_t n) {
-#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
-  if constexpr (sizeof(T) == 4) {
-    __m512d acc[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd()};
-    int64_t p = 0;
-    for (; p + 32 <= n; p += 32)
-      for (int i = 0; i < 4; ++i) acc[i] = _mm512_add_pd(acc[i], _mm512_cvtps_pd(_mm256_loadu_ps(row + p + 8 * i)));
-    for (; p + 8 <= n; p += 8) acc[0] = _mm512_add_pd(acc[0], _mm512_cvtps_pd(_mm256_loadu_ps(row + p)));
-    double sum = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(acc[0], acc[1]), _mm512_add_pd(acc[2], acc[3])));
-    for (; p < n; ++p) sum += double(row[p]);
-    return sum;
-  }
-#endif
-  double acc[4] = {0.0, 0.0, 0.0, 0.0};
-  int64_t p = 0;
-  for (; p + 4 <= n; p += 4)
-    for (int i = 0; i < 4; ++i) acc[i] += double(row[p + i]);
-  double sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-  for (; p < n; ++p) sum += double(row[p]);
-  return sum;
-}
 
 template <class T>
 void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const ConvShape& s) {
@@ -1065,6 +1410,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     if (dx) std::memset(dx, 0, sizeof(T) * size_t(s.N * s.C * g.HW));
     return;
   }
+  if (depthwise(s, g)) return depthwise_backward(dx, dw, db, dy, x, w, s, g);
   // (dx is written whole below, each sample's part by its own task: zeroing all of it here
   // first was a single-threaded pass over dx, 2% of a 56x56 backward)
   // dW and db: fixed chunks of samples, one GEMM each (depth S P), added in order. The
