@@ -938,9 +938,8 @@ template <class T> double sum_in_double(const T* row, int64_t n) {
 // its own rows and columns from a padded copy of dy (DepthwiseGather). Sums run in a fixed
 // order (bias, then the taps; dW and db over the samples in order in a channel's task), so
 // no thread count shows. bench/ab.py, 2 threads, against the GEMM forms: 32x64x28x28 3x3
-// stride 2 forward 0.39, backward 0.36 (then 0.77 with dx's phases joined in registers);
-// stride 1 forward 0.54, backward 0.76; 32x32x56x56 0.43 and 0.57; two outputs a channel,
-// stride 2, 0.44 and 0.49; 16x64x14x14 5x5 0.92 and 1.0.
+// stride 2 forward 0.29, backward 0.24; stride 1 forward 0.50, backward 0.75; 32x32x56x56
+// 0.43 and 0.57; two outputs a channel, stride 2, 0.44 and 0.49; 16x64x14x14 5x5 0.92 and 1.0.
 constexpr int64_t kDepthwiseMostOutputs = 4;  // outputs a channel (LeNet's 1 -> 32 stays a GEMM)
 inline bool depthwise(const ConvShape& s, const Geometry& g) {
   return g.Cg == 1 && s.groups > 1 && g.Og <= kDepthwiseMostOutputs;
