@@ -420,15 +420,24 @@ static inline vfloat vtable_horner(__m512i index, vfloat u, const float* highest
 // relative accuracy. About 17 instructions a vector where the exp form above takes 23,
 // with a slower reciprocal among them. Past the bound the index wraps: the caller checks
 // (map_unary_two_forms) and takes vsigmoid there.
+// a's piece of a table cut in even pieces of width 1/kPer centred at k/kPer (the halves and
+// eighths of tools/fit_tables.py): k = round(kPer a) in the low bits of a magic add's float
+// (vpermt2ps reads its low five), and u = kPer a - k, exact, in [-1/2, 1/2]
+struct EvenPiece {
+  __m512i index;
+  vfloat u;
+};
+template <int kPer> static inline EvenPiece veven_piece(vfloat a) {
+  const float round_magic = 12582912.0f;  // 1.5 * 2^23: its low mantissa bits get round(kPer a)
+  const vfloat t = a * float(kPer) + round_magic;
+  return {_mm512_castps_si512(t), a * float(kPer) - (t - round_magic)};
+}
+
 constexpr bool kHasSigmoidTable = true;
 constexpr float kSigmoidTableBound = 15.75f;
 static inline vfloat vsigmoid_table(vfloat x) {
-  const vfloat a = vabs(x);
-  const float round_magic = 12582912.0f;  // 1.5 * 2^23: its low mantissa bits get round(2a)
-  const vfloat t = a * 2.0f + round_magic;
-  const vfloat u = a * 2.0f - (t - round_magic);  // exact, in [-1/2, 1/2]
-  const __m512i index = _mm512_castps_si512(t);   // vpermt2ps reads its low five bits
-  const vfloat p = vtable_horner(index, u, kSigmoidNegativeC5, kSigmoidNegativeC4, kSigmoidNegativeC3,
+  const EvenPiece piece = veven_piece<2>(vabs(x));
+  const vfloat p = vtable_horner(piece.index, piece.u, kSigmoidNegativeC5, kSigmoidNegativeC4, kSigmoidNegativeC3,
                                  kSigmoidNegativeC2, kSigmoidNegativeC1, kSigmoidNegativeC0);
   return _mm512_mask_sub_ps(p, _mm512_cmp_ps_mask(x, vsplat(0.0f), _CMP_GE_OQ), vsplat(1.0f), p);
 }
@@ -533,13 +542,9 @@ static inline vfloat vnormal_lower_tail(vfloat x) {
 constexpr bool kHasGeluTable = true;
 constexpr float kGeluTableBound = 3.9375f;
 static inline vfloat vgelu_table(vfloat x) {
-  const vfloat a = vabs(x);
-  const float round_magic = 12582912.0f;  // 1.5 * 2^23: its low mantissa bits get round(8a)
-  const vfloat t = a * 8.0f + round_magic;
-  const vfloat u = a * 8.0f - (t - round_magic);  // exact, in [-1/2, 1/2]
-  const __m512i index = _mm512_castps_si512(t);   // vpermt2ps reads its low five bits
-  const vfloat s = vtable_horner(index, u, kNormalLowerC5, kNormalLowerC4, kNormalLowerC3, kNormalLowerC2,
-                                 kNormalLowerC1, kNormalLowerC0);
+  const EvenPiece piece = veven_piece<8>(vabs(x));
+  const vfloat s = vtable_horner(piece.index, piece.u, kNormalLowerC5, kNormalLowerC4, kNormalLowerC3,
+                                 kNormalLowerC2, kNormalLowerC1, kNormalLowerC0);
   const vfloat xs = x * s;
   return _mm512_mask_sub_ps(xs, _mm512_cmp_ps_mask(x, vsplat(0.0f), _CMP_GT_OQ), x, xs);
 }

@@ -119,6 +119,15 @@ inline void winograd_a(__m512 (&out)[4], __m512 y0, __m512 y1) {
   out[0] = y0, out[1] = _mm512_add_ps(y0, y1);
   out[2] = _mm512_sub_ps(y0, y1), out[3] = _mm512_sub_ps(_mm512_setzero_ps(), y1);
 }
+// A^T applied down each column j of a tile's 16 products M (row-major 4x4, element xi at
+// in + xi xi_stride, the vector's lanes under `lanes`): column j of A^T M in out[j]
+inline void winograd_at_columns(__m512 (&out)[4][2], const float* in, int64_t xi_stride, __mmask16 lanes) {
+  for (int j = 0; j < 4; ++j)
+    winograd_at(out[j], _mm512_maskz_loadu_ps(lanes, in + j * xi_stride),
+                _mm512_maskz_loadu_ps(lanes, in + (4 + j) * xi_stride),
+                _mm512_maskz_loadu_ps(lanes, in + (8 + j) * xi_stride),
+                _mm512_maskz_loadu_ps(lanes, in + (12 + j) * xi_stride));
+}
 
 // u (16, O, Cv): element xi = 4 i + j of G g G^T for each 3x3 piece g of the weights w[o, c],
 // 16 channels a vector (each tap gathered from their kernels), over the threads by output
@@ -266,11 +275,7 @@ inline void winograd_output(float* y_g, const float* m, int64_t T, const float* 
         const __mmask16 tiles = lanes_below(TW - tw0);
         const float* in = m + o * T + r * TW + tw0;
         __m512 t[4][2];  // (A^T M)^T: column j of A^T M in t[j]
-        for (int j = 0; j < 4; ++j)
-          winograd_at(t[j], _mm512_maskz_loadu_ps(tiles, in + j * xi_stride),
-                      _mm512_maskz_loadu_ps(tiles, in + (4 + j) * xi_stride),
-                      _mm512_maskz_loadu_ps(tiles, in + (8 + j) * xi_stride),
-                      _mm512_maskz_loadu_ps(tiles, in + (12 + j) * xi_stride));
+        winograd_at_columns(t, in, xi_stride, tiles);
         const int64_t oh = 2 * (th0 + r), ow = 2 * tw0;
         for (int a = 0; a < 2 && oh + a < s.OH; ++a) {
           __m512 y[2];  // row a of A^T M A
@@ -495,11 +500,7 @@ inline void winograd_output_channels(float* yt, const float* mt, const float* bi
       const __m512 b = bias ? _mm512_maskz_loadu_ps(lanes, bias + o0) : _mm512_setzero_ps();
       const float* in = mt + t * Og + o0;
       __m512 r[4][2];  // (A^T M)^T: column j of A^T M in r[j]
-      for (int j = 0; j < 4; ++j)
-        winograd_at(r[j], _mm512_maskz_loadu_ps(lanes, in + j * xi_stride),
-                    _mm512_maskz_loadu_ps(lanes, in + (4 + j) * xi_stride),
-                    _mm512_maskz_loadu_ps(lanes, in + (8 + j) * xi_stride),
-                    _mm512_maskz_loadu_ps(lanes, in + (12 + j) * xi_stride));
+      winograd_at_columns(r, in, xi_stride, lanes);
       for (int a = 0; a < 2 && oh + a < s.OH; ++a) {
         __m512 y[2];  // row a of A^T M A
         winograd_at(y, r[0][a], r[1][a], r[2][a], r[3][a]);
