@@ -14,7 +14,7 @@ a pair alike. The result of each build is checked against the other's first.
 CASE is a Python expression over these makers (shapes as in the issues):
     gemm(M, N, K, trans_a=False, trans_b=False)
     matmul(batch, M, N, K)             a batch of products, (batch, M, K) @ (batch, K, N)
-    conv(N, C, H, O, K, pad)           conv2d forward, backward, and backward_no_dx (dW and db alone); square images
+    conv(N, C, H, O, K, pad, stride=1) conv2d forward, backward, and backward_no_dx (dW and db alone); square images
     dwconv(N, C, H, K, stride, pad, mult=1)  the same, depthwise (groups = C)
     act(n, "gelu" | "gelu_tanh" | "sigmoid" | "tanh" | "relu" | "copy", scale=1.0, backward=False)
                                        on scale * N(0, 1) (bench/report.py's inputs have scale 3);
@@ -77,13 +77,14 @@ def matmul(batch, M, N, K):
     return {"matmul": lambda: ops.matmul(a, b)}
 
 
-def conv(N, C, H, O, K, pad):
+def conv(N, C, H, O, K, pad, stride=1):
     x = rng.standard_normal((N, C, H, H), dtype=np.float32)
     w = rng.standard_normal((O, C, K, K), dtype=np.float32)
-    g = rng.standard_normal(ops.conv2d(x, w, padding=pad).shape, dtype=np.float32)
-    return {"forward": lambda: ops.conv2d(x, w, padding=pad),
-            "backward": lambda: ops.conv2d_backward(g, x, w, padding=pad),
-            "backward_no_dx": lambda: ops.conv2d_backward(g, x, w, padding=pad, input_grad=False)[1:]}
+    kw = dict(stride=stride, padding=pad)
+    g = rng.standard_normal(ops.conv2d(x, w, **kw).shape, dtype=np.float32)
+    return {"forward": lambda: ops.conv2d(x, w, **kw),
+            "backward": lambda: ops.conv2d_backward(g, x, w, **kw),
+            "backward_no_dx": lambda: ops.conv2d_backward(g, x, w, input_grad=False, **kw)[1:]}
 
 
 def dwconv(N, C, H, K, stride, pad, mult=1):

@@ -66,6 +66,12 @@ CASES = [
     # last panel (10 x 19 columns), one sample (the threads split its panels) and three
     ((1, 32, 10, 17), (30, 32, 3, 3), dict(padding=1)),
     ((3, 32, 9, 16), (14, 32, 3, 3), dict(padding=(1, 2), dilation=(1, 2))),
+    # ... with a stride, over the grid's phases (rows of 16 outputs and more): odd and even
+    # padding under stride 2, strides 2 and 3 with a 3x4 kernel, a 7x7 stem
+    ((2, 2, 8, 33), (3, 2, 3, 3), dict(stride=2, padding=(0, 1))),
+    ((2, 2, 9, 36), (3, 2, 5, 5), dict(stride=2, padding=2)),
+    ((2, 4, 11, 52), (5, 4, 3, 4), dict(stride=(2, 3), padding=(1, 2))),
+    ((1, 3, 40, 40), (4, 3, 7, 7), dict(stride=2, padding=3)),
     # ... up to a quarter of the grid dropped: 5x5 over 16 columns padded by 2 (4 of 20), 3x3
     # over 10 (2 of 12), 7x7 over 24 with groups (6 of 30), 3x5 with uneven padding (4 of 16)
     ((2, 8, 16, 16), (6, 8, 5, 5), dict(padding=2)),

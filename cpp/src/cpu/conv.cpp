@@ -783,17 +783,86 @@ template <class T> struct PaddedColumnsA : PaddedBlock<T> {
 #endif
 };
 
-// op(B) = one sample's columns over a wide output grid, for stride 1: (Kc, OH Wp),
-// B((c, kh, kw), oh Wp + ow) = xp[c, oh + kh dh, ow + kw dw] for ow in [0, Wp), of which the
+// even[k] = in[2 k], k < (n + 1) / 2, and odd[k] = in[2 k + 1], k < n / 2
+template <class T> inline void split_pairs(T* even, T* odd, const T* in, int64_t n) {
+  int64_t k = 0;
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  if constexpr (sizeof(T) == 4) {
+    const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odds = _mm512_add_epi32(evens, _mm512_set1_epi32(1));
+    for (; 2 * k < n; k += 16) {  // (the last 32 or fewer masked)
+      const int64_t m = n - 2 * k;
+      const __m512 lo = _mm512_maskz_loadu_ps(lanes_below(m), in + 2 * k);
+      const __m512 hi = _mm512_maskz_loadu_ps(lanes_below(m - 16), in + 2 * k + 16);
+      _mm512_mask_storeu_ps(even + k, lanes_below((m + 1) / 2), _mm512_permutex2var_ps(lo, evens, hi));
+      _mm512_mask_storeu_ps(odd + k, lanes_below(m / 2), _mm512_permutex2var_ps(lo, odds, hi));
+    }
+    return;
+  }
+#endif
+  for (; 2 * k < n; ++k) {
+    even[k] = in[2 * k];
+    if (2 * k + 1 < n) odd[k] = in[2 * k + 1];
+  }
+}
+// The wide grid of a sample: its channels zero-padded to every window's reach and split
+// into the sh x sw phases of the padded rows and columns, (Cg, sh, sw, Hg, Wg), phase
+// (rh, rw) holding padded pixels (rh + sh i, rw + sw j) (for stride 1, the padded image
+// itself). Output (oh, ow) under tap (kh, kw) reads phase ((kh dh) % sh, (kw dw) % sw) at
+// (oh + (kh dh) / sh, ow + (kw dw) / sw): over the grid's columns j = oh Wg + ow, a tap's
+// reads are one run of its phase, starting at row(c, kh, kw).
+struct WideGrid {
+  int64_t Hg, Wg;
+  explicit WideGrid(const ConvShape& s) : Hg(ceil_div(reach_rows(s), s.sh)), Wg(ceil_div(reach_cols(s), s.sw)) {}
+  int64_t plane() const { return Hg * Wg; }
+  // values past the last phase that the last panel's rows reach
+  template <class T> static int64_t tail(const ConvShape& s) {
+    return (s.KW - 1) * s.dw / s.sw + GemmBlocking<T>::NV * Simd<T>::lanes;
+  }
+  int64_t row(const ConvShape& s, int64_t c, int64_t kh, int64_t kw) const {
+    const int64_t phase = (c * s.sh + (kh * s.dh) % s.sh) * s.sw + (kw * s.dw) % s.sw;
+    return (phase * Hg + (kh * s.dh) / s.sh) * Wg + (kw * s.dw) / s.sw;
+  }
+};
+
+// x_ng (Cg, H, W) as its wide grid, zero past the image
+template <class T>
+const T* wide_grid_copy(std::vector<T>& buffer, const T* x_ng, const ConvShape& s, int64_t Cg, const WideGrid& w) {
+  const int64_t tail = WideGrid::tail<T>(s);
+  if (s.sh == 1 && s.sw == 1) return padded_block(buffer, x_ng, s, 1, Cg, w.Hg, w.Wg, tail);
+  const int64_t size = Cg * s.sh * s.sw * w.plane() + tail;
+  T* xp = scratch(buffer, size_t(size));
+  std::memset(xp, 0, sizeof(T) * size_t(size));
+  const int64_t rows = s.H < w.Hg * s.sh - s.ph ? s.H : w.Hg * s.sh - s.ph;  // the image's pixels in reach
+  const int64_t cols = s.W < w.Wg * s.sw - s.pw ? s.W : w.Wg * s.sw - s.pw;
+  for (int64_t c = 0; c < Cg; ++c)
+    for (int64_t ih = 0; ih < rows; ++ih) {
+      const T* in = x_ng + (c * s.H + ih) * s.W;
+      const int64_t padded = ih + s.ph;
+      // column phase rw's row of this image row
+      auto phase_row = [&](int64_t rw) {
+        return xp + ((c * s.sh + padded % s.sh) * s.sw + rw) * w.plane() + (padded / s.sh) * w.Wg;
+      };
+      if (s.sw == 2) {  // even columns to phase pw % 2, odd ones to the other
+        split_pairs(phase_row(s.pw % 2) + s.pw / 2, phase_row((s.pw + 1) % 2) + (s.pw + 1) / 2, in, cols);
+        continue;
+      }
+      for (int64_t iw = 0; iw < cols; ++iw) phase_row((iw + s.pw) % s.sw)[(iw + s.pw) / s.sw] = in[iw];
+    }
+  return xp;
+}
+
+// op(B) = one sample's columns over its wide grid: (Kc, OH Wg), B((c, kh, kw), oh Wg + ow) =
+// the padded input under tap (kh, kw) of output (oh, ow) for ow in [0, Wg), of which the
 // first OW are output pixels and the rest are computed and dropped. Each row of B is then
-// one run of the padded image, at rows[(c, kh, kw)] = (c Hp + kh dh) Wp + kw dw, which the
+// one run of the grid, at rows[(c, kh, kw)] = WideGrid::row, which the
 // driver reads in place through this row table instead of packing panels: the taps of a
 // channel read the same lines of xp, so a chunk of 16 panels reads about a ninth of what
 // its packed copy held under 3x3 taps, and nothing is copied (packing took 12% of a
 // 64-channel 56x56 forward).
 template <class T> struct WideColumnsB : gemm_detail::PackedOperand<T> {
   static constexpr bool kMayHaveRowTable = kFloatRowTables<T>;
-  const T* xp;  // (Cg, Hp, Wp) and (KW - 1) dw + NR values after it, which the last panel's rows reach
+  const T* xp;  // the wide grid and WideGrid::tail values after it, which the last panel's rows reach
   const int64_t* rows;  // (Kc,)
   const int64_t* row_table() const { return rows; }
   const T* panel(int64_t j0) const { return xp + j0; }
@@ -802,8 +871,8 @@ template <class T> struct WideColumnsB : gemm_detail::PackedOperand<T> {
   }
 };
 
-// The wide form pays (KW - 1) dw dropped columns per output row, a padded copy of the
-// sample and a copy of its output; the packed form, ImageColumnsB's packing. Used for
+// The wide form pays Wg - OW dropped columns per output row, a copy of the sample (its
+// wide grid) and a copy of its output; the packed form, ImageColumnsB's packing. Used for
 // stride 1 when the dropped columns are at most a quarter of the grid (3x3 on 56x56: 2 of
 // 58; 5x5 on 16x16 with padding 2: 4 of 20), an eighth where rows of 8 pack as pairs.
 // bench/ab.py, 2 threads, the quarter against an eighth: forward 0.62 (backward 0.69) on
@@ -811,9 +880,18 @@ template <class T> struct WideColumnsB : gemm_detail::PackedOperand<T> {
 // 32@5x5 pad 1, 0.90 on 3x3 over 10x10 and 12x12 (backward 0.81); 1.0 on 64x32x16x16
 // 64@5x5; but 1.34 on 3x3 over 8x8 with padding 1 (the pairs), and a third lost on LeNet's
 // conv2 (1.50, the pairs) and was even on 7x7 over 18x18.
+// With a stride, the grid's phases come from a copy that splits every row: used where
+// every phase is read (no dilation, a kernel as wide as the stride) and rows of 16 outputs
+// or more, whose packing takes runs one value at a time (shorter rows pack by gathers,
+// and the grid lost there). bench/ab.py forward, 2 threads: 3x3 stride 2 over 64x32x32x32
+// -> 64 0.66, over 32x64x56x56 -> 128 0.87, 64x16x64x64 -> 32 0.71; 5x5 stride 2 over
+// 32x32x32x32 0.65; 7x7 stride 2 over 32x3x224x224 (a ResNet stem) 0.72; but 1.01-1.27
+// under 16 outputs a row, 1.34 for 1x1 stride 2.
 inline bool wide_columns(const ConvShape& s, const Geometry& g) {
-  const int64_t Wp = s.OW + (s.KW - 1) * s.dw, most = row_pairs_fit(s) ? 8 : 4;
-  return s.sh == 1 && s.sw == 1 && !g.pointwise && most * (Wp - s.OW) <= Wp && s.OH > 1;
+  const int64_t Wg = WideGrid(s).Wg, most = row_pairs_fit(s) ? 8 : 4;
+  const bool strided = s.sh > 1 || s.sw > 1;
+  if (strided && !(s.OW >= 16 && s.dh == 1 && s.dw == 1 && s.KH >= s.sh && s.KW >= s.sw)) return false;
+  return !g.pointwise && most * (Wg - s.OW) <= Wg && s.OH > 1;
 }
 
 // Samples per position-major GEMM (fixed by the shape, so results do not
@@ -964,28 +1042,6 @@ struct DepthwisePlane {
   int64_t first_column(const ConvShape& s, int64_t r) const { return ((r - s.pw) % s.sw + s.sw) % s.sw; }
 };
 
-// even[k] = in[2 k], k < (n + 1) / 2, and odd[k] = in[2 k + 1], k < n / 2
-template <class T> inline void split_pairs(T* even, T* odd, const T* in, int64_t n) {
-  int64_t k = 0;
-#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
-  if constexpr (sizeof(T) == 4) {
-    const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i odds = _mm512_add_epi32(evens, _mm512_set1_epi32(1));
-    for (; 2 * k < n; k += 16) {  // (the last 32 or fewer masked)
-      const int64_t m = n - 2 * k;
-      const __m512 lo = _mm512_maskz_loadu_ps(lanes_below(m), in + 2 * k);
-      const __m512 hi = _mm512_maskz_loadu_ps(lanes_below(m - 16), in + 2 * k + 16);
-      _mm512_mask_storeu_ps(even + k, lanes_below((m + 1) / 2), _mm512_permutex2var_ps(lo, evens, hi));
-      _mm512_mask_storeu_ps(odd + k, lanes_below(m / 2), _mm512_permutex2var_ps(lo, odds, hi));
-    }
-    return;
-  }
-#endif
-  for (; 2 * k < n; ++k) {
-    even[k] = in[2 * k];
-    if (2 * k + 1 < n) odd[k] = in[2 * k + 1];
-  }
-}
 // image row (W,) into padded row `padded` (row_size,): column iw + pw = j sw + r at r width + j
 template <class T> inline void depthwise_row_phases(T* padded, const T* row, const ConvShape& s, const DepthwisePlane& d) {
   const int64_t cols = d.columns(s);
@@ -1331,12 +1387,11 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
   // the wide form's rows of B in a padded sample (see WideColumnsB)
   static thread_local std::vector<int64_t> rows_buffer;
   int64_t* const wide_rows = wide_columns(s, g) ? scratch(rows_buffer, size_t(g.Kc)) : nullptr;
-  if (wide_rows) {
-    const int64_t Hp = reach_rows(s), Wp = reach_cols(s);
+  const WideGrid grid(s);
+  if (wide_rows)
     for (int64_t c = 0, k = 0; c < g.Cg; ++c)
       for (int64_t kh = 0; kh < s.KH; ++kh)
-        for (int64_t kw = 0; kw < s.KW; ++kw) wide_rows[k++] = (c * Hp + kh * s.dh) * Wp + kw * s.dw;
-  }
+        for (int64_t kw = 0; kw < s.KW; ++kw) wide_rows[k++] = grid.row(s, c, kh, kw);
   for_tasks(s.N * s.groups, 2.0 * g.Og * g.Kc * g.P, [&](int64_t task, int gemm_threads) {
     const int64_t n = task / s.groups, grp = task % s.groups;
     const T* x_ng = x + (n * s.C + grp * g.Cg) * g.HW;
@@ -1347,17 +1402,15 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
     if (g.pointwise) {
       gemm_detail::gemm_driver(y_ng, weights, gemm_detail::MatrixB<T>{x_ng, false, g.P, g.Kc}, g.Og, g.P, g.Kc, T(1),
                                T(0), b, bias_kind, GemmActivation::none, gemm_threads);
-    } else if (wide_columns(s, g)) {  // (Og, OH Wp) into a buffer, then its first OW columns of each row
+    } else if (wide_columns(s, g)) {  // (Og, OH Wg) into a buffer, then its first OW columns of each row
       static thread_local std::vector<T> pad_buffer, wide_buffer;
-      constexpr int64_t NR = GemmBlocking<T>::NV * Simd<T>::lanes;
-      const int64_t Hp = reach_rows(s), Wp = reach_cols(s);
-      const T* xp = padded_block(pad_buffer, x_ng, s, 1, g.Cg, Hp, Wp, (s.KW - 1) * s.dw + NR);
-      T* yw = scratch(wide_buffer, size_t(g.Og * s.OH * Wp));
-      gemm_detail::gemm_driver(yw, weights, WideColumnsB<T>{{}, xp, wide_rows}, g.Og, s.OH * Wp, g.Kc, T(1), T(0), b,
-                               bias_kind, GemmActivation::none, gemm_threads);
+      const T* xp = wide_grid_copy(pad_buffer, x_ng, s, g.Cg, grid);
+      T* yw = scratch(wide_buffer, size_t(g.Og * s.OH * grid.Wg));
+      gemm_detail::gemm_driver(yw, weights, WideColumnsB<T>{{}, xp, wide_rows}, g.Og, s.OH * grid.Wg, g.Kc, T(1), T(0),
+                               b, bias_kind, GemmActivation::none, gemm_threads);
       for (int64_t o = 0; o < g.Og; ++o)
         for (int64_t oh = 0; oh < s.OH; ++oh)
-          copy_run(y_ng + (o * s.OH + oh) * s.OW, yw + (o * s.OH + oh) * Wp, s.OW);
+          copy_run(y_ng + (o * s.OH + oh) * s.OW, yw + (o * s.OH + oh) * grid.Wg, s.OW);
     } else {
       gemm_detail::gemm_driver(y_ng, weights, ImageColumnsB<T>{{}, x_ng, &s}, g.Og, g.P, g.Kc, T(1), T(0), b, bias_kind,
                                GemmActivation::none, gemm_threads);
