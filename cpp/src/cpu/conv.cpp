@@ -1008,14 +1008,13 @@ template <class T> double sum_in_double(const T* row, int64_t n) {
 // --- depthwise form: one input channel a group, any stride --------------------------
 // groups = C (MobileNet's layers, a few outputs a channel): each (sample, channel) plane is
 // convolved on its own, where the GEMM forms made a product of 1 x KH KW x P per plane
-// (with stride 2, a quarter of PyTorch's speed). The plane is copied zero-padded to every
-// window's reach and split into the sw phases of its columns (phase r: padded columns r,
-// r + sw, ..), so each tap reads a whole output row as one contiguous run, padding
-// included, and no loop checks an edge: tap (kh, kw) of output row oh reads padded row
-// oh sh + kh dh, phase (kw dw) % sw, from (kw dw) / sw. dx is gathered phase by phase of
-// its own rows and columns from a padded copy of dy (DepthwiseGather). Sums run in a fixed
-// order (bias, then the taps; dW and db over the samples in order in a channel's task), so
-// no thread count shows. bench/ab.py, 2 threads, against the GEMM forms: 32x64x28x28 3x3
+// (with stride 2, a quarter of PyTorch's speed). The plane is copied as its wide grid
+// (zero-padded to every window's reach, split into the stride's row and column phases),
+// so each tap reads a whole output row as one contiguous run, padding included, and no
+// loop checks an edge (tap (kh, kw) of output row oh at WideGrid::row + oh Wg). dx is
+// gathered phase by phase of its own rows and columns from a padded copy of dy
+// (DepthwiseGather). Sums run in a fixed order (bias, then the taps; dW and db over the
+// samples in order in a channel's task), so no thread count shows. bench/ab.py, 2 threads, against the GEMM forms: 32x64x28x28 3x3
 // stride 2 forward 0.29, backward 0.24; stride 1 forward 0.50, backward 0.75; 32x32x56x56
 // 0.43 and 0.57; two outputs a channel, stride 2, 0.44 and 0.49; 16x64x14x14 5x5 0.92 and 1.0.
 constexpr int64_t kDepthwiseMostOutputs = 4;  // outputs a channel (LeNet's 1 -> 32 stays a GEMM)
@@ -1023,49 +1022,17 @@ inline bool depthwise(const ConvShape& s, const Geometry& g) {
   return g.Cg == 1 && s.groups > 1 && g.Og <= kDepthwiseMostOutputs;
 }
 
-// The padded, phase-split plane: rows of sw phases of `width` columns each. Tap t = (kh, kw)
-// of output row oh starts offset[t] past padded row oh sh (no divisions nor multiplications
-// in the loops: done per tap and pixel they took most of the time)
+// A plane's wide grid (WideGrid: padded, split into the stride's phases), and where tap
+// t = (kh, kw) reads it for output row 0: row oh reads oh Wg further on (the offsets worked
+// out once: divisions per tap and pixel had taken most of the time)
 struct DepthwisePlane {
-  int64_t rows, width, row_size;
+  WideGrid grid;
   std::vector<int64_t> offset;
-  explicit DepthwisePlane(const ConvShape& s)
-      : rows(reach_rows(s)), width(ceil_div(reach_cols(s), s.sw)), row_size(s.sw * width),
-        offset(size_t(s.KH * s.KW)) {
+  explicit DepthwisePlane(const ConvShape& s) : grid(s), offset(size_t(s.KH * s.KW)) {
     for (int64_t kh = 0, t = 0; kh < s.KH; ++kh)
-      for (int64_t kw = 0; kw < s.KW; ++kw, ++t)
-        offset[size_t(t)] = kh * s.dh * row_size + ((kw * s.dw) % s.sw) * width + (kw * s.dw) / s.sw;
+      for (int64_t kw = 0; kw < s.KW; ++kw, ++t) offset[size_t(t)] = grid.row(s, 0, kh, kw);
   }
-  int64_t size() const { return rows * row_size; }
-  // image columns in reach, and the first of them in phase r
-  int64_t columns(const ConvShape& s) const { return s.W < width * s.sw - s.pw ? s.W : width * s.sw - s.pw; }
-  int64_t first_column(const ConvShape& s, int64_t r) const { return ((r - s.pw) % s.sw + s.sw) % s.sw; }
 };
-
-// image row (W,) into padded row `padded` (row_size,): column iw + pw = j sw + r at r width + j
-template <class T> inline void depthwise_row_phases(T* padded, const T* row, const ConvShape& s, const DepthwisePlane& d) {
-  const int64_t cols = d.columns(s);
-  if (s.sw == 1) return copy_run(padded + s.pw, row, cols);
-  if (s.sw == 2)  // the even columns to phase pw % 2, the odd ones to the other
-    return split_pairs(padded + (s.pw % 2) * d.width + s.pw / 2, padded + ((s.pw + 1) % 2) * d.width + (s.pw + 1) / 2,
-                       row, cols);
-  for (int64_t r = 0; r < s.sw; ++r) {
-    const int64_t iw0 = d.first_column(s, r);
-    T* phase = padded + r * d.width + (iw0 + s.pw) / s.sw;
-    for (int64_t iw = iw0, j = 0; iw < cols; iw += s.sw, ++j) phase[j] = row[iw];
-  }
-}
-
-// plane x_c (H, W) into its padded phases (zero where no pixel lies)
-template <class T> const T* depthwise_padded(std::vector<T>& buffer, const T* x_c, const ConvShape& s,
-                                             const DepthwisePlane& d) {
-  T* xp = scratch(buffer, size_t(d.size()));
-  std::memset(xp, 0, sizeof(T) * size_t(d.size()));
-  const int64_t rows = s.H < d.rows - s.ph ? s.H : d.rows - s.ph;  // the image's rows in reach
-  for (int64_t ih = 0; ih < rows; ++ih)
-    depthwise_row_phases(xp + (ih + s.ph) * d.row_size, x_c + ih * s.W, s, d);
-  return xp;
-}
 
 // y_c (Og, OH, OW) of one sample's channel, w_c (Og, taps): a vector of outputs at a time
 // summed in registers over the taps (kTaps: their count where fixed, 0 where not)
@@ -1080,7 +1047,7 @@ void depthwise_forward_plane(T* y_c, const T* xp, const T* w_c, const T* bias_c,
     const T* w_o = w_c + o * taps;
     const V b = vsplat(bias_c ? bias_c[o] : T(0));
     for (int64_t oh = 0; oh < s.OH; ++oh) {
-      const T* base = xp + oh * s.sh * d.row_size;
+      const T* base = xp + oh * d.grid.Wg;
       T* row = y_c + (o * s.OH + oh) * s.OW;
       int64_t ow = 0;
       for (; ow + L <= s.OW; ow += L) {
@@ -1241,7 +1208,7 @@ void depthwise_weight_gradient_plane(double* sum, const T* dy_o, const T* xp, co
   auto row_products = [&](auto&& add) {  // add(t, dy vector, x vector) over every row and vector
     for (int64_t oh = 0; oh < s.OH; ++oh) {
       const T* a = dy_o + oh * s.OW;
-      const T* base = xp + oh * s.sh * d.row_size;
+      const T* base = xp + oh * d.grid.Wg;
       int64_t i = 0;
       for (; i + L <= s.OW; i += L) add(vload(a + i), base + i, L);
       if (i < s.OW) add(vload_partial(a + i, s.OW - i, T(0)), base + i, s.OW - i);
@@ -1270,7 +1237,7 @@ template <class T> void depthwise_forward(T* y, const T* x, const T* w, const T*
   for_tasks(s.N * s.groups, 2.0 * g.Og * g.Kc * g.P, [&](int64_t task, int) {
     static thread_local std::vector<T> pad_buffer;
     const int64_t n = task / s.groups, c = task % s.groups;
-    const T* xp = depthwise_padded(pad_buffer, x + (n * s.C + c) * g.HW, s, d);
+    const T* xp = wide_grid_copy(pad_buffer, x + (n * s.C + c) * g.HW, s, 1, d.grid);
     T* y_c = y + (n * s.O + c * g.Og) * g.P;
     const T *w_c = w + c * g.Og * g.Kc, *b_c = bias ? bias + c * g.Og : nullptr;
     if (g.Kc == 9) depthwise_forward_plane<9>(y_c, xp, w_c, b_c, s, d, g.Og);
@@ -1297,7 +1264,7 @@ template <class T> void depthwise_backward(T* dx, T* dw, T* db, const T* dy, con
         if (db)
           for (int64_t o = 0; o < g.Og; ++o) sum[g.Og * g.Kc + o] += sum_in_double(dy_c + o * g.P, g.P);
         if (!dw) continue;
-        const T* xp = depthwise_padded(pad_buffer, x + (n * s.C + c) * g.HW, s, d);
+        const T* xp = wide_grid_copy(pad_buffer, x + (n * s.C + c) * g.HW, s, 1, d.grid);
         for (int64_t o = 0; o < g.Og; ++o) {
           double* sum_o = sum + o * g.Kc;
           const T* dy_o = dy_c + o * g.P;
