@@ -847,7 +847,11 @@ const T* wide_grid_copy(std::vector<T>& buffer, const T* x_ng, const ConvShape& 
         split_pairs(phase_row(s.pw % 2) + s.pw / 2, phase_row((s.pw + 1) % 2) + (s.pw + 1) / 2, in, cols);
         continue;
       }
-      for (int64_t iw = 0; iw < cols; ++iw) phase_row((iw + s.pw) % s.sw)[(iw + s.pw) / s.sw] = in[iw];
+      for (int64_t rw = 0; rw < s.sw; ++rw) {  // image columns iw = first, first + sw, .. land in phase rw
+        const int64_t first = ((rw - s.pw) % s.sw + s.sw) % s.sw;
+        T* out = phase_row(rw) + (first + s.pw) / s.sw;
+        for (int64_t iw = first, j = 0; iw < cols; iw += s.sw, ++j) out[j] = in[iw];
+      }
     }
   return xp;
 }
@@ -1033,6 +1037,13 @@ struct DepthwisePlane {
       for (int64_t kw = 0; kw < s.KW; ++kw, ++t) offset[size_t(t)] = grid.row(s, 0, kh, kw);
   }
 };
+
+// f(std::integral_constant<int, K>) with K = taps for the counts unrolled (3x3, 5x5), else 0
+template <class F> inline void with_fixed_taps(int64_t taps, F f) {
+  if (taps == 9) f(std::integral_constant<int, 9>{});
+  else if (taps == 25) f(std::integral_constant<int, 25>{});
+  else f(std::integral_constant<int, 0>{});
+}
 
 // y_c (Og, OH, OW) of one sample's channel, w_c (Og, taps): a vector of outputs at a time
 // summed in registers over the taps (kTaps: their count where fixed, 0 where not)
@@ -1240,9 +1251,7 @@ template <class T> void depthwise_forward(T* y, const T* x, const T* w, const T*
     const T* xp = wide_grid_copy(pad_buffer, x + (n * s.C + c) * g.HW, s, 1, d.grid);
     T* y_c = y + (n * s.O + c * g.Og) * g.P;
     const T *w_c = w + c * g.Og * g.Kc, *b_c = bias ? bias + c * g.Og : nullptr;
-    if (g.Kc == 9) depthwise_forward_plane<9>(y_c, xp, w_c, b_c, s, d, g.Og);
-    else if (g.Kc == 25) depthwise_forward_plane<25>(y_c, xp, w_c, b_c, s, d, g.Og);
-    else depthwise_forward_plane<0>(y_c, xp, w_c, b_c, s, d, g.Og);
+    with_fixed_taps(g.Kc, [&](auto taps) { depthwise_forward_plane<taps()>(y_c, xp, w_c, b_c, s, d, g.Og); });
   });
 }
 
@@ -1250,8 +1259,6 @@ template <class T> void depthwise_forward(T* y, const T* x, const T* w, const T*
 // sum over its rows, added in double), then dx a plane a task
 template <class T> void depthwise_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
                                            const ConvShape& s, const Geometry& g) {
-  using V = typename Simd<T>::V;
-  constexpr int64_t L = Simd<T>::lanes;
   const DepthwisePlane d(s);
   if (dw || db)
     for_tasks(s.groups, 2.0 * s.N * g.Og * g.Kc * g.P, [&](int64_t c, int) {
@@ -1268,9 +1275,7 @@ template <class T> void depthwise_backward(T* dx, T* dw, T* db, const T* dy, con
         for (int64_t o = 0; o < g.Og; ++o) {
           double* sum_o = sum + o * g.Kc;
           const T* dy_o = dy_c + o * g.P;
-          if (g.Kc == 9) depthwise_weight_gradient_plane<9>(sum_o, dy_o, xp, s, d);
-          else if (g.Kc == 25) depthwise_weight_gradient_plane<25>(sum_o, dy_o, xp, s, d);
-          else depthwise_weight_gradient_plane<0>(sum_o, dy_o, xp, s, d);
+          with_fixed_taps(g.Kc, [&](auto taps) { depthwise_weight_gradient_plane<taps()>(sum_o, dy_o, xp, s, d); });
         }
       }
       if (dw)
