@@ -143,6 +143,17 @@ CASES = [
     ((2, 32, 9, 9), (32, 32, 5, 5), dict(padding=3)),
     ((2, 32, 27, 30), (32, 32, 5, 5), dict(padding=2)),
     ((1, 64, 24, 26), (64, 32, 3, 5), dict(groups=2, padding=(1, 2))),
+    # the Fourier form (AVX-512; 5x5 and wider at stride 1, one group, grids up to 32 a side,
+    # 16+ channels, batches of 32+, 8+ from 7x7; the forward 32+ channels and 48+ samples for
+    # 5x5): odd channel counts (a partial vector of planes), a 35 x 33 grid past its limit (the
+    # direct forms), uneven padding, padding past the window, a rectangular 5x7 kernel and 'same'
+    # with an even one, an image of one row, and 7x7 with 16 outputs (its forward direct)
+    ((48, 33, 12, 11), (35, 33, 5, 5), dict()),
+    ((8, 32, 9, 10), (33, 32, 7, 7), dict(padding=(3, 2))),
+    ((8, 17, 29, 27), (16, 17, 7, 7), dict(padding=3)),
+    ((32, 16, 7, 9), (20, 16, 5, 7), dict(padding=(4, 1))),
+    ((32, 16, 8, 10), (16, 16, 6, 6), dict(padding="same")),
+    ((8, 16, 1, 12), (16, 16, 7, 7), dict(padding=3)),
 ]
 
 
@@ -266,6 +277,25 @@ def test_conv2d_winograd_random_shapes(rng):
         shenjing.set_num_threads(old)
 
 
+def test_conv2d_fourier_random_shapes(rng):
+    """Random geometries that the Fourier form takes on AVX-512 (kernels 5 to 9 a side at
+    stride 1, grids up to 32 a side, 16 to 40 channels, batches that pay for it), 1 and 2
+    threads, against the float64 reference (elsewhere, the direct forms on the same shapes)."""
+    old = shenjing.get_num_threads()
+    try:
+        for case in range(10):
+            shenjing.set_num_threads(1 + case % 2)
+            KH, KW = int(rng.integers(5, 10)), int(rng.integers(5, 10))
+            C, O = int(rng.integers(16, 41)), int(rng.integers(16, 41))
+            padding = (int(rng.integers(0, 5)), int(rng.integers(0, 5)))
+            H = int(rng.integers(max(KH - 2 * padding[0], 1), 33 - 2 * padding[0]))
+            W = int(rng.integers(max(KW - 2 * padding[1], 1), 33 - 2 * padding[1]))
+            N = 48 if KH * KW < 49 else int(rng.integers(8, 17))
+            _check_random_inputs(rng, (N, C, H, W), (O, C, KH, KW), dict(padding=padding), bias=True)
+    finally:
+        shenjing.set_num_threads(old)
+
+
 CONV1D = [((2, 3, 17), (4, 3, 3), dict()), ((2, 4, 16), (4, 2, 5), dict(groups=2, padding=2, stride=3)),
           ((1, 2, 9), (3, 2, 4), dict(padding="same", dilation=2)), ((3, 20), (2, 3, 1), dict())]
 
@@ -303,11 +333,13 @@ def test_conv2d_gradients_by_finite_differences(rng, kw):
     ((1, 32, 10, 17), (30, 32, 3, 3)),  # the wide grid read in place, its panels split over the threads
     ((3, 32, 37, 21), (32, 32, 3, 3)),  # Winograd: blocks of tile rows for the forward and dx, chunks for dW
     ((11, 64, 10, 9), (64, 64, 3, 3)),  # ... its channels form: blocks of samples
+    ((48, 32, 10, 10), (33, 32, 5, 5)),  # the Fourier form: frequencies over the threads
+    ((300, 32, 6, 6), (32, 32, 5, 5)),  # ... and samples in chunks (128, 128, 44), dW summed over them
 ])
 def test_conv2d_is_bit_identical_with_1_and_2_threads(rng, x_shape, w_shape):
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
-    g = rng.standard_normal((x_shape[0], w_shape[0]) + x_shape[2:]).astype(np.float32)
+    g = rng.standard_normal(ops.conv2d(x, w, padding=1).shape).astype(np.float32)
     results = []
     old = shenjing.get_num_threads()
     try:
@@ -320,12 +352,12 @@ def test_conv2d_is_bit_identical_with_1_and_2_threads(rng, x_shape, w_shape):
         np.testing.assert_array_equal(a, b)
 
 
-def _non_finite_case(where, value, x_shape, channels):
-    """conv2d's forward and backward (3x3, padding 1) with `value` placed in x, w or dy: pixels
-    at a Winograd tile's corner, edge and inside (2x2 tiles of outputs from 0, 0)."""
+def _non_finite_case(where, value, x_shape, channels, k=3):
+    """conv2d's forward and backward (k x k, padding k // 2) with `value` placed in x, w or dy:
+    pixels at a Winograd tile's corner, edge and inside (2x2 tiles of outputs from 0, 0)."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal((channels, x_shape[1], 3, 3)).astype(np.float32)
+    w = rng.standard_normal((channels, x_shape[1], k, k)).astype(np.float32)
     g = rng.standard_normal((x_shape[0], channels) + x_shape[2:]).astype(np.float32)
     if where == "w":
         w[3, 5, 1, 2] = value
@@ -333,18 +365,20 @@ def _non_finite_case(where, value, x_shape, channels):
         H, W = x_shape[2:]
         for pixel in [(0, 0), (H // 2 - 1, W // 2 - 1), (H // 2 - 1, W // 2 - 2), (H - 1, W - 1)]:
             dict(x=x, dy=g)[where][(1, 3) + pixel] = value
-    return (ops.conv2d(x, w, padding=1),) + tuple(ops.conv2d_backward(g, x, w, padding=1))
+    return (ops.conv2d(x, w, padding=k // 2),) + tuple(ops.conv2d_backward(g, x, w, padding=k // 2))
 
 
 @pytest.mark.parametrize("where", ["x", "w", "dy"])
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, 3e38])
-@pytest.mark.parametrize("x_shape, channels", [((2, 32, 24, 24), 32), ((11, 64, 10, 9), 64)],
-                         ids=["row-form", "channels-form"])
-def test_conv2d_non_finite_values(where, value, x_shape, channels):
+@pytest.mark.parametrize("x_shape, channels, k", [((2, 32, 24, 24), 32, 3), ((11, 64, 10, 9), 64, 3),
+                                                  ((48, 32, 8, 8), 32, 5)],
+                         ids=["row-form", "channels-form", "fourier-form"])
+def test_conv2d_non_finite_values(where, value, x_shape, channels, k):
     """Winograd's transforms add and subtract inputs (inf - inf = NaN where the direct sum
-    gives inf; a NaN spread over a whole tile; 3e38 overflowing in them): NaN, +inf and -inf
-    land where the direct form (generic) puts them, on every instruction set and thread count;
-    3e38, which overflows in any float32 sum, as in AVX2's direct form."""
+    gives inf; a NaN spread over a whole tile; 3e38 overflowing in them), and the Fourier
+    form's spread one over a whole plane: NaN, +inf and -inf land where the direct form
+    (generic) puts them, on every instruction set and thread count; 3e38, which overflows in
+    any float32 sum, as in AVX2's direct form."""
     def pattern(results):
         return [(np.isnan(a), np.isposinf(a), np.isneginf(a)) for a in results]
     old_isa, old_threads = shenjing.get_isa(), shenjing.get_num_threads()
@@ -352,12 +386,12 @@ def test_conv2d_non_finite_values(where, value, x_shape, channels):
         shenjing.set_isa("avx2" if value == 3e38 else "generic")
         if value == 3e38 and "avx2" not in ISAS:
             pytest.skip("no AVX2 direct form to compare with")
-        expected = pattern(_non_finite_case(where, value, x_shape, channels))
+        expected = pattern(_non_finite_case(where, value, x_shape, channels, k))
         for isa in ISAS if value != 3e38 else [i for i in ISAS if i == "avx512"]:
             for threads in (1, 2):
                 shenjing.set_isa(isa)
                 shenjing.set_num_threads(threads)
-                got_all = pattern(_non_finite_case(where, value, x_shape, channels))
+                got_all = pattern(_non_finite_case(where, value, x_shape, channels, k))
                 for name, got, want in zip(["y", "dx", "dw", "db"], got_all, expected):
                     for kind, a, b in zip(["NaN", "+inf", "-inf"], got, want):
                         np.testing.assert_array_equal(

@@ -142,6 +142,21 @@ bool winograd_input_gradient_channels(float* dx, const float* dy, const float* w
                                       const Geometry& g);
 #endif
 
+// --- the Fourier form (conv_fourier.cpp) ------------------------------------------------
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+// where the forward and the backward take it (stride 1, no dilation, one group, 5x5 and
+// wider kernels, small images, batches that pay for the weights' transform: measured)
+bool fourier_forward(const ConvShape& s, const Geometry& g);
+bool fourier_backward(const ConvShape& s, const Geometry& g);
+// y (N, O, OH, OW); false where the result holds a value not finite (y then unfinished:
+// the caller redoes it the direct way)
+bool fourier_conv2d_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s,
+                            const Geometry& g);
+// dx, dw, db (each may be null), written whole; false where one holds a value not finite
+bool fourier_conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                             const ConvShape& s, const Geometry& g);
+#endif
+
 }  // namespace conv_detail
 }  // namespace SJ_ISA
 }  // namespace shenjing

@@ -11,7 +11,8 @@
 // with col(k = (c, kh, kw), p = (oh, ow)) = x[c, oh sh - ph + kh dh, ow sw - pw + kw dw]
 // (0 outside the image). 1x1 convolutions with stride 1 and no padding read x
 // as the columns. On AVX-512, 3x3 and 5x5 windows at stride 1 with enough channels take
-// Winograd F(2x2, 3x3) instead, where it measured faster (conv_winograd.cpp).
+// Winograd F(2x2, 3x3) instead, where it measured faster (conv_winograd.cpp), and 5x5 and
+// wider ones on small images (grids up to 32 a side) the Fourier form (conv_fourier.cpp).
 //
 // Threads take (sample, group) or (chunk, group) tasks with one-thread GEMMs
 // when there are enough of them, else the GEMMs use every thread. dW and db
@@ -1299,6 +1300,11 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
   const Geometry g = geometry(s);
   if (s.N == 0 || s.O == 0 || g.P == 0) return;
   if (depthwise(s, g)) return depthwise_forward(y, x, w, bias, s, g);
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  if constexpr (sizeof(T) == 4) {
+    if (fourier_forward(s, g) && fourier_conv2d_forward(y, x, w, bias, s, g)) return;
+  }
+#endif
   if (const int64_t S = samples_per_block<T>(s, g.P)) {  // tiny images: position-major blocks of S samples
     for_tasks(ceil_div(s.N, S) * s.groups, 2.0 * S * g.P * g.Og * g.Kc, [&](int64_t task, int gemm_threads) {
       static thread_local std::vector<T> out_buffer, pad_buffer;
@@ -1435,6 +1441,15 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     return;
   }
   if (depthwise(s, g)) return depthwise_backward(dx, dw, db, dy, x, w, s, g);
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+  if constexpr (sizeof(T) == 4) {
+    if ((dx || dw) && fourier_backward(s, g)) {
+      if (fourier_conv2d_backward(dx, dw, db, dy, x, w, s, g)) return;
+      if (dw) std::memset(dw, 0, sizeof(T) * size_t(weight_size));  // (the forms below add into them)
+      if (db) std::memset(db, 0, sizeof(T) * size_t(s.O));
+    }
+  }
+#endif
   // (dx is written whole below, each sample's part by its own task: zeroing all of it here
   // first was a single-threaded pass over dx, 2% of a 56x56 backward)
   // dW and db: fixed chunks of samples, one GEMM each (depth S P), added in order. The

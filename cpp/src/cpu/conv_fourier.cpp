@@ -1,0 +1,439 @@
+// The Fourier form of convolution (AVX-512, float32): stride 1, no dilation, one group,
+// wide kernels (5x5 and up) on small images. conv.cpp picks it per shape (fourier_forward and
+// fourier_backward say where it pays). Compiled per instruction set like the rest; only the
+// AVX-512 build has it.
+//
+// Over a grid of Lh x Lw = (OH + KH - 1) x (OW + KW - 1), the padded image's size, the
+// convolution's windows never wrap around, so each of the three products is a pointwise
+// product of discrete Fourier transforms, summed over channels or samples:
+//   forward  y = x (*) w:   Y_q (O, n) = conj(W_q) (O, C) X_q (C, n)
+//   dx       dx = dy * w:   DX_q (C, n) = W_q^T (C, O) DY_q (O, n)
+//   dW       dW = x (*) dy: DW_q (O, C) = sum over n of conj(DY_q) (O, n) X_q^T (n, C)
+// one complex product per frequency q (Lh (Lw / 2 + 1) of them: the last axis' transform is
+// of real data), where the direct sum takes KH KW products a pixel: LeNet's conv2 (5x5 on
+// 12x12, 8x8 outputs) does 84 complex (336 real) products a channel pair where the direct
+// sum does 1600. Each complex product is one real GEMM, its real and imaginary parts as
+// blocks: [Yr; Yi] = [[Wr, Wi], [-Wi, Wr]] [Xr; Xi], the weights' block matrix E (2O, 2C);
+// dx's is E^T, and dW's [DYr; DYi] [Xr; Xi]^T holds the four products that make DW. (The
+// spectra are stored transposed, (samples, 2 channels) a frequency, so a transform's 16
+// planes are 16 channels of one sample: contiguous planes, read and written through 16x16
+// register transposes.) The transforms are small DFTs as products with cos and sin tables
+// (computed in double), 16 planes at a time, one a vector lane; on LeNet's conv2 they take
+// about as long as the GEMMs (a fast Fourier transform's factoring would cut them).
+// Error: a sum over the whole plane rather than the window, so it is bounded by the plane's
+// norm rather than each window's (as for FFT convolution anywhere: an output near a huge
+// value elsewhere in its plane gets that value's rounding); on normal data it is below the
+// direct sum's (LeNet's conv2 against float64: 0.9e-6 where the direct float sum strays 2.5e-6).
+// A value not finite, or an overflow in the transforms, would spread over a whole plane: a
+// call whose result holds a value not finite is redone the direct way (the callers).
+#include <cmath>
+#include <vector>
+
+#include "shenjing/conv_internal.h"
+
+namespace shenjing {
+namespace SJ_ISA {
+namespace conv_detail {
+
+#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+constexpr int64_t kFourierMostSide = 32;  // transform sides up to this (the tables' cost grows as L^3)
+constexpr int64_t L16 = 16;               // planes a vector
+constexpr int64_t kFiniteChunk = int64_t(1) << 16;  // values a task of all_finite
+
+// Where it pays, measured (bench/ab.py, 2 threads, new/old time, forward / backward):
+// - 5x5: LeNet's conv2 (32 -> 64 channels, 12x12, batch 64) 0.83 / 0.73; 128 -> 128 on 8x8 pad 2
+//   0.70 / 0.68; 32 on 16x16 pad 2, batch 32, 0.75 / 0.79; 64 on 24x24 pad 2, batch 16, 0.96 /
+//   0.86; but batch 32 of LeNet's 1.01 / 0.82, batch 16 1.37 / 1.06, 8 1.83 / 1.21 (the weights'
+//   transform, once a call, is paid over too few samples), and 16 -> 16 channels 1.21 / 0.67.
+// - 7x7 (pad 3): 32 on 12x12, batch 32, 0.44 / 0.44, batch 8 0.81 / 0.84; 64 on 24x24 batch 32
+//   0.40 / 0.37, batch 8 0.90 / 0.86.
+// The grid is at most 32 a side (its tables' products cost L^3 a plane), and the weights'
+// spectra (Q (2O) (2C) floats) at most 64 MiB.
+bool fourier_shape(const ConvShape& s, const Geometry& g) {
+  const int64_t Lh = s.OH + s.KH - 1, Lw = s.OW + s.KW - 1, Q = Lh * (Lw / 2 + 1);
+  return s.groups == 1 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 && s.KH >= 5 && s.KW >= 5 &&
+         Lh <= kFourierMostSide && Lw <= kFourierMostSide && g.Cg >= 16 && g.Og >= 16 &&
+         16 * Q * s.O * s.C <= (int64_t(64) << 20);
+}
+bool fourier_forward(const ConvShape& s, const Geometry& g) {
+  return fourier_shape(s, g) && g.Cg >= 32 && g.Og >= 32 && s.N >= (s.KH * s.KW >= 49 ? 8 : 48);
+}
+bool fourier_backward(const ConvShape& s, const Geometry& g) {
+  return fourier_shape(s, g) && s.N >= (s.KH * s.KW >= 49 ? 8 : 32);
+}
+
+namespace {
+
+// The DFT tables of one grid: rows (along w, real data) to Fw = Lw / 2 + 1 frequencies,
+// columns (along h) complex; the inverse's row weights fold in 1 / (Lh Lw) and the
+// doubling of the frequencies whose mirror image is not stored.
+struct Dft {
+  int64_t Lh = 0, Lw = 0, Fw = 0, Q = 0;
+  std::vector<float> er, ei;  // (Fw, Lw): cos, -sin of 2 pi f w / Lw
+  std::vector<float> cr, ci;  // (Lh, Lh): cos, -sin of 2 pi i h / Lh
+  std::vector<float> sr_t, si_t;  // (Lw, Fw): er, ei times the inverse's weight of f, transposed
+};
+
+const Dft& dft_tables(int64_t Lh, int64_t Lw) {
+  static thread_local Dft d;  // built on the calling thread, before the parallel loops
+  if (d.Lh == Lh && d.Lw == Lw) return d;
+  d.Lh = Lh, d.Lw = Lw, d.Fw = Lw / 2 + 1, d.Q = Lh * d.Fw;
+  const double two_pi = 6.283185307179586476925;
+  d.er.assign(size_t(d.Fw * Lw), 0.0f), d.ei.assign(size_t(d.Fw * Lw), 0.0f);
+  d.sr_t.assign(size_t(d.Fw * Lw), 0.0f), d.si_t.assign(size_t(d.Fw * Lw), 0.0f);
+  for (int64_t f = 0; f < d.Fw; ++f) {
+    // f = 0 and the Nyquist frequency stand for themselves, the others for their mirror too
+    const double weight = (f == 0 || 2 * f == Lw ? 1.0 : 2.0) / double(Lh * Lw);
+    for (int64_t w = 0; w < Lw; ++w) {
+      const double angle = two_pi * double((f * w) % Lw) / double(Lw);
+      d.er[size_t(f * Lw + w)] = float(std::cos(angle));
+      d.ei[size_t(f * Lw + w)] = float(-std::sin(angle));
+      d.sr_t[size_t(w * d.Fw + f)] = float(weight * std::cos(angle));
+      d.si_t[size_t(w * d.Fw + f)] = float(-weight * std::sin(angle));
+    }
+  }
+  d.cr.assign(size_t(Lh * Lh), 0.0f), d.ci.assign(size_t(Lh * Lh), 0.0f);
+  for (int64_t i = 0; i < Lh; ++i)
+    for (int64_t h = 0; h < Lh; ++h) {
+      const double angle = two_pi * double((i * h) % Lh) / double(Lh);
+      d.cr[size_t(i * Lh + h)] = float(std::cos(angle));
+      d.ci[size_t(i * Lh + h)] = float(-std::sin(angle));
+    }
+  return d;
+}
+
+// Products of small float matrices with matrices of vectors (16 planes, one a lane),
+// register-blocked 4 x 4 so sixteen sums run side by side (one sum at a time waited on
+// each FMA's latency):
+//   left:  out[a][f] (+)= sign sum_b m[a][b] in[b][f]     (a < A, b < B, f < F)
+//   right: out[a][f] (+)= sign sum_b in[a][b] m[f][b]
+// with row strides os, ms, is; `add` keeps what out holds.
+template <int kA, int kF, bool kLeft>
+inline void product_block(vfloat* out, int64_t os, const float* m, int64_t ms, const vfloat* in, int64_t is,
+                          int64_t a0, int64_t f0, int64_t B, float sign, bool add) {
+  vfloat acc[kA][kF];
+  for (int a = 0; a < kA; ++a)
+    for (int f = 0; f < kF; ++f) acc[a][f] = add ? out[(a0 + a) * os + f0 + f] : vsplat(0.0f);
+  for (int64_t b = 0; b < B; ++b) {
+    vfloat v[kLeft ? kF : kA];
+    float c[kLeft ? kA : kF];
+    if (kLeft) {
+      for (int f = 0; f < kF; ++f) v[f] = in[b * is + f0 + f];
+      for (int a = 0; a < kA; ++a) c[a] = sign * m[(a0 + a) * ms + b];
+      for (int a = 0; a < kA; ++a)
+        for (int f = 0; f < kF; ++f) acc[a][f] += c[a] * v[f];
+    } else {
+      for (int a = 0; a < kA; ++a) v[a] = in[(a0 + a) * is + b];
+      for (int f = 0; f < kF; ++f) c[f] = sign * m[(f0 + f) * ms + b];
+      for (int a = 0; a < kA; ++a)
+        for (int f = 0; f < kF; ++f) acc[a][f] += v[a] * c[f];
+    }
+  }
+  for (int a = 0; a < kA; ++a)
+    for (int f = 0; f < kF; ++f) out[(a0 + a) * os + f0 + f] = acc[a][f];
+}
+template <bool kLeft>
+void small_product(vfloat* out, int64_t os, const float* m, int64_t ms, const vfloat* in, int64_t is, int64_t A,
+                   int64_t B, int64_t F, float sign, bool add) {
+  int64_t a0 = 0;
+  for (; a0 + 4 <= A; a0 += 4) {
+    int64_t f0 = 0;
+    for (; f0 + 4 <= F; f0 += 4) product_block<4, 4, kLeft>(out, os, m, ms, in, is, a0, f0, B, sign, add);
+    for (; f0 < F; ++f0) product_block<4, 1, kLeft>(out, os, m, ms, in, is, a0, f0, B, sign, add);
+  }
+  for (; a0 < A; ++a0) {
+    int64_t f0 = 0;
+    for (; f0 + 4 <= F; f0 += 4) product_block<1, 4, kLeft>(out, os, m, ms, in, is, a0, f0, B, sign, add);
+    for (; f0 < F; ++f0) product_block<1, 1, kLeft>(out, os, m, ms, in, is, a0, f0, B, sign, add);
+  }
+}
+
+// The spectra (re, im: Q vectors, q = i Fw + f) of 16 planes whose only non-zero values
+// lie in rows [h0, h1) and columns [w0, w1) of the grid: tile, (h1 - h0) x (w1 - w0) vectors.
+// rows[]: scratch of 2 Lh Fw vectors.
+void dft_forward(const Dft& d, const vfloat* tile, int64_t h0, int64_t h1, int64_t w0, int64_t w1, vfloat* rows,
+                 vfloat* re, vfloat* im) {
+  const int64_t Fw = d.Fw, Lw = d.Lw, Lh = d.Lh, width = w1 - w0, height = h1 - h0;
+  vfloat* r1 = rows;  // (height, Fw): each row's transform
+  vfloat* i1 = rows + Lh * Fw;
+  small_product<false>(r1, Fw, d.er.data() + w0, Lw, tile, width, height, width, Fw, 1.0f, false);
+  small_product<false>(i1, Fw, d.ei.data() + w0, Lw, tile, width, height, width, Fw, 1.0f, false);
+  // the columns': re = Cr r1 - Ci i1, im = Cr i1 + Ci r1 (C's columns h0 .. h1)
+  const float* cr = d.cr.data() + h0;
+  const float* ci = d.ci.data() + h0;
+  small_product<true>(re, Fw, cr, Lh, r1, Fw, Lh, height, Fw, 1.0f, false);
+  small_product<true>(re, Fw, ci, Lh, i1, Fw, Lh, height, Fw, -1.0f, true);
+  small_product<true>(im, Fw, cr, Lh, i1, Fw, Lh, height, Fw, 1.0f, false);
+  small_product<true>(im, Fw, ci, Lh, r1, Fw, Lh, height, Fw, 1.0f, true);
+}
+
+// Rows [p0, p1) and columns [q0, q1) of the 16 real planes whose spectra are re, im (see
+// dft_forward): out, (p1 - p0) x (q1 - q0) vectors. rows[]: scratch of 2 Lh Fw vectors.
+void dft_inverse(const Dft& d, const vfloat* re, const vfloat* im, int64_t p0, int64_t p1, int64_t q0, int64_t q1,
+                 vfloat* rows, vfloat* out) {
+  const int64_t Fw = d.Fw, Lw = d.Lw, Lh = d.Lh, width = q1 - q0, height = p1 - p0;
+  vfloat* zr = rows;  // (height, Fw): the columns' inverse (the conjugate transform), at the rows wanted
+  vfloat* zi = rows + Lh * Fw;
+  const float* cr = d.cr.data() + p0 * Lh;
+  const float* ci = d.ci.data() + p0 * Lh;
+  small_product<true>(zr, Fw, cr, Lh, re, Fw, height, Lh, Fw, 1.0f, false);
+  small_product<true>(zr, Fw, ci, Lh, im, Fw, height, Lh, Fw, 1.0f, true);
+  small_product<true>(zi, Fw, cr, Lh, im, Fw, height, Lh, Fw, 1.0f, false);
+  small_product<true>(zi, Fw, ci, Lh, re, Fw, height, Lh, Fw, -1.0f, true);
+  // the rows': out[p][q] = sum over f of sr[f][q] zr[p][f] + si[f][q] zi[p][f]: the tables
+  // transposed to (q, f) for the right product
+  small_product<false>(out, width, d.sr_t.data() + q0 * Fw, Fw, zr, Fw, height, Fw, width, 1.0f, false);
+  small_product<false>(out, width, d.si_t.data() + q0 * Fw, Fw, zi, Fw, height, Fw, width, 1.0f, true);
+}
+
+// A frequency's matrix of `size` floats takes size + 16: a transform writes (and the inverse
+// reads) one vector of each of the Q frequencies' matrices, and at strides of a multiple of
+// 4 KiB all of them fell in one set of the L1 cache (LeNet's conv2: 16 KiB)
+inline int64_t frequency_stride(int64_t size) { return size + 16; }
+
+// Per-thread scratch of one transform: the tile, the row pass, the spectrum
+struct Work {
+  std::vector<vfloat> tile, rows, re, im;
+  void fit(const Dft& d) {
+    const size_t grid = size_t(d.Lh * d.Lw), spectrum = size_t(d.Q);
+    if (tile.size() < grid) tile.resize(grid);
+    if (rows.size() < 2 * spectrum) rows.resize(2 * spectrum);
+    if (re.size() < spectrum) re.resize(spectrum), im.resize(spectrum);
+  }
+};
+Work& work(const Dft& d) {
+  static thread_local Work w;
+  w.fit(d);
+  return w;
+}
+
+// Runs f(task) over [0, tasks) on every thread when there is enough of them
+template <class F> void for_planes(int64_t tasks, F f) {
+  run_indices(tasks, tasks > 1, thread_count(), Schedule::blocks, f);
+}
+
+// The spectra of 16 planes, lane j < count from the plane at base + j stride (the lanes
+// past count: zero planes), each a contiguous (rows, cols) block placed at (h0, w0) of
+// the grid, read through 16x16 register transposes; store(q, re, im) takes each frequency's.
+template <class Store>
+void transform_planes(const Dft& d, const float* base, int64_t stride, int64_t count, int64_t rows, int64_t cols,
+                      int64_t h0, int64_t w0, Store store) {
+  Work& wk = work(d);
+  float* tile = reinterpret_cast<float*>(wk.tile.data());  // (rows cols, 16)
+  if (count < L16) std::memset(tile, 0, sizeof(vfloat) * size_t(rows * cols));
+  transpose_into(tile, L16, base, stride, count, rows * cols);
+  dft_forward(d, wk.tile.data(), h0, h0 + rows, w0, w0 + cols, wk.rows.data(), wk.re.data(), wk.im.data());
+  for (int64_t q = 0; q < d.Q; ++q) store(q, wk.re[size_t(q)], wk.im[size_t(q)]);
+}
+
+// The rows [p0, p1) and columns [q0, q1) of 16 planes from their spectra (the first count
+// lanes of the vectors at re_in + q q_stride and im_in + q q_stride), plus add, lane j < count
+// written to the plane at base + j stride as a contiguous block
+void inverse_planes(const Dft& d, const float* re_in, const float* im_in, int64_t q_stride, int64_t count, int64_t p0,
+                    int64_t p1, int64_t q0, int64_t q1, float* base, int64_t stride, vfloat add) {
+  Work& wk = work(d);
+  const __mmask16 lanes = lanes_below(count);
+  for (int64_t q = 0; q < d.Q; ++q) {
+    wk.re[size_t(q)] = _mm512_maskz_loadu_ps(lanes, re_in + q * q_stride);
+    wk.im[size_t(q)] = _mm512_maskz_loadu_ps(lanes, im_in + q * q_stride);
+  }
+  vfloat* out = wk.tile.data();
+  dft_inverse(d, wk.re.data(), wk.im.data(), p0, p1, q0, q1, wk.rows.data(), out);
+  const int64_t pixels = (p1 - p0) * (q1 - q0);
+  for (int64_t k = 0; k < pixels; ++k) out[k] += add;
+  transpose_into(base, stride, reinterpret_cast<const float*>(out), L16, pixels, count);
+}
+
+// The weights' block matrices, q < Q: E_q (2O, 2C) = [[Wr, Wi], [-Wi, Wr]] (see the top), or
+// with kTransposed its transpose F_q (2C, 2O) = [[Wr^T, -Wi^T], [Wi^T, Wr^T]], which the
+// forward's product reads in place where E^T would be packed on every call. Vectorised
+// along the rows' runs: 16 channels of one output for E, 16 outputs of one channel for F.
+template <bool kTransposed> void transform_weights(float* e, const float* w, const ConvShape& s, const Dft& d) {
+  const int64_t O = s.O, C = s.C, taps = s.KH * s.KW, q_stride = frequency_stride(4 * O * C);
+  const int64_t along = kTransposed ? O : C, across = kTransposed ? C : O;  // a run's length, the runs
+  const int64_t groups = ceil_div(along, L16), row = 2 * along;
+  for_planes(across * groups, [&](int64_t task) {
+    const int64_t r = task / groups, j0 = (task % groups) * L16, count = along - j0 < L16 ? along - j0 : L16;
+    // E: w[r, j0 + j], F: w[j0 + j, r]
+    const float* planes = w + (kTransposed ? j0 * C + r : r * C + j0) * taps;
+    float* top = e + r * row + j0;                // row r: Wr, then Wi (E) or -Wi (F)
+    float* bottom = e + (across + r) * row + j0;  // row across + r: -Wi (E) or Wi (F), then Wr
+    const __mmask16 lanes = lanes_below(count);
+    transform_planes(d, planes, kTransposed ? C * taps : taps, count, s.KH, s.KW, 0, 0,
+                     [&](int64_t q, vfloat wr, vfloat wi) {
+                       _mm512_mask_storeu_ps(top + q * q_stride, lanes, wr);
+                       _mm512_mask_storeu_ps(top + q * q_stride + along, lanes, kTransposed ? -wi : wi);
+                       _mm512_mask_storeu_ps(bottom + q * q_stride, lanes, kTransposed ? wi : -wi);
+                       _mm512_mask_storeu_ps(bottom + q * q_stride + along, lanes, wr);
+                     });
+  });
+}
+
+// The spectra of the `channels` planes of each of `samples` samples (plane (n, c) at
+// src + n sample_stride + c rows cols, placed at (h0, w0) of the grid) as
+// spec_q (samples, 2 channels): sample n a row, [real | imaginary] by channel.
+void transform_samples(float* spec, const float* src, int64_t samples, int64_t channels, int64_t sample_stride,
+                       int64_t rows, int64_t cols, int64_t h0, int64_t w0, const Dft& d) {
+  const int64_t plane_size = rows * cols, groups = ceil_div(channels, L16),
+                q_stride = frequency_stride(2 * channels * samples);
+  for_planes(samples * groups, [&](int64_t task) {
+    const int64_t n = task / groups, c0 = (task % groups) * L16;
+    const int64_t count = channels - c0 < L16 ? channels - c0 : L16;
+    float* re = spec + n * 2 * channels + c0;
+    const __mmask16 lanes = lanes_below(count);
+    transform_planes(d, src + n * sample_stride + c0 * plane_size, plane_size, count, rows, cols, h0, w0,
+                     [&](int64_t q, vfloat real, vfloat imaginary) {
+                       _mm512_mask_storeu_ps(re + q * q_stride, lanes, real);
+                       _mm512_mask_storeu_ps(re + q * q_stride + channels, lanes, imaginary);
+                     });
+  });
+}
+
+// The inverse of transform_samples: rows [p0, p1) and columns [q0, q1) of each plane (n, c)
+// to dst + n sample_stride + c plane_size (a contiguous block), plus bias[c] (bias may be null)
+void inverse_samples(float* dst, const float* spec, int64_t samples, int64_t channels, int64_t sample_stride,
+                     int64_t p0, int64_t p1, int64_t q0, int64_t q1, const float* bias, const Dft& d) {
+  const int64_t plane_size = (p1 - p0) * (q1 - q0), groups = ceil_div(channels, L16),
+                q_stride = frequency_stride(2 * channels * samples);
+  for_planes(samples * groups, [&](int64_t task) {
+    const int64_t n = task / groups, c0 = (task % groups) * L16;
+    const int64_t count = channels - c0 < L16 ? channels - c0 : L16;
+    const float* re = spec + n * 2 * channels + c0;
+    const vfloat add = bias ? _mm512_maskz_loadu_ps(lanes_below(count), bias + c0) : vsplat(0.0f);
+    inverse_planes(d, re, re + channels, q_stride, count, p0, p1, q0, q1, dst + n * sample_stride + c0 * plane_size,
+                   plane_size, add);
+  });
+}
+
+// One GEMM a frequency, C_q = op(A_q) op(B_q) (+ C_q where accumulate), in parallel over q
+template <class AOf, class BOf>
+void gemm_per_frequency(float* c, int64_t c_stride, int64_t Q, int64_t M, int64_t N, int64_t K, bool accumulate,
+                        AOf a_of, BOf b_of) {
+  for_tasks(Q, 2.0 * M * N * K, [&](int64_t q, int gemm_threads) {
+    gemm_detail::gemm_driver(c + q * c_stride, a_of(q), b_of(q), M, N, K, 1.0f, accumulate ? 1.0f : 0.0f,
+                             static_cast<const float*>(nullptr), GemmBias::none, GemmActivation::none, gemm_threads);
+  });
+}
+
+// whether every value of p[0, n) is finite
+bool all_finite(const float* p, int64_t n) {
+  std::vector<char> finite(size_t(ceil_div(n, kFiniteChunk)), 1);
+  for_planes(int64_t(finite.size()), [&](int64_t chunk) {
+    const int64_t begin = chunk * kFiniteChunk, end = begin + kFiniteChunk < n ? begin + kFiniteChunk : n;
+    __m512 check = _mm512_setzero_ps();  // sum of x * 0: NaN from the first inf or NaN on
+    int64_t i = begin;
+    for (; i + 16 <= end; i += 16) check = _mm512_fmadd_ps(_mm512_loadu_ps(p + i), _mm512_setzero_ps(), check);
+    if (i < end)
+      check = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lanes_below(end - i), p + i), _mm512_setzero_ps(), check);
+    if (_mm512_fpclass_ps_mask(check, 0x99) != 0) finite[size_t(chunk)] = 0;
+  });
+  return all_set(finite);
+}
+
+// samples a chunk: their spectra within about 16 MiB, and at most 128
+int64_t chunk_samples(const ConvShape& s, const Dft& d) {
+  const int64_t per_sample = 2 * d.Q * (s.C + s.O) * int64_t(sizeof(float));
+  const int64_t fit = (int64_t(16) << 20) / per_sample;
+  const int64_t most = fit < 128 ? fit : 128;
+  return most < 1 ? 1 : most;
+}
+
+}  // namespace
+
+bool fourier_conv2d_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s,
+                            const Geometry& g) {
+  const Dft& d = dft_tables(s.OH + s.KH - 1, s.OW + s.KW - 1);
+  const int64_t O = s.O, C = s.C, Q = d.Q;
+  if (s.H > d.Lh - s.ph || s.W > d.Lw - s.pw) return false;  // an image past the grid (not fourier_form's)
+  static thread_local std::vector<float> e_buffer, x_buffer, y_buffer;
+  const int64_t e_stride = frequency_stride(4 * O * C), Nb = chunk_samples(s, d);
+  float* const f = scratch(e_buffer, size_t(Q * e_stride));
+  transform_weights<true>(f, w, s, d);
+  float* const xs = scratch(x_buffer, size_t(Q * frequency_stride(2 * C * Nb)));
+  float* const ys = scratch(y_buffer, size_t(Q * frequency_stride(2 * O * Nb)));
+  for (int64_t n0 = 0; n0 < s.N; n0 += Nb) {
+    const int64_t samples = s.N - n0 < Nb ? s.N - n0 : Nb;
+    const int64_t x_stride = frequency_stride(2 * C * samples), y_stride = frequency_stride(2 * O * samples);
+    transform_samples(xs, x + n0 * C * g.HW, samples, C, C * g.HW, s.H, s.W, s.ph, s.pw, d);
+    // Y_q^T (n, 2O) = X_q (n, 2C) F_q
+    gemm_per_frequency(ys, y_stride, Q, samples, 2 * O, 2 * C, false,
+                       [&](int64_t q) { return gemm_detail::MatrixA<float>{xs + q * x_stride, false, samples, 2 * C}; },
+                       [&](int64_t q) { return gemm_detail::MatrixB<float>{f + q * e_stride, false, 2 * O, 2 * C}; });
+    inverse_samples(y + n0 * O * g.P, ys, samples, O, O * g.P, 0, s.OH, 0, s.OW, bias, d);
+  }
+  return all_finite(y, s.N * O * g.P);
+}
+
+bool fourier_conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                             const ConvShape& s, const Geometry& g) {
+  const Dft& d = dft_tables(s.OH + s.KH - 1, s.OW + s.KW - 1);
+  const int64_t O = s.O, C = s.C, Q = d.Q;
+  if (s.H > d.Lh - s.ph || s.W > d.Lw - s.pw) return false;  // an image past the grid (not fourier_form's)
+  static thread_local std::vector<float> e_buffer, x_buffer, dy_buffer, dx_buffer, p_buffer;
+  const int64_t e_stride = frequency_stride(4 * O * C), Nb = chunk_samples(s, d);
+  float* const e = dx ? scratch(e_buffer, size_t(Q * e_stride)) : nullptr;
+  if (dx) transform_weights<false>(e, w, s, d);
+  float* const dys = scratch(dy_buffer, size_t(Q * frequency_stride(2 * O * Nb)));
+  float* const xs = dw ? scratch(x_buffer, size_t(Q * frequency_stride(2 * C * Nb))) : nullptr;
+  float* const dxs = dx ? scratch(dx_buffer, size_t(Q * frequency_stride(2 * C * Nb))) : nullptr;
+  // [DYr; DYi] [Xr; Xi]^T a frequency, (2O, 2C) at e_stride
+  float* const products = dw ? scratch(p_buffer, size_t(Q * e_stride)) : nullptr;
+  for (int64_t n0 = 0; n0 < s.N; n0 += Nb) {
+    const int64_t samples = s.N - n0 < Nb ? s.N - n0 : Nb;
+    const int64_t x_stride = frequency_stride(2 * C * samples), y_stride = frequency_stride(2 * O * samples);
+    transform_samples(dys, dy + n0 * O * g.P, samples, O, O * g.P, s.OH, s.OW, 0, 0, d);
+    if (dx) {  // DX_q^T (n, 2C) = DY_q (n, 2O) E_q
+      gemm_per_frequency(dxs, x_stride, Q, samples, 2 * C, 2 * O, false,
+                         [&](int64_t q) { return gemm_detail::MatrixA<float>{dys + q * y_stride, false, samples, 2 * O}; },
+                         [&](int64_t q) { return gemm_detail::MatrixB<float>{e + q * e_stride, false, 2 * C, 2 * O}; });
+      // the grid's rows and columns that hold the image: dx itself
+      inverse_samples(dx + n0 * C * g.HW, dxs, samples, C, C * g.HW, s.ph, s.ph + s.H, s.pw, s.pw + s.W, nullptr, d);
+    }
+    if (dw) {  // products_q (2O, 2C) += DY_q^T (2O, n) X_q (n, 2C), the chunks in order
+      transform_samples(xs, x + n0 * C * g.HW, samples, C, C * g.HW, s.H, s.W, s.ph, s.pw, d);
+      gemm_per_frequency(products, e_stride, Q, 2 * O, 2 * C, samples, n0 > 0,
+                         [&](int64_t q) { return gemm_detail::MatrixA<float>{dys + q * y_stride, true, 2 * O, samples}; },
+                         [&](int64_t q) { return gemm_detail::MatrixB<float>{xs + q * x_stride, false, 2 * C, samples}; });
+    }
+  }
+  if (dw) {
+    // DW_q = conj(DY) X: real DYr Xr + DYi Xi, imaginary DYr Xi - DYi Xr, from the four blocks
+    // of the products, made in place in the top half: row o, [real | imaginary] by channel
+    const int64_t rs = 2 * C;
+    for_planes(Q, [&](int64_t q) {
+      float* pq = products + q * e_stride;
+      for (int64_t o = 0; o < O; ++o) {
+        float* top = pq + o * rs;
+        const float* bottom = pq + (O + o) * rs;
+        for (int64_t c = 0; c < C; ++c) {
+          const float real = top[c] + bottom[C + c], imaginary = top[C + c] - bottom[c];
+          top[c] = real, top[C + c] = imaginary;
+        }
+      }
+    });
+    const int64_t groups = ceil_div(C, L16), taps = s.KH * s.KW;
+    for_planes(O * groups, [&](int64_t task) {
+      const int64_t o = task / groups, c0 = (task % groups) * L16, count = C - c0 < L16 ? C - c0 : L16;
+      inverse_planes(d, products + o * rs + c0, products + o * rs + C + c0, e_stride, count, 0, s.KH, 0, s.KW,
+                     dw + (o * C + c0) * taps, taps, vsplat(0.0f));
+    });
+  }
+  if (db)
+    for_planes(O, [&](int64_t o) {
+      double total = 0.0;
+      for (int64_t n = 0; n < s.N; ++n) {
+        const float* row = dy + (n * O + o) * g.P;
+        double sum = 0.0;
+        for (int64_t p = 0; p < g.P; ++p) sum += double(row[p]);
+        total += sum;
+      }
+      db[o] = float(total);
+    });
+  return (!dx || all_finite(dx, s.N * C * g.HW)) && (!dw || all_finite(dw, O * C * s.KH * s.KW)) &&
+         (!db || all_finite(db, O));
+}
+#endif
+
+}  // namespace conv_detail
+}  // namespace SJ_ISA
+}  // namespace shenjing
