@@ -339,7 +339,11 @@ template <class AOf, class BOf>
 void gemm_per_frequency(float* c, int64_t c_stride, int64_t Q, int64_t M, int64_t N, int64_t K, bool accumulate,
                         AOf a_of, BOf b_of) {
   for_tasks(Q, 2.0 * M * N * K, [&](int64_t q, int gemm_threads) {
-    gemm_detail::gemm_driver(c + q * c_stride, a_of(q), b_of(q), M, N, K, 1.0f, accumulate ? 1.0f : 0.0f,
+    const auto a = a_of(q);
+    const auto b = b_of(q);
+    for (int64_t i = 0; i < M * K; i += 16) _mm_prefetch(reinterpret_cast<const char*>(a.a + i), _MM_HINT_T0);
+    for (int64_t i = 0; i < N * K; i += 16) _mm_prefetch(reinterpret_cast<const char*>(b.b + i), _MM_HINT_T0);
+    gemm_detail::gemm_driver(c + q * c_stride, a, b, M, N, K, 1.0f, accumulate ? 1.0f : 0.0f,
                              static_cast<const float*>(nullptr), GemmBias::none, GemmActivation::none, gemm_threads);
   });
 }
