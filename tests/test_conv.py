@@ -143,13 +143,14 @@ CASES = [
     ((2, 32, 9, 9), (32, 32, 5, 5), dict(padding=3)),
     ((2, 32, 27, 30), (32, 32, 5, 5), dict(padding=2)),
     ((1, 64, 24, 26), (64, 32, 3, 5), dict(groups=2, padding=(1, 2))),
-    # the Fourier form (AVX-512; 5x5 and wider at stride 1, one group, grids up to 32 a side,
-    # 16+ channels, batches of 32+, 8+ from 7x7; the forward 32+ channels and 48+ samples for
-    # 5x5): odd channel counts (a partial vector of planes), a 35 x 33 grid past its limit (the
-    # direct forms), uneven padding, padding past the window, a rectangular 5x7 kernel and 'same'
-    # with an even one, an image of one row, and 7x7 with 16 outputs (its forward direct)
+    # the Fourier form (AVX-512; 5x5 and wider at stride 1, one group, grids up to 64 a side,
+    # 16+ channels, batches of 16+, 4+ from 7x7; the forward 32+ channels): odd channel counts
+    # (a partial vector of planes), a 66 x 64 grid past its limit (the direct forms), a 35 x 33
+    # grid, uneven padding, padding past the window, a rectangular 5x7 kernel and 'same' with an
+    # even one, an image of one row, and 7x7 with 16 outputs (its forward direct)
     ((48, 33, 12, 11), (35, 33, 5, 5), dict()),
     ((8, 32, 9, 10), (33, 32, 7, 7), dict(padding=(3, 2))),
+    ((4, 16, 60, 58), (16, 16, 7, 7), dict(padding=3)),
     ((8, 17, 29, 27), (16, 17, 7, 7), dict(padding=3)),
     ((32, 16, 7, 9), (20, 16, 5, 7), dict(padding=(4, 1))),
     ((32, 16, 8, 10), (16, 16, 6, 6), dict(padding="same")),
@@ -279,7 +280,7 @@ def test_conv2d_winograd_random_shapes(rng):
 
 def test_conv2d_fourier_random_shapes(rng):
     """Random geometries that the Fourier form takes on AVX-512 (kernels 5 to 9 a side at
-    stride 1, grids up to 32 a side, 16 to 40 channels, batches that pay for it), 1 and 2
+    stride 1, grids up to 40 a side, 16 to 40 channels, batches that pay for it), 1 and 2
     threads, against the float64 reference (elsewhere, the direct forms on the same shapes)."""
     old = shenjing.get_num_threads()
     try:
@@ -288,9 +289,9 @@ def test_conv2d_fourier_random_shapes(rng):
             KH, KW = int(rng.integers(5, 10)), int(rng.integers(5, 10))
             C, O = int(rng.integers(16, 41)), int(rng.integers(16, 41))
             padding = (int(rng.integers(0, 5)), int(rng.integers(0, 5)))
-            H = int(rng.integers(max(KH - 2 * padding[0], 1), 33 - 2 * padding[0]))
-            W = int(rng.integers(max(KW - 2 * padding[1], 1), 33 - 2 * padding[1]))
-            N = 48 if KH * KW < 49 else int(rng.integers(8, 17))
+            H = int(rng.integers(max(KH - 2 * padding[0], 1), 41 - 2 * padding[0]))
+            W = int(rng.integers(max(KW - 2 * padding[1], 1), 41 - 2 * padding[1]))
+            N = 16 if KH * KW < 49 else int(rng.integers(4, 9))
             _check_random_inputs(rng, (N, C, H, W), (O, C, KH, KW), dict(padding=padding), bias=True)
     finally:
         shenjing.set_num_threads(old)

@@ -36,30 +36,30 @@ namespace SJ_ISA {
 namespace conv_detail {
 
 #if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
-constexpr int64_t kFourierMostSide = 32;  // transform sides up to this (the tables' cost grows as L^3)
+constexpr int64_t kFourierMostSide = 64;  // grid sides up to this (the tables' products cost L^3 a plane)
 constexpr int64_t L16 = 16;               // planes a vector
 constexpr int64_t kFiniteChunk = int64_t(1) << 16;  // values a task of all_finite
 
 // Where it pays, measured (bench/ab.py, 2 threads, new/old time, forward / backward):
-// - 5x5: LeNet's conv2 (32 -> 64 channels, 12x12, batch 64) 0.83 / 0.73; 128 -> 128 on 8x8 pad 2
-//   0.70 / 0.68; 32 on 16x16 pad 2, batch 32, 0.75 / 0.79; 64 on 24x24 pad 2, batch 16, 0.96 /
-//   0.86; but batch 32 of LeNet's 1.01 / 0.82, batch 16 1.37 / 1.06, 8 1.83 / 1.21 (the weights'
-//   transform, once a call, is paid over too few samples), and 16 -> 16 channels 1.21 / 0.67.
-// - 7x7 (pad 3): 32 on 12x12, batch 32, 0.44 / 0.44, batch 8 0.81 / 0.84; 64 on 24x24 batch 32
-//   0.40 / 0.37, batch 8 0.90 / 0.86.
-// The grid is at most 32 a side (its tables' products cost L^3 a plane), and the weights'
-// spectra (Q (2O) (2C) floats) at most 64 MiB.
+// - 5x5: LeNet's conv2 (32 -> 64 channels, 12x12, batch 64) 0.65 / 0.64, batch 32 0.78 / 0.75,
+//   16 0.94 / 0.97 but 8 1.21 / 1.01 (the weights' transform, once a call, is paid over too
+//   few samples); 128 -> 128 on 8x8 pad 2 0.47 / 0.50; 32 on 16x16 pad 2 0.59 / 0.65; 64 on
+//   28x28 pad 2, batch 16, 0.46 / 0.53; 64 on 40x40 0.46 / 0.53; 32 on 56x56 0.83 / 0.80 (the
+//   tables' products cost L^3 a plane); 16 -> 16 channels 1.05 / 0.63 (the forward keeps the
+//   direct forms under 32).
+// - 7x7 (pad 3): 64 on 24x24, batch 32, 0.23 / 0.25; 32 on 12x12, batch 4, 0.79 / 0.95; 32 on
+//   56x56, batch 8, 0.54 / 0.65.
+// The backward's dW products (Q (2O) (2C) floats) are kept to 64 MiB.
 bool fourier_shape(const ConvShape& s, const Geometry& g) {
-  const int64_t Lh = s.OH + s.KH - 1, Lw = s.OW + s.KW - 1, Q = Lh * (Lw / 2 + 1);
+  const int64_t Lh = s.OH + s.KH - 1, Lw = s.OW + s.KW - 1;
   return s.groups == 1 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 && s.KH >= 5 && s.KW >= 5 &&
          Lh <= kFourierMostSide && Lw <= kFourierMostSide && g.Cg >= 16 && g.Og >= 16 &&
-         16 * Q * s.O * s.C <= (int64_t(64) << 20);
+         s.N >= (s.KH * s.KW >= 49 ? 4 : 16);
 }
-bool fourier_forward(const ConvShape& s, const Geometry& g) {
-  return fourier_shape(s, g) && g.Cg >= 32 && g.Og >= 32 && s.N >= (s.KH * s.KW >= 49 ? 8 : 48);
-}
+bool fourier_forward(const ConvShape& s, const Geometry& g) { return fourier_shape(s, g) && g.Cg >= 32 && g.Og >= 32; }
 bool fourier_backward(const ConvShape& s, const Geometry& g) {
-  return fourier_shape(s, g) && s.N >= (s.KH * s.KW >= 49 ? 8 : 32);
+  const int64_t Q = (s.OH + s.KH - 1) * ((s.OW + s.KW - 1) / 2 + 1);
+  return fourier_shape(s, g) && 16 * Q * s.O * s.C <= (int64_t(64) << 20);  // (dW's products, Q (2O) (2C) floats)
 }
 
 namespace {
@@ -271,31 +271,75 @@ void inverse_planes(const Dft& d, const float* re_in, const float* im_in, int64_
   transpose_into(base, stride, reinterpret_cast<const float*>(out), L16, pixels, count);
 }
 
-// The weights' block matrices, q < Q: E_q (2O, 2C) = [[Wr, Wi], [-Wi, Wr]] (see the top), or
-// with kTransposed its transpose F_q (2C, 2O) = [[Wr^T, -Wi^T], [Wi^T, Wr^T]], which the
-// forward's product reads in place where E^T would be packed on every call. Vectorised
-// along the rows' runs: 16 channels of one output for E, 16 outputs of one channel for F.
-template <bool kTransposed> void transform_weights(float* e, const float* w, const ConvShape& s, const Dft& d) {
-  const int64_t O = s.O, C = s.C, taps = s.KH * s.KW, q_stride = frequency_stride(4 * O * C);
-  const int64_t along = kTransposed ? O : C, across = kTransposed ? C : O;  // a run's length, the runs
-  const int64_t groups = ceil_div(along, L16), row = 2 * along;
-  for_planes(across * groups, [&](int64_t task) {
-    const int64_t r = task / groups, j0 = (task % groups) * L16, count = along - j0 < L16 ? along - j0 : L16;
-    // E: w[r, j0 + j], F: w[j0 + j, r]
-    const float* planes = w + (kTransposed ? j0 * C + r : r * C + j0) * taps;
-    float* top = e + r * row + j0;                // row r: Wr, then Wi (E) or -Wi (F)
-    float* bottom = e + (across + r) * row + j0;  // row across + r: -Wi (E) or Wi (F), then Wr
-    const __mmask16 lanes = lanes_below(count);
-    transform_planes(d, planes, kTransposed ? C * taps : taps, count, s.KH, s.KW, 0, 0,
-                     [&](int64_t q, vfloat wr, vfloat wi) {
-                       spectrum_store(top + q * q_stride, lanes, wr);
-                       spectrum_store(top + q * q_stride + along, lanes, kTransposed ? -wi : wi);
-                       spectrum_store(bottom + q * q_stride, lanes, kTransposed ? wi : -wi);
-                       spectrum_store(bottom + q * q_stride + along, lanes, wr);
-                     });
-    spectrum_fence();
-  });
-}
+// The weights' block matrix of one frequency q = (i, f): E_q (2O, 2C) = [[Wr, Wi], [-Wi, Wr]]
+// (see the top), or with kTransposed its transpose F_q (2C, 2O) = [[Wr^T, -Wi^T], [Wi^T, Wr^T]],
+// which the forward's product reads in place where E^T would be packed. Each GEMM task builds
+// the matrices of its own frequencies just before their products, in its own cache: a pass
+// transforming every weight plane to all Q frequencies first wrote 2.75 MB (LeNet's conv2),
+// a frequency in each line, which the other core's GEMMs then read in (it took 0.2 ms a call
+// for 30 us of arithmetic). The weights are read as runs of 16 along a row of the matrix
+// (outputs o for F, channels c for E): wt (across, KH, KW, along rounded up to 16), zero-padded.
+template <bool kTransposed> struct WeightSpectra {
+  const Dft& d;
+  const ConvShape& s;
+  int64_t along, across, padded;  // a run's length (O for F, C for E), the runs, along rounded up
+  const float* wt;
+  // (KH, across, padded) each: the row pass at frequency column f, Rr + i Ri
+  float* rr;
+  float* ri;
+
+  static int64_t padded_of(const ConvShape& s) { return ceil_div(kTransposed ? s.O : s.C, L16) * L16; }
+  // wt from w (O, C, KH, KW)
+  static void arrange(float* wt, const float* w, const ConvShape& s) {
+    const int64_t along = kTransposed ? s.O : s.C, across = kTransposed ? s.C : s.O, taps = s.KH * s.KW;
+    const int64_t padded = padded_of(s);
+    for_planes(across, [&](int64_t r) {
+      float* out = wt + r * taps * padded;
+      for (int64_t t = 0; t < taps; ++t)
+        for (int64_t j = 0; j < padded; ++j)
+          out[t * padded + j] = j < along ? w[((kTransposed ? j * s.C + r : r * s.C + j) * taps) + t] : 0.0f;
+    });
+  }
+  // the row pass of column f: R[kh][r][j] = sum over kw of wt[r][kh][kw][j] (er + i ei)[f][kw]
+  void rows_at(int64_t f) {
+    const float* er = d.er.data() + f * d.Lw;
+    const float* ei = d.ei.data() + f * d.Lw;
+    for (int64_t r = 0; r < across; ++r)
+      for (int64_t kh = 0; kh < s.KH; ++kh)
+        for (int64_t j = 0; j < padded; j += L16) {
+          vfloat ar = vsplat(0.0f), ai = vsplat(0.0f);
+          const float* in = wt + (r * s.KH + kh) * s.KW * padded + j;
+          for (int64_t kw = 0; kw < s.KW; ++kw) {
+            const vfloat v = vload(in + kw * padded);
+            ar += er[kw] * v, ai += ei[kw] * v;
+          }
+          vstore(rr + (kh * across + r) * padded + j, ar);
+          vstore(ri + (kh * across + r) * padded + j, ai);
+        }
+  }
+  // the matrix (2 across, 2 along) of frequency (i, f), f the column of the last rows_at
+  void matrix_at(float* m, int64_t i) const {
+    const float* cr = d.cr.data() + i * d.Lh;
+    const float* ci = d.ci.data() + i * d.Lh;
+    const int64_t row = 2 * along;
+    for (int64_t r = 0; r < across; ++r)
+      for (int64_t j = 0; j < padded; j += L16) {
+        vfloat wr = vsplat(0.0f), wi = vsplat(0.0f);
+        for (int64_t kh = 0; kh < s.KH; ++kh) {  // W = sum over kh of R (cr + i ci)[i][kh]
+          const vfloat a = vload(rr + (kh * across + r) * padded + j), b = vload(ri + (kh * across + r) * padded + j);
+          wr += cr[kh] * a - ci[kh] * b;
+          wi += ci[kh] * a + cr[kh] * b;
+        }
+        const __mmask16 lanes = lanes_below(along - j);
+        float* top = m + r * row + j;                // row r: Wr, then Wi (E) or -Wi (F)
+        float* bottom = m + (across + r) * row + j;  // row across + r: -Wi (E) or Wi (F), then Wr
+        _mm512_mask_storeu_ps(top, lanes, wr);
+        _mm512_mask_storeu_ps(top + along, lanes, kTransposed ? -wi : wi);
+        _mm512_mask_storeu_ps(bottom, lanes, kTransposed ? wi : -wi);
+        _mm512_mask_storeu_ps(bottom + along, lanes, wr);
+      }
+  }
+};
 
 // The spectra of the `channels` planes of each of `samples` samples (plane (n, c) at
 // src + n sample_stride + c rows cols, placed at (h0, w0) of the grid) as
@@ -334,7 +378,8 @@ void inverse_samples(float* dst, const float* spec, int64_t samples, int64_t cha
   });
 }
 
-// One GEMM a frequency, C_q = op(A_q) op(B_q) (+ C_q where accumulate), in parallel over q
+// One GEMM a frequency, C_q = op(A_q) op(B_q) (+ C_q where accumulate), in parallel over q;
+// each task prefetches its operands first (its transform wrote them on the other core)
 template <class AOf, class BOf>
 void gemm_per_frequency(float* c, int64_t c_stride, int64_t Q, int64_t M, int64_t N, int64_t K, bool accumulate,
                         AOf a_of, BOf b_of) {
@@ -345,6 +390,36 @@ void gemm_per_frequency(float* c, int64_t c_stride, int64_t Q, int64_t M, int64_
     for (int64_t i = 0; i < N * K; i += 16) _mm_prefetch(reinterpret_cast<const char*>(b.b + i), _MM_HINT_T0);
     gemm_detail::gemm_driver(c + q * c_stride, a, b, M, N, K, 1.0f, accumulate ? 1.0f : 0.0f,
                              static_cast<const float*>(nullptr), GemmBias::none, GemmActivation::none, gemm_threads);
+  });
+}
+
+// The GEMMs with the weights' matrices (see WeightSpectra): out_q (M, N) = A_q (M, K) B_q with
+// B_q the weights' matrix of q, (K, N) row-major, built by the task. A task takes one
+// frequency column f and half its rows i (so the row pass, once a task, is paid twice a
+// column, and 2 Fw tasks share out evenly).
+template <bool kTransposed, class AOf>
+void gemm_with_weights(float* out, int64_t out_stride, const Dft& d, const ConvShape& s, const float* wt, int64_t M,
+                       int64_t N, int64_t K, AOf a_of) {
+  using Spectra = WeightSpectra<kTransposed>;
+  const int64_t along = kTransposed ? s.O : s.C, across = kTransposed ? s.C : s.O, padded = Spectra::padded_of(s);
+  const int64_t halves = d.Lh > 1 ? 2 : 1, rows_a_half = ceil_div(d.Lh, halves);
+  for_tasks(d.Fw * halves, 2.0 * M * N * K * double(rows_a_half), [&](int64_t task, int gemm_threads) {
+    static thread_local std::vector<float> row_buffer, matrix_buffer;
+    const int64_t f = task / halves, i0 = (task % halves) * rows_a_half;
+    const int64_t i1 = i0 + rows_a_half < d.Lh ? i0 + rows_a_half : d.Lh;
+    float* rows = scratch(row_buffer, size_t(2 * s.KH * across * padded));
+    Spectra spectra{d, s, along, across, padded, wt, rows, rows + s.KH * across * padded};
+    spectra.rows_at(f);
+    float* m = scratch(matrix_buffer, size_t(4 * along * across));
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t q = i * d.Fw + f;
+      spectra.matrix_at(m, i);
+      const auto a = a_of(q);
+      for (int64_t k = 0; k < M * K; k += 16) _mm_prefetch(reinterpret_cast<const char*>(a.a + k), _MM_HINT_T0);
+      gemm_detail::gemm_driver(out + q * out_stride, a, gemm_detail::MatrixB<float>{m, false, N, K}, M, N, K, 1.0f,
+                               0.0f, static_cast<const float*>(nullptr), GemmBias::none, GemmActivation::none,
+                               gemm_threads);
+    }
   });
 }
 
@@ -378,10 +453,10 @@ bool fourier_conv2d_forward(float* y, const float* x, const float* w, const floa
   const Dft& d = dft_tables(s.OH + s.KH - 1, s.OW + s.KW - 1);
   const int64_t O = s.O, C = s.C, Q = d.Q;
   if (s.H > d.Lh - s.ph || s.W > d.Lw - s.pw) return false;  // an image past the grid (not fourier_form's)
-  static thread_local std::vector<float> e_buffer, x_buffer, y_buffer;
-  const int64_t e_stride = frequency_stride(4 * O * C), Nb = chunk_samples(s, d);
-  float* const f = scratch(e_buffer, size_t(Q * e_stride));
-  transform_weights<true>(f, w, s, d);
+  static thread_local std::vector<float> wt_buffer, x_buffer, y_buffer;
+  float* const wt = scratch(wt_buffer, size_t(C * s.KH * s.KW * WeightSpectra<true>::padded_of(s)));
+  WeightSpectra<true>::arrange(wt, w, s);
+  const int64_t Nb = chunk_samples(s, d);
   float* const xs = scratch(x_buffer, size_t(Q * frequency_stride(2 * C * Nb)));
   float* const ys = scratch(y_buffer, size_t(Q * frequency_stride(2 * O * Nb)));
   for (int64_t n0 = 0; n0 < s.N; n0 += Nb) {
@@ -389,9 +464,9 @@ bool fourier_conv2d_forward(float* y, const float* x, const float* w, const floa
     const int64_t x_stride = frequency_stride(2 * C * samples), y_stride = frequency_stride(2 * O * samples);
     transform_samples(xs, x + n0 * C * g.HW, samples, C, C * g.HW, s.H, s.W, s.ph, s.pw, d);
     // Y_q^T (n, 2O) = X_q (n, 2C) F_q
-    gemm_per_frequency(ys, y_stride, Q, samples, 2 * O, 2 * C, false,
-                       [&](int64_t q) { return gemm_detail::MatrixA<float>{xs + q * x_stride, false, samples, 2 * C}; },
-                       [&](int64_t q) { return gemm_detail::MatrixB<float>{f + q * e_stride, false, 2 * O, 2 * C}; });
+    gemm_with_weights<true>(ys, y_stride, d, s, wt, samples, 2 * O, 2 * C, [&](int64_t q) {
+      return gemm_detail::MatrixA<float>{xs + q * x_stride, false, samples, 2 * C};
+    });
     inverse_samples(y + n0 * O * g.P, ys, samples, O, O * g.P, 0, s.OH, 0, s.OW, bias, d);
   }
   return all_finite(y, s.N * O * g.P);
@@ -402,10 +477,10 @@ bool fourier_conv2d_backward(float* dx, float* dw, float* db, const float* dy, c
   const Dft& d = dft_tables(s.OH + s.KH - 1, s.OW + s.KW - 1);
   const int64_t O = s.O, C = s.C, Q = d.Q;
   if (s.H > d.Lh - s.ph || s.W > d.Lw - s.pw) return false;  // an image past the grid (not fourier_form's)
-  static thread_local std::vector<float> e_buffer, x_buffer, dy_buffer, dx_buffer, p_buffer;
+  static thread_local std::vector<float> wt_buffer, x_buffer, dy_buffer, dx_buffer, p_buffer;
   const int64_t e_stride = frequency_stride(4 * O * C), Nb = chunk_samples(s, d);
-  float* const e = dx ? scratch(e_buffer, size_t(Q * e_stride)) : nullptr;
-  if (dx) transform_weights<false>(e, w, s, d);
+  float* const wt = dx ? scratch(wt_buffer, size_t(O * s.KH * s.KW * WeightSpectra<false>::padded_of(s))) : nullptr;
+  if (dx) WeightSpectra<false>::arrange(wt, w, s);
   float* const dys = scratch(dy_buffer, size_t(Q * frequency_stride(2 * O * Nb)));
   float* const xs = dw ? scratch(x_buffer, size_t(Q * frequency_stride(2 * C * Nb))) : nullptr;
   float* const dxs = dx ? scratch(dx_buffer, size_t(Q * frequency_stride(2 * C * Nb))) : nullptr;
@@ -416,9 +491,9 @@ bool fourier_conv2d_backward(float* dx, float* dw, float* db, const float* dy, c
     const int64_t x_stride = frequency_stride(2 * C * samples), y_stride = frequency_stride(2 * O * samples);
     transform_samples(dys, dy + n0 * O * g.P, samples, O, O * g.P, s.OH, s.OW, 0, 0, d);
     if (dx) {  // DX_q^T (n, 2C) = DY_q (n, 2O) E_q
-      gemm_per_frequency(dxs, x_stride, Q, samples, 2 * C, 2 * O, false,
-                         [&](int64_t q) { return gemm_detail::MatrixA<float>{dys + q * y_stride, false, samples, 2 * O}; },
-                         [&](int64_t q) { return gemm_detail::MatrixB<float>{e + q * e_stride, false, 2 * C, 2 * O}; });
+      gemm_with_weights<false>(dxs, x_stride, d, s, wt, samples, 2 * C, 2 * O, [&](int64_t q) {
+        return gemm_detail::MatrixA<float>{dys + q * y_stride, false, samples, 2 * O};
+      });
       // the grid's rows and columns that hold the image: dx itself
       inverse_samples(dx + n0 * C * g.HW, dxs, samples, C, C * g.HW, s.ph, s.ph + s.H, s.pw, s.pw + s.W, nullptr, d);
     }
