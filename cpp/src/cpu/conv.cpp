@@ -12,7 +12,7 @@
 // (0 outside the image). 1x1 convolutions with stride 1 and no padding read x
 // as the columns. On AVX-512, 3x3 and 5x5 windows at stride 1 with enough channels take
 // Winograd F(2x2, 3x3) instead, where it measured faster (conv_winograd.cpp), and 5x5 and
-// wider ones on small images (grids up to 32 a side) the Fourier form (conv_fourier.cpp).
+// wider ones (grids up to 64 a side, batches of 16+) the Fourier form (conv_fourier.cpp).
 //
 // Threads take (sample, group) or (chunk, group) tasks with one-thread GEMMs
 // when there are enough of them, else the GEMMs use every thread. dW and db
