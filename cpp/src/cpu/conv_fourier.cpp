@@ -70,7 +70,7 @@ namespace {
 struct Dft {
   int64_t Lh = 0, Lw = 0, Fw = 0, Q = 0;
   std::vector<float> er, ei;  // (Fw, Lw): cos, -sin of 2 pi f w / Lw
-  std::vector<float> cr, ci;  // (Lh, Lh): cos, -sin of 2 pi i h / Lh
+  std::vector<float> cr, ci, sn;  // (Lh, Lh): cos, -sin, sin of 2 pi i h / Lh
   std::vector<float> sr_t, si_t;  // (Lw, Fw): er, ei times the inverse's weight of f, transposed
 };
 
@@ -92,12 +92,13 @@ const Dft& dft_tables(int64_t Lh, int64_t Lw) {
       d.si_t[size_t(w * d.Fw + f)] = float(-weight * std::sin(angle));
     }
   }
-  d.cr.assign(size_t(Lh * Lh), 0.0f), d.ci.assign(size_t(Lh * Lh), 0.0f);
+  d.cr.assign(size_t(Lh * Lh), 0.0f), d.ci.assign(size_t(Lh * Lh), 0.0f), d.sn.assign(size_t(Lh * Lh), 0.0f);
   for (int64_t i = 0; i < Lh; ++i)
     for (int64_t h = 0; h < Lh; ++h) {
       const double angle = two_pi * double((i * h) % Lh) / double(Lh);
       d.cr[size_t(i * Lh + h)] = float(std::cos(angle));
       d.ci[size_t(i * Lh + h)] = float(-std::sin(angle));
+      d.sn[size_t(i * Lh + h)] = float(std::sin(angle));
     }
   return d;
 }
@@ -105,12 +106,14 @@ const Dft& dft_tables(int64_t Lh, int64_t Lw) {
 // Products of small float matrices with matrices of vectors (16 planes, one a lane),
 // register-blocked 4 x 4 so sixteen sums run side by side (one sum at a time waited on
 // each FMA's latency):
-//   left:  out[a][f] (+)= sign sum_b m[a][b] in[b][f]     (a < A, b < B, f < F)
-//   right: out[a][f] (+)= sign sum_b in[a][b] m[f][b]
-// with row strides os, ms, is; `add` keeps what out holds.
+//   left:  out[a][f] (+)= sum_b m[a][b] in[b][f]     (a < A, b < B, f < F)
+//   right: out[a][f] (+)= sum_b in[a][b] m[f][b]
+// with row strides os, ms, is; `add` keeps what out holds. (m's values are broadcast from
+// memory, a load each: a sign applied to them first took the shuffle port that half the
+// FMAs use.)
 template <int kA, int kF, bool kLeft>
 inline void product_block(vfloat* out, int64_t os, const float* m, int64_t ms, const vfloat* in, int64_t is,
-                          int64_t a0, int64_t f0, int64_t B, float sign, bool add) {
+                          int64_t a0, int64_t f0, int64_t B, bool add) {
   vfloat acc[kA][kF];
   for (int a = 0; a < kA; ++a)
     for (int f = 0; f < kF; ++f) acc[a][f] = add ? out[(a0 + a) * os + f0 + f] : vsplat(0.0f);
@@ -119,12 +122,12 @@ inline void product_block(vfloat* out, int64_t os, const float* m, int64_t ms, c
     float c[kLeft ? kA : kF];
     if (kLeft) {
       for (int f = 0; f < kF; ++f) v[f] = in[b * is + f0 + f];
-      for (int a = 0; a < kA; ++a) c[a] = sign * m[(a0 + a) * ms + b];
+      for (int a = 0; a < kA; ++a) c[a] = m[(a0 + a) * ms + b];
       for (int a = 0; a < kA; ++a)
         for (int f = 0; f < kF; ++f) acc[a][f] += c[a] * v[f];
     } else {
       for (int a = 0; a < kA; ++a) v[a] = in[(a0 + a) * is + b];
-      for (int f = 0; f < kF; ++f) c[f] = sign * m[(f0 + f) * ms + b];
+      for (int f = 0; f < kF; ++f) c[f] = m[(f0 + f) * ms + b];
       for (int a = 0; a < kA; ++a)
         for (int f = 0; f < kF; ++f) acc[a][f] += v[a] * c[f];
     }
@@ -132,19 +135,30 @@ inline void product_block(vfloat* out, int64_t os, const float* m, int64_t ms, c
   for (int a = 0; a < kA; ++a)
     for (int f = 0; f < kF; ++f) out[(a0 + a) * os + f0 + f] = acc[a][f];
 }
+// the blocks of kA rows a0 .. a0 + kA: 4 columns at a time, then the 1 to 3 left over in one
+// block (blocks of one column kept four sums, too few to cover an FMA's latency)
+template <int kA, bool kLeft>
+void product_rows(vfloat* out, int64_t os, const float* m, int64_t ms, const vfloat* in, int64_t is, int64_t a0,
+                  int64_t B, int64_t F, bool add) {
+  int64_t f0 = 0;
+  for (; f0 + 4 <= F; f0 += 4) product_block<kA, 4, kLeft>(out, os, m, ms, in, is, a0, f0, B, add);
+  switch (F - f0) {
+    case 3: product_block<kA, 3, kLeft>(out, os, m, ms, in, is, a0, f0, B, add); break;
+    case 2: product_block<kA, 2, kLeft>(out, os, m, ms, in, is, a0, f0, B, add); break;
+    case 1: product_block<kA, 1, kLeft>(out, os, m, ms, in, is, a0, f0, B, add); break;
+    default: break;
+  }
+}
 template <bool kLeft>
 void small_product(vfloat* out, int64_t os, const float* m, int64_t ms, const vfloat* in, int64_t is, int64_t A,
-                   int64_t B, int64_t F, float sign, bool add) {
+                   int64_t B, int64_t F, bool add) {
   int64_t a0 = 0;
-  for (; a0 + 4 <= A; a0 += 4) {
-    int64_t f0 = 0;
-    for (; f0 + 4 <= F; f0 += 4) product_block<4, 4, kLeft>(out, os, m, ms, in, is, a0, f0, B, sign, add);
-    for (; f0 < F; ++f0) product_block<4, 1, kLeft>(out, os, m, ms, in, is, a0, f0, B, sign, add);
-  }
-  for (; a0 < A; ++a0) {
-    int64_t f0 = 0;
-    for (; f0 + 4 <= F; f0 += 4) product_block<1, 4, kLeft>(out, os, m, ms, in, is, a0, f0, B, sign, add);
-    for (; f0 < F; ++f0) product_block<1, 1, kLeft>(out, os, m, ms, in, is, a0, f0, B, sign, add);
+  for (; a0 + 4 <= A; a0 += 4) product_rows<4, kLeft>(out, os, m, ms, in, is, a0, B, F, add);
+  switch (A - a0) {
+    case 3: product_rows<3, kLeft>(out, os, m, ms, in, is, a0, B, F, add); break;
+    case 2: product_rows<2, kLeft>(out, os, m, ms, in, is, a0, B, F, add); break;
+    case 1: product_rows<1, kLeft>(out, os, m, ms, in, is, a0, B, F, add); break;
+    default: break;
   }
 }
 
@@ -156,8 +170,8 @@ void dft_forward(const Dft& d, const vfloat* tile, int64_t h0, int64_t h1, int64
   const int64_t Fw = d.Fw, Lw = d.Lw, Lh = d.Lh, width = w1 - w0, height = h1 - h0;
   vfloat* r1 = rows;  // (height, Fw): each row's transform
   vfloat* i1 = rows + Lh * Fw;
-  small_product<false>(r1, Fw, d.er.data() + w0, Lw, tile, width, height, width, Fw, 1.0f, false);
-  small_product<false>(i1, Fw, d.ei.data() + w0, Lw, tile, width, height, width, Fw, 1.0f, false);
+  small_product<false>(r1, Fw, d.er.data() + w0, Lw, tile, width, height, width, Fw, false);
+  small_product<false>(i1, Fw, d.ei.data() + w0, Lw, tile, width, height, width, Fw, false);
   // the columns': re = Cr r1 - Ci i1, im = Cr i1 + Ci r1 (C's columns h0 .. h1). Row Lh - i of
   // Cr is row i's and of Ci its negative, so the four products run over rows 0 .. Lh / 2 alone
   // and make both (0.58 of the products for Lh = 12)
@@ -168,10 +182,10 @@ void dft_forward(const Dft& d, const vfloat* tile, int64_t h0, int64_t h1, int64
   vfloat* sin_r = cos_i + half * Fw;
   const float* cr = d.cr.data() + h0;
   const float* ci = d.ci.data() + h0;
-  small_product<true>(cos_r, Fw, cr, Lh, r1, Fw, half, height, Fw, 1.0f, false);
-  small_product<true>(sin_i, Fw, ci, Lh, i1, Fw, half, height, Fw, 1.0f, false);
-  small_product<true>(cos_i, Fw, cr, Lh, i1, Fw, half, height, Fw, 1.0f, false);
-  small_product<true>(sin_r, Fw, ci, Lh, r1, Fw, half, height, Fw, 1.0f, false);
+  small_product<true>(cos_r, Fw, cr, Lh, r1, Fw, half, height, Fw, false);
+  small_product<true>(sin_i, Fw, ci, Lh, i1, Fw, half, height, Fw, false);
+  small_product<true>(cos_i, Fw, cr, Lh, i1, Fw, half, height, Fw, false);
+  small_product<true>(sin_r, Fw, ci, Lh, r1, Fw, half, height, Fw, false);
   for (int64_t i = 0; i < half; ++i)
     for (int64_t f = 0; f < Fw; ++f) {
       const int64_t k = i * Fw + f;
@@ -192,14 +206,14 @@ void dft_inverse(const Dft& d, const vfloat* re, const vfloat* im, int64_t p0, i
   vfloat* zi = rows + Lh * Fw;
   const float* cr = d.cr.data() + p0 * Lh;
   const float* ci = d.ci.data() + p0 * Lh;
-  small_product<true>(zr, Fw, cr, Lh, re, Fw, height, Lh, Fw, 1.0f, false);
-  small_product<true>(zr, Fw, ci, Lh, im, Fw, height, Lh, Fw, 1.0f, true);
-  small_product<true>(zi, Fw, cr, Lh, im, Fw, height, Lh, Fw, 1.0f, false);
-  small_product<true>(zi, Fw, ci, Lh, re, Fw, height, Lh, Fw, -1.0f, true);
+  small_product<true>(zr, Fw, cr, Lh, re, Fw, height, Lh, Fw, false);
+  small_product<true>(zr, Fw, ci, Lh, im, Fw, height, Lh, Fw, true);
+  small_product<true>(zi, Fw, cr, Lh, im, Fw, height, Lh, Fw, false);
+  small_product<true>(zi, Fw, d.sn.data() + p0 * Lh, Lh, re, Fw, height, Lh, Fw, true);  // - ci
   // the rows': out[p][q] = sum over f of sr[f][q] zr[p][f] + si[f][q] zi[p][f]: the tables
   // transposed to (q, f) for the right product
-  small_product<false>(out, width, d.sr_t.data() + q0 * Fw, Fw, zr, Fw, height, Fw, width, 1.0f, false);
-  small_product<false>(out, width, d.si_t.data() + q0 * Fw, Fw, zi, Fw, height, Fw, width, 1.0f, true);
+  small_product<false>(out, width, d.sr_t.data() + q0 * Fw, Fw, zr, Fw, height, Fw, width, false);
+  small_product<false>(out, width, d.si_t.data() + q0 * Fw, Fw, zi, Fw, height, Fw, width, true);
 }
 
 // A frequency's matrix of `size` floats takes size + 16: a transform writes (and the inverse
@@ -208,10 +222,11 @@ void dft_inverse(const Dft& d, const vfloat* re, const vfloat* im, int64_t p0, i
 inline int64_t frequency_stride(int64_t size) { return size + 16; }
 
 // A vector of a frequency's matrix, written by a transform: a streaming store when it is a
-// whole, aligned line (rows of a channel count not a multiple of 16 leave most unaligned). The transforms' tasks split the planes and the GEMMs the frequencies, so a
-// cached store would read in a line that the other core's GEMM had last (LeNet's conv2: the
-// weights' transform took 0.37 ms, 8x its arithmetic); the GEMMs read them from memory instead.
-// (The tasks fence their stores: see spectrum_fence.)
+// whole, aligned line (rows of a channel count not a multiple of 16 leave most unaligned).
+// The transforms' tasks split the planes and the GEMMs the frequencies, so a cached store
+// would first read in a line that the other core's GEMM had last; the GEMMs read them from
+// memory instead (bench/ab.py, LeNet's conv2: backward 0.965, forward 0.99). The tasks fence
+// their stores (spectrum_fence) before the GEMMs start.
 inline void spectrum_store(float* p, __mmask16 lanes, vfloat v) {
   if (lanes == 0xFFFF && reinterpret_cast<uintptr_t>(p) % 64 == 0) _mm512_stream_ps(p, v);
   else _mm512_mask_storeu_ps(p, lanes, v);
@@ -402,7 +417,8 @@ void gemm_with_weights(float* out, int64_t out_stride, const Dft& d, const ConvS
                        int64_t N, int64_t K, AOf a_of) {
   using Spectra = WeightSpectra<kTransposed>;
   const int64_t along = kTransposed ? s.O : s.C, across = kTransposed ? s.C : s.O, padded = Spectra::padded_of(s);
-  const int64_t halves = d.Lh > 1 ? 2 : 1, rows_a_half = ceil_div(d.Lh, halves);
+  constexpr int64_t halves = 2;
+  const int64_t rows_a_half = ceil_div(d.Lh, halves);
   for_tasks(d.Fw * halves, 2.0 * M * N * K * double(rows_a_half), [&](int64_t task, int gemm_threads) {
     static thread_local std::vector<float> row_buffer, matrix_buffer;
     const int64_t f = task / halves, i0 = (task % halves) * rows_a_half;
@@ -452,7 +468,7 @@ bool fourier_conv2d_forward(float* y, const float* x, const float* w, const floa
                             const Geometry& g) {
   const Dft& d = dft_tables(s.OH + s.KH - 1, s.OW + s.KW - 1);
   const int64_t O = s.O, C = s.C, Q = d.Q;
-  if (s.H > d.Lh - s.ph || s.W > d.Lw - s.pw) return false;  // an image past the grid (not fourier_form's)
+  if (s.H > d.Lh - s.ph || s.W > d.Lw - s.pw) return false;  // an image past the grid (not fourier_shape's)
   static thread_local std::vector<float> wt_buffer, x_buffer, y_buffer;
   float* const wt = scratch(wt_buffer, size_t(C * s.KH * s.KW * WeightSpectra<true>::padded_of(s)));
   WeightSpectra<true>::arrange(wt, w, s);
@@ -476,7 +492,7 @@ bool fourier_conv2d_backward(float* dx, float* dw, float* db, const float* dy, c
                              const ConvShape& s, const Geometry& g) {
   const Dft& d = dft_tables(s.OH + s.KH - 1, s.OW + s.KW - 1);
   const int64_t O = s.O, C = s.C, Q = d.Q;
-  if (s.H > d.Lh - s.ph || s.W > d.Lw - s.pw) return false;  // an image past the grid (not fourier_form's)
+  if (s.H > d.Lh - s.ph || s.W > d.Lw - s.pw) return false;  // an image past the grid (not fourier_shape's)
   static thread_local std::vector<float> wt_buffer, x_buffer, dy_buffer, dx_buffer, p_buffer;
   const int64_t e_stride = frequency_stride(4 * O * C), Nb = chunk_samples(s, d);
   float* const wt = dx ? scratch(wt_buffer, size_t(O * s.KH * s.KW * WeightSpectra<false>::padded_of(s))) : nullptr;
