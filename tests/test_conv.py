@@ -143,7 +143,7 @@ CASES = [
     ((2, 32, 9, 9), (32, 32, 5, 5), dict(padding=3)),
     ((2, 32, 27, 30), (32, 32, 5, 5), dict(padding=2)),
     ((1, 64, 24, 26), (64, 32, 3, 5), dict(groups=2, padding=(1, 2))),
-    # the Fourier form (AVX-512; 5x5 and wider at stride 1, one group, grids up to 64 a side,
+    # the Fourier form (AVX2 and AVX-512; 5x5 and wider at stride 1, one group, grids up to 64 a side,
     # 16+ channels, batches of 16+, 4+ from 7x7; the forward 32+ channels): odd channel counts
     # (a partial vector of planes), a 66 x 64 grid past its limit (the direct forms), a 35 x 33
     # grid, uneven padding, padding past the window, a rectangular 5x7 kernel and 'same' with an
@@ -279,7 +279,7 @@ def test_conv2d_winograd_random_shapes(rng):
 
 
 def test_conv2d_fourier_random_shapes(rng):
-    """Random geometries that the Fourier form takes on AVX-512 (kernels 5 to 9 a side at
+    """Random geometries that the Fourier form takes on AVX2 and AVX-512 (kernels 5 to 9 a side at
     stride 1, grids up to 40 a side, 16 to 40 channels, batches that pay for it), 1 and 2
     threads, against the float64 reference (elsewhere, the direct forms on the same shapes)."""
     old = shenjing.get_num_threads()

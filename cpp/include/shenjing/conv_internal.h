@@ -143,7 +143,7 @@ bool winograd_input_gradient_channels(float* dx, const float* dy, const float* w
 #endif
 
 // --- the Fourier form (conv_fourier.cpp) ------------------------------------------------
-#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+#if SJ_VECTOR_BYTES >= 32
 // where the forward and the backward take it (stride 1, no dilation, one group, 5x5 and
 // wider kernels, small images, batches that pay for the weights' transform: measured)
 bool fourier_forward(const ConvShape& s, const Geometry& g);

@@ -11,8 +11,9 @@
 // with col(k = (c, kh, kw), p = (oh, ow)) = x[c, oh sh - ph + kh dh, ow sw - pw + kw dw]
 // (0 outside the image). 1x1 convolutions with stride 1 and no padding read x
 // as the columns. On AVX-512, 3x3 and 5x5 windows at stride 1 with enough channels take
-// Winograd F(2x2, 3x3) instead, where it measured faster (conv_winograd.cpp), and 5x5 and
-// wider ones (grids up to 64 a side, batches of 16+) the Fourier form (conv_fourier.cpp).
+// Winograd F(2x2, 3x3) instead, where it measured faster (conv_winograd.cpp); on AVX2 and
+// AVX-512, 5x5 and wider ones (grids up to 64 a side, batches of 16+) the Fourier form
+// (conv_fourier.cpp).
 //
 // Threads take (sample, group) or (chunk, group) tasks with one-thread GEMMs
 // when there are enough of them, else the GEMMs use every thread. dW and db
@@ -1300,7 +1301,7 @@ template <class T> void conv2d_forward(T* y, const T* x, const T* w, const T* bi
   const Geometry g = geometry(s);
   if (s.N == 0 || s.O == 0 || g.P == 0) return;
   if (depthwise(s, g)) return depthwise_forward(y, x, w, bias, s, g);
-#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+#if SJ_VECTOR_BYTES >= 32
   if constexpr (sizeof(T) == 4) {
     if (fourier_forward(s, g) && fourier_conv2d_forward(y, x, w, bias, s, g)) return;
   }
@@ -1441,7 +1442,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     return;
   }
   if (depthwise(s, g)) return depthwise_backward(dx, dw, db, dy, x, w, s, g);
-#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+#if SJ_VECTOR_BYTES >= 32
   if constexpr (sizeof(T) == 4) {
     if ((dx || dw) && fourier_backward(s, g)) {
       if (fourier_conv2d_backward(dx, dw, db, dy, x, w, s, g)) return;

@@ -1,7 +1,7 @@
-// The Fourier form of convolution (AVX-512, float32): stride 1, no dilation, one group,
-// wide kernels (5x5 and up) on small images. conv.cpp picks it per shape (fourier_forward and
-// fourier_backward say where it pays). Compiled per instruction set like the rest; only the
-// AVX-512 build has it.
+// The Fourier form of convolution (float32, AVX2 and AVX-512): stride 1, no dilation, one
+// group, wide kernels (5x5 and up) on small images. conv.cpp picks it per shape
+// (fourier_forward and fourier_backward say where it pays). Compiled per instruction set like
+// the rest; the generic (SSE2) build goes without it.
 //
 // Over a grid of Lh x Lw = (OH + KH - 1) x (OW + KW - 1), the padded image's size, the
 // convolution's windows never wrap around, so each of the three products is a pointwise
@@ -30,15 +30,25 @@
 #include <vector>
 
 #include "shenjing/conv_internal.h"
+#include "shenjing/elementwise.h"
 
 namespace shenjing {
 namespace SJ_ISA {
 namespace conv_detail {
 
-#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
+#if SJ_VECTOR_BYTES >= 32
 constexpr int64_t kFourierMostSide = 64;  // grid sides up to this (the tables' products cost L^3 a plane)
-constexpr int64_t L16 = 16;               // planes a vector
+// AVX2, with 8 planes a vector and transposes that are not in registers, pays for grids past
+// 32 a side only with 64 channels or more
+constexpr int64_t kPlanes = kFloatLanes;       // planes a vector
 constexpr int64_t kFiniteChunk = int64_t(1) << 16;  // values a task of all_finite
+
+// the first count lanes of a vector (count >= 1; the rest 0 on load, not written on store)
+inline vfloat load_lanes(const float* p, int64_t count) { return count >= kPlanes ? vload(p) : vload_partial(p, count, 0.0f); }
+inline void store_lanes(float* p, vfloat v, int64_t count) {
+  if (count >= kPlanes) vstore(p, v);
+  else vstore_partial(p, v, count);
+}
 
 // Where it pays, measured (bench/ab.py, 2 threads, new/old time, forward / backward):
 // - 5x5: LeNet's conv2 (32 -> 64 channels, 12x12, batch 64) 0.65 / 0.64, batch 32 0.78 / 0.75,
@@ -50,10 +60,14 @@ constexpr int64_t kFiniteChunk = int64_t(1) << 16;  // values a task of all_fini
 // - 7x7 (pad 3): 64 on 24x24, batch 32, 0.23 / 0.25; 32 on 12x12, batch 4, 0.79 / 0.95; 32 on
 //   56x56, batch 8, 0.54 / 0.65.
 // The backward's dW products (Q (2O) (2C) floats) are kept to 64 MiB.
+// AVX2 (SHENJING_ISA=avx2, against its own direct forms): LeNet's conv2 0.58 / 0.75, batch 16
+// 0.66 / 0.76; 7x7 64 on 24x24 0.31 / 0.31, 32 on 12x12 batch 4 0.59 / 0.78; 5x5 64 on 28x28
+// 0.54 / 0.58, 64 on 40x40 0.63 / 0.65, but 32 on 40x40 0.97 / 0.93 and on 56x56 1.15 / 1.03.
 bool fourier_shape(const ConvShape& s, const Geometry& g) {
   const int64_t Lh = s.OH + s.KH - 1, Lw = s.OW + s.KW - 1;
   return s.groups == 1 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 && s.KH >= 5 && s.KW >= 5 &&
          Lh <= kFourierMostSide && Lw <= kFourierMostSide && g.Cg >= 16 && g.Og >= 16 &&
+         (SJ_VECTOR_BYTES >= 64 || (Lh <= 32 && Lw <= 32) || (g.Cg >= 64 && g.Og >= 64)) &&
          s.N >= (s.KH * s.KW >= 49 ? 4 : 16);
 }
 bool fourier_forward(const ConvShape& s, const Geometry& g) { return fourier_shape(s, g) && g.Cg >= 32 && g.Og >= 32; }
@@ -227,11 +241,11 @@ inline int64_t frequency_stride(int64_t size) { return size + 16; }
 // would first read in a line that the other core's GEMM had last; the GEMMs read them from
 // memory instead (bench/ab.py, LeNet's conv2: backward 0.965, forward 0.99). The tasks fence
 // their stores (spectrum_fence) before the GEMMs start.
-inline void spectrum_store(float* p, __mmask16 lanes, vfloat v) {
-  if (lanes == 0xFFFF && reinterpret_cast<uintptr_t>(p) % 64 == 0) _mm512_stream_ps(p, v);
-  else _mm512_mask_storeu_ps(p, lanes, v);
+inline void spectrum_store(float* p, vfloat v, int64_t count) {
+  if (count >= kPlanes && reinterpret_cast<uintptr_t>(p) % sizeof(vfloat) == 0) vstream(p, v);
+  else store_lanes(p, v, count);
 }
-inline void spectrum_fence() { _mm_sfence(); }
+inline void spectrum_fence() { stream_fence(); }
 
 // Per-thread scratch of one transform: the tile, the row pass, the spectrum
 struct Work {
@@ -262,8 +276,8 @@ void transform_planes(const Dft& d, const float* base, int64_t stride, int64_t c
                       int64_t h0, int64_t w0, Store store) {
   Work& wk = work(d);
   float* tile = reinterpret_cast<float*>(wk.tile.data());  // (rows cols, 16)
-  if (count < L16) std::memset(tile, 0, sizeof(vfloat) * size_t(rows * cols));
-  transpose_into(tile, L16, base, stride, count, rows * cols);
+  if (count < kPlanes) std::memset(tile, 0, sizeof(vfloat) * size_t(rows * cols));
+  transpose_into(tile, kPlanes, base, stride, count, rows * cols);
   dft_forward(d, wk.tile.data(), h0, h0 + rows, w0, w0 + cols, wk.rows.data(), wk.re.data(), wk.im.data());
   for (int64_t q = 0; q < d.Q; ++q) store(q, wk.re[size_t(q)], wk.im[size_t(q)]);
 }
@@ -274,16 +288,15 @@ void transform_planes(const Dft& d, const float* base, int64_t stride, int64_t c
 void inverse_planes(const Dft& d, const float* re_in, const float* im_in, int64_t q_stride, int64_t count, int64_t p0,
                     int64_t p1, int64_t q0, int64_t q1, float* base, int64_t stride, vfloat add) {
   Work& wk = work(d);
-  const __mmask16 lanes = lanes_below(count);
   for (int64_t q = 0; q < d.Q; ++q) {
-    wk.re[size_t(q)] = _mm512_maskz_loadu_ps(lanes, re_in + q * q_stride);
-    wk.im[size_t(q)] = _mm512_maskz_loadu_ps(lanes, im_in + q * q_stride);
+    wk.re[size_t(q)] = load_lanes(re_in + q * q_stride, count);
+    wk.im[size_t(q)] = load_lanes(im_in + q * q_stride, count);
   }
   vfloat* out = wk.tile.data();
   dft_inverse(d, wk.re.data(), wk.im.data(), p0, p1, q0, q1, wk.rows.data(), out);
   const int64_t pixels = (p1 - p0) * (q1 - q0);
   for (int64_t k = 0; k < pixels; ++k) out[k] += add;
-  transpose_into(base, stride, reinterpret_cast<const float*>(out), L16, pixels, count);
+  transpose_into(base, stride, reinterpret_cast<const float*>(out), kPlanes, pixels, count);
 }
 
 // The weights' block matrix of one frequency q = (i, f): E_q (2O, 2C) = [[Wr, Wi], [-Wi, Wr]]
@@ -303,7 +316,7 @@ template <bool kTransposed> struct WeightSpectra {
   float* rr;
   float* ri;
 
-  static int64_t padded_of(const ConvShape& s) { return ceil_div(kTransposed ? s.O : s.C, L16) * L16; }
+  static int64_t padded_of(const ConvShape& s) { return ceil_div(kTransposed ? s.O : s.C, kPlanes) * kPlanes; }
   // wt from w (O, C, KH, KW)
   static void arrange(float* wt, const float* w, const ConvShape& s) {
     const int64_t along = kTransposed ? s.O : s.C, across = kTransposed ? s.C : s.O, taps = s.KH * s.KW;
@@ -321,7 +334,7 @@ template <bool kTransposed> struct WeightSpectra {
     const float* ei = d.ei.data() + f * d.Lw;
     for (int64_t r = 0; r < across; ++r)
       for (int64_t kh = 0; kh < s.KH; ++kh)
-        for (int64_t j = 0; j < padded; j += L16) {
+        for (int64_t j = 0; j < padded; j += kPlanes) {
           vfloat ar = vsplat(0.0f), ai = vsplat(0.0f);
           const float* in = wt + (r * s.KH + kh) * s.KW * padded + j;
           for (int64_t kw = 0; kw < s.KW; ++kw) {
@@ -338,20 +351,20 @@ template <bool kTransposed> struct WeightSpectra {
     const float* ci = d.ci.data() + i * d.Lh;
     const int64_t row = 2 * along;
     for (int64_t r = 0; r < across; ++r)
-      for (int64_t j = 0; j < padded; j += L16) {
+      for (int64_t j = 0; j < padded; j += kPlanes) {
         vfloat wr = vsplat(0.0f), wi = vsplat(0.0f);
         for (int64_t kh = 0; kh < s.KH; ++kh) {  // W = sum over kh of R (cr + i ci)[i][kh]
           const vfloat a = vload(rr + (kh * across + r) * padded + j), b = vload(ri + (kh * across + r) * padded + j);
           wr += cr[kh] * a - ci[kh] * b;
           wi += ci[kh] * a + cr[kh] * b;
         }
-        const __mmask16 lanes = lanes_below(along - j);
+        const int64_t count = along - j;
         float* top = m + r * row + j;                // row r: Wr, then Wi (E) or -Wi (F)
         float* bottom = m + (across + r) * row + j;  // row across + r: -Wi (E) or Wi (F), then Wr
-        _mm512_mask_storeu_ps(top, lanes, wr);
-        _mm512_mask_storeu_ps(top + along, lanes, kTransposed ? -wi : wi);
-        _mm512_mask_storeu_ps(bottom, lanes, kTransposed ? wi : -wi);
-        _mm512_mask_storeu_ps(bottom + along, lanes, wr);
+        store_lanes(top, wr, count);
+        store_lanes(top + along, kTransposed ? -wi : wi, count);
+        store_lanes(bottom, kTransposed ? wi : -wi, count);
+        store_lanes(bottom + along, wr, count);
       }
   }
 };
@@ -361,17 +374,16 @@ template <bool kTransposed> struct WeightSpectra {
 // spec_q (samples, 2 channels): sample n a row, [real | imaginary] by channel.
 void transform_samples(float* spec, const float* src, int64_t samples, int64_t channels, int64_t sample_stride,
                        int64_t rows, int64_t cols, int64_t h0, int64_t w0, const Dft& d) {
-  const int64_t plane_size = rows * cols, groups = ceil_div(channels, L16),
+  const int64_t plane_size = rows * cols, groups = ceil_div(channels, kPlanes),
                 q_stride = frequency_stride(2 * channels * samples);
   for_planes(samples * groups, [&](int64_t task) {
-    const int64_t n = task / groups, c0 = (task % groups) * L16;
-    const int64_t count = channels - c0 < L16 ? channels - c0 : L16;
+    const int64_t n = task / groups, c0 = (task % groups) * kPlanes;
+    const int64_t count = channels - c0 < kPlanes ? channels - c0 : kPlanes;
     float* re = spec + n * 2 * channels + c0;
-    const __mmask16 lanes = lanes_below(count);
     transform_planes(d, src + n * sample_stride + c0 * plane_size, plane_size, count, rows, cols, h0, w0,
                      [&](int64_t q, vfloat real, vfloat imaginary) {
-                       spectrum_store(re + q * q_stride, lanes, real);
-                       spectrum_store(re + q * q_stride + channels, lanes, imaginary);
+                       spectrum_store(re + q * q_stride, real, count);
+                       spectrum_store(re + q * q_stride + channels, imaginary, count);
                      });
     spectrum_fence();
   });
@@ -381,13 +393,13 @@ void transform_samples(float* spec, const float* src, int64_t samples, int64_t c
 // to dst + n sample_stride + c plane_size (a contiguous block), plus bias[c] (bias may be null)
 void inverse_samples(float* dst, const float* spec, int64_t samples, int64_t channels, int64_t sample_stride,
                      int64_t p0, int64_t p1, int64_t q0, int64_t q1, const float* bias, const Dft& d) {
-  const int64_t plane_size = (p1 - p0) * (q1 - q0), groups = ceil_div(channels, L16),
+  const int64_t plane_size = (p1 - p0) * (q1 - q0), groups = ceil_div(channels, kPlanes),
                 q_stride = frequency_stride(2 * channels * samples);
   for_planes(samples * groups, [&](int64_t task) {
-    const int64_t n = task / groups, c0 = (task % groups) * L16;
-    const int64_t count = channels - c0 < L16 ? channels - c0 : L16;
+    const int64_t n = task / groups, c0 = (task % groups) * kPlanes;
+    const int64_t count = channels - c0 < kPlanes ? channels - c0 : kPlanes;
     const float* re = spec + n * 2 * channels + c0;
-    const vfloat add = bias ? _mm512_maskz_loadu_ps(lanes_below(count), bias + c0) : vsplat(0.0f);
+    const vfloat add = bias ? load_lanes(bias + c0, count) : vsplat(0.0f);
     inverse_planes(d, re, re + channels, q_stride, count, p0, p1, q0, q1, dst + n * sample_stride + c0 * plane_size,
                    plane_size, add);
   });
@@ -444,12 +456,12 @@ bool all_finite(const float* p, int64_t n) {
   std::vector<char> finite(size_t(ceil_div(n, kFiniteChunk)), 1);
   for_planes(int64_t(finite.size()), [&](int64_t chunk) {
     const int64_t begin = chunk * kFiniteChunk, end = begin + kFiniteChunk < n ? begin + kFiniteChunk : n;
-    __m512 check = _mm512_setzero_ps();  // sum of x * 0: NaN from the first inf or NaN on
+    vfloat check = vsplat(0.0f);  // a sum of x * 0: NaN from the first inf or NaN on
     int64_t i = begin;
-    for (; i + 16 <= end; i += 16) check = _mm512_fmadd_ps(_mm512_loadu_ps(p + i), _mm512_setzero_ps(), check);
-    if (i < end)
-      check = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lanes_below(end - i), p + i), _mm512_setzero_ps(), check);
-    if (_mm512_fpclass_ps_mask(check, 0x99) != 0) finite[size_t(chunk)] = 0;
+    for (; i + kPlanes <= end; i += kPlanes) check += vload(p + i) * 0.0f;
+    if (i < end) check += vload_partial(p + i, end - i, 0.0f) * 0.0f;
+    for (int64_t j = 0; j < kPlanes; ++j)
+      if (!(check[j] == 0.0f)) finite[size_t(chunk)] = 0;
   });
   return all_set(finite);
 }
@@ -535,9 +547,9 @@ bool fourier_conv2d_backward(float* dx, float* dw, float* db, const float* dy, c
         }
       }
     });
-    const int64_t groups = ceil_div(C, L16), taps = s.KH * s.KW;
+    const int64_t groups = ceil_div(C, kPlanes), taps = s.KH * s.KW;
     for_planes(O * groups, [&](int64_t task) {
-      const int64_t o = task / groups, c0 = (task % groups) * L16, count = C - c0 < L16 ? C - c0 : L16;
+      const int64_t o = task / groups, c0 = (task % groups) * kPlanes, count = C - c0 < kPlanes ? C - c0 : kPlanes;
       inverse_planes(d, products + o * rs + c0, products + o * rs + C + c0, e_stride, count, 0, s.KH, 0, s.KW,
                      dw + (o * C + c0) * taps, taps, vsplat(0.0f));
     });
