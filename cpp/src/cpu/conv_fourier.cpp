@@ -282,16 +282,14 @@ void transform_planes(const Dft& d, const float* base, int64_t stride, int64_t c
   for (int64_t q = 0; q < d.Q; ++q) store(q, wk.re[size_t(q)], wk.im[size_t(q)]);
 }
 
-// The rows [p0, p1) and columns [q0, q1) of 16 planes from their spectra (the first count
-// lanes of the vectors at re_in + q q_stride and im_in + q q_stride), plus add, lane j < count
-// written to the plane at base + j stride as a contiguous block
-void inverse_planes(const Dft& d, const float* re_in, const float* im_in, int64_t q_stride, int64_t count, int64_t p0,
-                    int64_t p1, int64_t q0, int64_t q1, float* base, int64_t stride, vfloat add) {
+// The rows [p0, p1) and columns [q0, q1) of kPlanes planes from their spectra (load(q, re, im)
+// sets frequency q's vectors), plus add, lane j < count written to the plane at
+// base + j stride as a contiguous block
+template <class Load>
+void inverse_planes(const Dft& d, Load load, int64_t count, int64_t p0, int64_t p1, int64_t q0, int64_t q1,
+                    float* base, int64_t stride, vfloat add) {
   Work& wk = work(d);
-  for (int64_t q = 0; q < d.Q; ++q) {
-    wk.re[size_t(q)] = load_lanes(re_in + q * q_stride, count);
-    wk.im[size_t(q)] = load_lanes(im_in + q * q_stride, count);
-  }
+  for (int64_t q = 0; q < d.Q; ++q) load(q, wk.re[size_t(q)], wk.im[size_t(q)]);
   vfloat* out = wk.tile.data();
   dft_inverse(d, wk.re.data(), wk.im.data(), p0, p1, q0, q1, wk.rows.data(), out);
   const int64_t pixels = (p1 - p0) * (q1 - q0);
@@ -400,8 +398,13 @@ void inverse_samples(float* dst, const float* spec, int64_t samples, int64_t cha
     const int64_t count = channels - c0 < kPlanes ? channels - c0 : kPlanes;
     const float* re = spec + n * 2 * channels + c0;
     const vfloat add = bias ? load_lanes(bias + c0, count) : vsplat(0.0f);
-    inverse_planes(d, re, re + channels, q_stride, count, p0, p1, q0, q1, dst + n * sample_stride + c0 * plane_size,
-                   plane_size, add);
+    inverse_planes(
+        d,
+        [&](int64_t q, vfloat& real, vfloat& imaginary) {
+          real = load_lanes(re + q * q_stride, count);
+          imaginary = load_lanes(re + q * q_stride + channels, count);
+        },
+        count, p0, p1, q0, q1, dst + n * sample_stride + c0 * plane_size, plane_size, add);
   });
 }
 
@@ -534,24 +537,19 @@ bool fourier_conv2d_backward(float* dx, float* dw, float* db, const float* dy, c
   }
   if (dw) {
     // DW_q = conj(DY) X: real DYr Xr + DYi Xi, imaginary DYr Xi - DYi Xr, from the four blocks
-    // of the products, made in place in the top half: row o, [real | imaginary] by channel
-    const int64_t rs = 2 * C;
-    for_planes(Q, [&](int64_t q) {
-      float* pq = products + q * e_stride;
-      for (int64_t o = 0; o < O; ++o) {
-        float* top = pq + o * rs;
-        const float* bottom = pq + (O + o) * rs;
-        for (int64_t c = 0; c < C; ++c) {
-          const float real = top[c] + bottom[C + c], imaginary = top[C + c] - bottom[c];
-          top[c] = real, top[C + c] = imaginary;
-        }
-      }
-    });
-    const int64_t groups = ceil_div(C, kPlanes), taps = s.KH * s.KW;
+    // of the products (rows o and O + o, columns c and C + c), then planes (o, c)
+    const int64_t groups = ceil_div(C, kPlanes), taps = s.KH * s.KW, rs = 2 * C;
     for_planes(O * groups, [&](int64_t task) {
       const int64_t o = task / groups, c0 = (task % groups) * kPlanes, count = C - c0 < kPlanes ? C - c0 : kPlanes;
-      inverse_planes(d, products + o * rs + c0, products + o * rs + C + c0, e_stride, count, 0, s.KH, 0, s.KW,
-                     dw + (o * C + c0) * taps, taps, vsplat(0.0f));
+      inverse_planes(
+          d,
+          [&](int64_t q, vfloat& real, vfloat& imaginary) {
+            const float* top = products + q * e_stride + o * rs + c0;
+            const float* bottom = top + O * rs;
+            real = load_lanes(top, count) + load_lanes(bottom + C, count);
+            imaginary = load_lanes(top + C, count) - load_lanes(bottom, count);
+          },
+          count, 0, s.KH, 0, s.KW, dw + (o * C + c0) * taps, taps, vsplat(0.0f));
     });
   }
   if (db)
