@@ -15,11 +15,11 @@
 // sum does 1600. Each complex product is one real GEMM, its real and imaginary parts as
 // blocks: [Yr; Yi] = [[Wr, Wi], [-Wi, Wr]] [Xr; Xi], the weights' block matrix E (2O, 2C);
 // dx's is E^T, and dW's [DYr; DYi] [Xr; Xi]^T holds the four products that make DW. (The
-// spectra are stored transposed, (samples, 2 channels) a frequency, so a transform's 16
-// planes are 16 channels of one sample: contiguous planes, read and written through 16x16
-// register transposes.) The transforms are small DFTs as products with cos and sin tables
-// (computed in double), 16 planes at a time, one a vector lane; on LeNet's conv2 they take
-// about as long as the GEMMs (a fast Fourier transform's factoring would cut them).
+// spectra are stored transposed, (samples, 2 channels) a frequency, so a transform's planes
+// are channels of one sample: contiguous planes, read and written through transposes.) The
+// transforms are small DFTs as products with cos and sin tables (computed in double), a
+// vector's lanes of planes at a time (16 on AVX-512, 8 on AVX2); on LeNet's conv2 they take
+// a little less time than the GEMMs (a fast Fourier transform's factoring would cut them).
 // Error: a sum over the whole plane rather than the window, so it is bounded by the plane's
 // norm rather than each window's (as for FFT convolution anywhere: an output near a huge
 // value elsewhere in its plane gets that value's rounding); on normal data it is below the
@@ -38,13 +38,13 @@ namespace conv_detail {
 
 #if SJ_VECTOR_BYTES >= 32
 constexpr int64_t kFourierMostSide = 64;  // grid sides up to this (the tables' products cost L^3 a plane)
-// AVX2, with 8 planes a vector and transposes that are not in registers, pays for grids past
-// 32 a side only with 64 channels or more
-constexpr int64_t kPlanes = kFloatLanes;       // planes a vector
+constexpr int64_t kPlanes = kFloatLanes;   // planes a vector
 constexpr int64_t kFiniteChunk = int64_t(1) << 16;  // values a task of all_finite
 
 // the first count lanes of a vector (count >= 1; the rest 0 on load, not written on store)
-inline vfloat load_lanes(const float* p, int64_t count) { return count >= kPlanes ? vload(p) : vload_partial(p, count, 0.0f); }
+inline vfloat load_lanes(const float* p, int64_t count) {
+  return count >= kPlanes ? vload(p) : vload_partial(p, count, 0.0f);
+}
 inline void store_lanes(float* p, vfloat v, int64_t count) {
   if (count >= kPlanes) vstore(p, v);
   else vstore_partial(p, v, count);
@@ -52,8 +52,8 @@ inline void store_lanes(float* p, vfloat v, int64_t count) {
 
 // Where it pays, measured (bench/ab.py, 2 threads, new/old time, forward / backward):
 // - 5x5: LeNet's conv2 (32 -> 64 channels, 12x12, batch 64) 0.65 / 0.64, batch 32 0.78 / 0.75,
-//   16 0.94 / 0.97 but 8 1.21 / 1.01 (the weights' transform, once a call, is paid over too
-//   few samples); 128 -> 128 on 8x8 pad 2 0.47 / 0.50; 32 on 16x16 pad 2 0.59 / 0.65; 64 on
+//   16 0.94 / 0.97 but 8 1.21 / 1.01 (the weights' matrices, built once a call, are paid over
+//   too few samples); 128 -> 128 on 8x8 pad 2 0.47 / 0.50; 32 on 16x16 pad 2 0.59 / 0.65; 64 on
 //   28x28 pad 2, batch 16, 0.46 / 0.53; 64 on 40x40 0.46 / 0.53; 32 on 56x56 0.83 / 0.80 (the
 //   tables' products cost L^3 a plane); 16 -> 16 channels 1.05 / 0.63 (the forward keeps the
 //   direct forms under 32).
@@ -62,7 +62,9 @@ inline void store_lanes(float* p, vfloat v, int64_t count) {
 // The backward's dW products (Q (2O) (2C) floats) are kept to 64 MiB.
 // AVX2 (SHENJING_ISA=avx2, against its own direct forms): LeNet's conv2 0.58 / 0.75, batch 16
 // 0.66 / 0.76; 7x7 64 on 24x24 0.31 / 0.31, 32 on 12x12 batch 4 0.59 / 0.78; 5x5 64 on 28x28
-// 0.54 / 0.58, 64 on 40x40 0.63 / 0.65, but 32 on 40x40 0.97 / 0.93 and on 56x56 1.15 / 1.03.
+// 0.54 / 0.58, 64 on 40x40 0.63 / 0.65, but 32 on 40x40 0.97 / 0.93 and on 56x56 1.15 / 1.03:
+// with 8 planes a vector and transposes not in registers, grids past 32 a side pay there only
+// with 64 channels or more.
 bool fourier_shape(const ConvShape& s, const Geometry& g) {
   const int64_t Lh = s.OH + s.KH - 1, Lw = s.OW + s.KW - 1;
   return s.groups == 1 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 && s.KH >= 5 && s.KW >= 5 &&
@@ -304,7 +306,7 @@ void inverse_planes(const Dft& d, Load load, int64_t count, int64_t p0, int64_t 
 // transforming every weight plane to all Q frequencies first wrote 2.75 MB (LeNet's conv2),
 // a frequency in each line, which the other core's GEMMs then read in (it took 0.2 ms a call
 // for 30 us of arithmetic). The weights are read as runs of 16 along a row of the matrix
-// (outputs o for F, channels c for E): wt (across, KH, KW, along rounded up to 16), zero-padded.
+// (outputs o for F, channels c for E): wt (across, KH, KW, along rounded up to a vector), zero-padded.
 template <bool kTransposed> struct WeightSpectra {
   const Dft& d;
   const ConvShape& s;
@@ -509,14 +511,14 @@ bool fourier_conv2d_backward(float* dx, float* dw, float* db, const float* dy, c
   const int64_t O = s.O, C = s.C, Q = d.Q;
   if (s.H > d.Lh - s.ph || s.W > d.Lw - s.pw) return false;  // an image past the grid (not fourier_shape's)
   static thread_local std::vector<float> wt_buffer, x_buffer, dy_buffer, dx_buffer, p_buffer;
-  const int64_t e_stride = frequency_stride(4 * O * C), Nb = chunk_samples(s, d);
+  const int64_t products_stride = frequency_stride(4 * O * C), Nb = chunk_samples(s, d);
   float* const wt = dx ? scratch(wt_buffer, size_t(O * s.KH * s.KW * WeightSpectra<false>::padded_of(s))) : nullptr;
   if (dx) WeightSpectra<false>::arrange(wt, w, s);
   float* const dys = scratch(dy_buffer, size_t(Q * frequency_stride(2 * O * Nb)));
   float* const xs = dw ? scratch(x_buffer, size_t(Q * frequency_stride(2 * C * Nb))) : nullptr;
   float* const dxs = dx ? scratch(dx_buffer, size_t(Q * frequency_stride(2 * C * Nb))) : nullptr;
-  // [DYr; DYi] [Xr; Xi]^T a frequency, (2O, 2C) at e_stride
-  float* const products = dw ? scratch(p_buffer, size_t(Q * e_stride)) : nullptr;
+  // [DYr; DYi] [Xr; Xi]^T a frequency, (2O, 2C) at products_stride
+  float* const products = dw ? scratch(p_buffer, size_t(Q * products_stride)) : nullptr;
   for (int64_t n0 = 0; n0 < s.N; n0 += Nb) {
     const int64_t samples = s.N - n0 < Nb ? s.N - n0 : Nb;
     const int64_t x_stride = frequency_stride(2 * C * samples), y_stride = frequency_stride(2 * O * samples);
@@ -530,9 +532,10 @@ bool fourier_conv2d_backward(float* dx, float* dw, float* db, const float* dy, c
     }
     if (dw) {  // products_q (2O, 2C) += DY_q^T (2O, n) X_q (n, 2C), the chunks in order
       transform_samples(xs, x + n0 * C * g.HW, samples, C, C * g.HW, s.H, s.W, s.ph, s.pw, d);
-      gemm_per_frequency(products, e_stride, Q, 2 * O, 2 * C, samples, n0 > 0,
-                         [&](int64_t q) { return gemm_detail::MatrixA<float>{dys + q * y_stride, true, 2 * O, samples}; },
-                         [&](int64_t q) { return gemm_detail::MatrixB<float>{xs + q * x_stride, false, 2 * C, samples}; });
+      gemm_per_frequency(
+          products, products_stride, Q, 2 * O, 2 * C, samples, n0 > 0,
+          [&](int64_t q) { return gemm_detail::MatrixA<float>{dys + q * y_stride, true, 2 * O, samples}; },
+          [&](int64_t q) { return gemm_detail::MatrixB<float>{xs + q * x_stride, false, 2 * C, samples}; });
     }
   }
   if (dw) {
@@ -544,7 +547,7 @@ bool fourier_conv2d_backward(float* dx, float* dw, float* db, const float* dy, c
       inverse_planes(
           d,
           [&](int64_t q, vfloat& real, vfloat& imaginary) {
-            const float* top = products + q * e_stride + o * rs + c0;
+            const float* top = products + q * products_stride + o * rs + c0;
             const float* bottom = top + O * rs;
             real = load_lanes(top, count) + load_lanes(bottom + C, count);
             imaginary = load_lanes(top + C, count) - load_lanes(bottom, count);
