@@ -65,6 +65,8 @@ inline void store_lanes(float* p, vfloat v, int64_t count) {
 // 0.54 / 0.58, 64 on 40x40 0.63 / 0.65, but 32 on 40x40 0.97 / 0.93 and on 56x56 1.15 / 1.03:
 // with 8 planes a vector and transposes not in registers, grids past 32 a side pay there only
 // with 64 channels or more.
+// 3x3 windows stay with Winograd (AVX-512: the Fourier form 1.3-2.1x its time) or the direct
+// forms (AVX2: 0.97-2.1x), whose sums are shorter than a 3x3 grid's transforms pay for.
 bool fourier_shape(const ConvShape& s, const Geometry& g) {
   const int64_t Lh = s.OH + s.KH - 1, Lw = s.OW + s.KW - 1;
   return s.groups == 1 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 && s.KH >= 5 && s.KW >= 5 &&
