@@ -1,6 +1,6 @@
-// What the convolution's files share (conv.cpp, conv_winograd.cpp): the shape's derived
-// sizes, the channels-last copies, the task runner, and the Winograd form's entry points.
-// Compiled into each instruction set's namespace, like the kernels.
+// What the convolution's files share (conv.cpp, conv_winograd.cpp, conv_fourier.cpp): the
+// shape's derived sizes, the channels-last copies, the task runner, and the Winograd and
+// Fourier forms' entry points. Compiled into each instruction set's namespace, like the kernels.
 #pragma once
 
 #include <cstring>
