@@ -39,6 +39,27 @@ inline bool all_set(const std::vector<char>& flags) {
   return true;
 }
 
+#if defined(__AVX2__) && SJ_VECTOR_BYTES == 32
+// r[i][j] -> r[j][i] for 8 rows of 8 floats (unpack, in-lane shuffle, lane permute)
+inline void transpose8x8(__m256 r[8]) {
+  __m256 t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+    t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+  }
+  for (int i = 0; i < 8; ++i) r[i] = t[i];
+}
+#endif
 // dst[j dst_stride + i] = src[i src_stride + j] for i < rows, j < cols
 template <class T>
 void transpose_into(T* dst, int64_t dst_stride, const T* src, int64_t src_stride, int64_t rows, int64_t cols) {
@@ -53,6 +74,22 @@ void transpose_into(T* dst, int64_t dst_stride, const T* src, int64_t src_stride
       }
       return;
     }
+  }
+#endif
+#if defined(__AVX2__) && SJ_VECTOR_BYTES == 32
+  // whole 8x8 blocks in register transposes, the edges below
+  if constexpr (sizeof(T) == 4) {
+    const int64_t whole_rows = rows / 8 * 8, whole_cols = cols / 8 * 8;
+    for (int64_t i0 = 0; i0 < whole_rows; i0 += 8)
+      for (int64_t j0 = 0; j0 < whole_cols; j0 += 8) {
+        __m256 r[8];
+        for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + (i0 + k) * src_stride + j0);
+        transpose8x8(r);
+        for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (j0 + k) * dst_stride + i0, r[k]);
+      }
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = i < whole_rows ? whole_cols : 0; j < cols; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
+    return;
   }
 #endif
   constexpr int64_t kBlock = 16;  // blocks that stay in L1 on both sides
