@@ -335,7 +335,7 @@ def test_conv2d_gradients_by_finite_differences(rng, kw):
     ((3, 32, 37, 21), (32, 32, 3, 3)),  # Winograd: blocks of tile rows for the forward and dx, chunks for dW
     ((11, 64, 10, 9), (64, 64, 3, 3)),  # ... its channels form: blocks of samples
     ((48, 32, 10, 10), (33, 32, 5, 5)),  # the Fourier form: frequencies over the threads
-    ((300, 32, 6, 6), (32, 32, 5, 5)),  # ... and samples in chunks (128, 128, 44), dW summed over them
+    ((300, 32, 6, 6), (32, 32, 5, 5)),  # ... and samples in chunks (3 of 100), dW summed over them
 ])
 def test_conv2d_is_bit_identical_with_1_and_2_threads(rng, x_shape, w_shape):
     x = rng.standard_normal(x_shape).astype(np.float32)

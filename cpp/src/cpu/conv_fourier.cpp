@@ -527,12 +527,13 @@ bool all_finite(const float* p, int64_t n) {
   return all_set(finite);
 }
 
-// samples a chunk: their spectra within about 16 MiB, and at most 128
+// samples a chunk: their spectra within about 16 MiB, and at most 128; the chunks of a batch
+// made even (a 16-sample batch whose 15 fit took a last chunk of one, its GEMMs of one row)
 int64_t chunk_samples(const ConvShape& s, const Dft& d) {
   const int64_t per_sample = 2 * d.Q * (s.C + s.O) * int64_t(sizeof(float));
   const int64_t fit = (int64_t(16) << 20) / per_sample;
-  const int64_t most = fit < 128 ? fit : 128;
-  return most < 1 ? 1 : most;
+  const int64_t most = fit < 1 ? 1 : (fit < 128 ? fit : 128);
+  return ceil_div(s.N, ceil_div(s.N, most));
 }
 
 }  // namespace
