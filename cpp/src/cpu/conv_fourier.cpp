@@ -401,26 +401,34 @@ template <bool kTransposed> struct WeightSpectra {
           vstore(ri + (kh * across + r) * padded + j, ai);
         }
   }
-  // the matrix (2 across, 2 along) of frequency (i, f), f the column of the last rows_at
-  void matrix_at(float* m, int64_t i) const {
+  // the matrices (2 across, 2 along) of frequencies (i, f) and (Lh - i, f), f the column of
+  // the last rows_at, into m and mirror (mirror untouched where i is its own mirror row, 0 or
+  // Lh / 2): rows i and Lh - i of the column tables have the same cos and opposite sin, so
+  // one set of sums makes both
+  void matrices_at(float* m, float* mirror, int64_t i) const {
     const float* cr = d.cr.data() + i * d.Lh;
     const float* ci = d.ci.data() + i * d.Lh;
+    const bool paired = i > 0 && 2 * i != d.Lh;
     const int64_t row = 2 * along;
+    auto store = [&](float* out, int64_t r, int64_t j, vfloat wr, vfloat wi) {
+      const int64_t count = along - j;
+      float* top = out + r * row + j;                // row r: Wr, then Wi (E) or -Wi (F)
+      float* bottom = out + (across + r) * row + j;  // row across + r: -Wi (E) or Wi (F), then Wr
+      store_lanes(top, wr, count);
+      store_lanes(top + along, kTransposed ? -wi : wi, count);
+      store_lanes(bottom, kTransposed ? wi : -wi, count);
+      store_lanes(bottom + along, wr, count);
+    };
     for (int64_t r = 0; r < across; ++r)
       for (int64_t j = 0; j < padded; j += kPlanes) {
-        vfloat wr = vsplat(0.0f), wi = vsplat(0.0f);
-        for (int64_t kh = 0; kh < s.KH; ++kh) {  // W = sum over kh of R (cr + i ci)[i][kh]
+        // W = sum over kh of R (cr + i ci)[i][kh]: real cr Rr - ci Ri, imaginary ci Rr + cr Ri
+        vfloat cos_r = vsplat(0.0f), sin_i = vsplat(0.0f), sin_r = vsplat(0.0f), cos_i = vsplat(0.0f);
+        for (int64_t kh = 0; kh < s.KH; ++kh) {
           const vfloat a = vload(rr + (kh * across + r) * padded + j), b = vload(ri + (kh * across + r) * padded + j);
-          wr += cr[kh] * a - ci[kh] * b;
-          wi += ci[kh] * a + cr[kh] * b;
+          cos_r += cr[kh] * a, sin_i += ci[kh] * b, sin_r += ci[kh] * a, cos_i += cr[kh] * b;
         }
-        const int64_t count = along - j;
-        float* top = m + r * row + j;                // row r: Wr, then Wi (E) or -Wi (F)
-        float* bottom = m + (across + r) * row + j;  // row across + r: -Wi (E) or Wi (F), then Wr
-        store_lanes(top, wr, count);
-        store_lanes(top + along, kTransposed ? -wi : wi, count);
-        store_lanes(bottom, kTransposed ? wi : -wi, count);
-        store_lanes(bottom + along, wr, count);
+        store(m, r, j, cos_r - sin_i, sin_r + cos_i);
+        if (paired) store(mirror, r, j, cos_r + sin_i, cos_i - sin_r);
       }
   }
 };
@@ -483,31 +491,36 @@ void gemm_per_frequency(float* c, int64_t c_stride, int64_t Q, int64_t M, int64_
 
 // The GEMMs with the weights' matrices (see WeightSpectra): out_q (M, N) = A_q (M, K) B_q with
 // B_q the weights' matrix of q, (K, N) row-major, built by the task. A task takes one
-// frequency column f and half its rows i (so the row pass, once a task, is paid twice a
-// column, and 2 Fw tasks share out evenly).
+// frequency column f and half its mirror pairs of rows i, Lh - i (so the row pass, once a
+// task, is paid twice a column, and 2 Fw tasks share out about evenly).
 template <bool kTransposed, class AOf>
 void gemm_with_weights(float* out, int64_t out_stride, const Dft& d, const ConvShape& s, const float* wt, int64_t M,
                        int64_t N, int64_t K, AOf a_of) {
   using Spectra = WeightSpectra<kTransposed>;
   const int64_t along = kTransposed ? s.O : s.C, across = kTransposed ? s.C : s.O, padded = Spectra::padded_of(s);
   constexpr int64_t halves = 2;
-  const int64_t rows_a_half = ceil_div(d.Lh, halves);
-  for_tasks(d.Fw * halves, 2.0 * M * N * K * double(rows_a_half), [&](int64_t task, int gemm_threads) {
+  const int64_t pairs = d.Lh / 2 + 1, pairs_a_half = ceil_div(pairs, halves);  // mirror rows 0 .. Lh / 2
+  for_tasks(d.Fw * halves, 2.0 * M * N * K * double(2 * pairs_a_half), [&](int64_t task, int gemm_threads) {
     static thread_local std::vector<float> row_buffer, matrix_buffer;
-    const int64_t f = task / halves, i0 = (task % halves) * rows_a_half;
-    const int64_t i1 = i0 + rows_a_half < d.Lh ? i0 + rows_a_half : d.Lh;
+    const int64_t f = task / halves, b0 = (task % halves) * pairs_a_half;
+    const int64_t b1 = b0 + pairs_a_half < pairs ? b0 + pairs_a_half : pairs;
     float* rows = scratch(row_buffer, size_t(2 * s.KH * across * padded));
     Spectra spectra{d, s, along, across, padded, wt, rows, rows + s.KH * across * padded};
     spectra.rows_at(f);
-    float* m = scratch(matrix_buffer, size_t(4 * along * across));
-    for (int64_t i = i0; i < i1; ++i) {
+    float* m = scratch(matrix_buffer, size_t(8 * along * across));
+    float* mirror = m + 4 * along * across;
+    auto product = [&](int64_t i, const float* matrix) {
       const int64_t q = i * d.Fw + f;
-      spectra.matrix_at(m, i);
       const auto a = a_of(q);
       for (int64_t k = 0; k < M * K; k += 16) _mm_prefetch(reinterpret_cast<const char*>(a.a + k), _MM_HINT_T0);
-      gemm_detail::gemm_driver(out + q * out_stride, a, gemm_detail::MatrixB<float>{m, false, N, K}, M, N, K, 1.0f,
-                               0.0f, static_cast<const float*>(nullptr), GemmBias::none, GemmActivation::none,
+      gemm_detail::gemm_driver(out + q * out_stride, a, gemm_detail::MatrixB<float>{matrix, false, N, K}, M, N, K,
+                               1.0f, 0.0f, static_cast<const float*>(nullptr), GemmBias::none, GemmActivation::none,
                                gemm_threads);
+    };
+    for (int64_t i = b0; i < b1; ++i) {
+      spectra.matrices_at(m, mirror, i);
+      product(i, m);
+      if (i > 0 && 2 * i != d.Lh) product(d.Lh - i, mirror);
     }
   });
 }
