@@ -145,6 +145,28 @@ inline void pack_rows_transposed(float* dst, int64_t stride, int64_t width, cons
 }
 #endif
 
+#if defined(__AVX2__) && SJ_VECTOR_BYTES == 32
+// r[i][j] -> r[j][i] for 8 rows of 8 floats (unpack, in-lane shuffle, lane permute)
+inline void transpose8x8(__m256 r[8]) {
+  __m256 t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+    t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+  }
+  for (int i = 0; i < 8; ++i) r[i] = t[i];
+}
+#endif
+
 // A block (rows i0 .. i0+m, depth k0 .. k0+kc) into MR-row panels:
 // panel p holds op(A)(i0 + p MR + r, k0 + k) at [p kc MR + k MR + r], rows past m are 0.
 template <class T>

@@ -987,29 +987,6 @@ inline void pack_direct_forward_weights(float* wt, const float* w, const Geometr
 }
 #endif
 
-// The sum of row[0, n) in double, in a fixed order (four interleaved sums, then theirs):
-// one chain of dependent adds made db a quarter of LeNet conv1's backward.
-template <class T> double sum_in_double(const T* row, int64_t n) {
-#if defined(__AVX512F__) && SJ_VECTOR_BYTES == 64
-  if constexpr (sizeof(T) == 4) {
-    __m512d acc[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd()};
-    int64_t p = 0;
-    for (; p + 32 <= n; p += 32)
-      for (int i = 0; i < 4; ++i) acc[i] = _mm512_add_pd(acc[i], _mm512_cvtps_pd(_mm256_loadu_ps(row + p + 8 * i)));
-    for (; p + 8 <= n; p += 8) acc[0] = _mm512_add_pd(acc[0], _mm512_cvtps_pd(_mm256_loadu_ps(row + p)));
-    double sum = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(acc[0], acc[1]), _mm512_add_pd(acc[2], acc[3])));
-    for (; p < n; ++p) sum += double(row[p]);
-    return sum;
-  }
-#endif
-  double acc[4] = {0.0, 0.0, 0.0, 0.0};
-  int64_t p = 0;
-  for (; p + 4 <= n; p += 4)
-    for (int i = 0; i < 4; ++i) acc[i] += double(row[p + i]);
-  double sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-  for (; p < n; ++p) sum += double(row[p]);
-  return sum;
-}
 
 // --- depthwise form: one input channel a group, any stride --------------------------
 // groups = C (MobileNet's layers, a few outputs a channel): each (sample, channel) plane is

@@ -121,7 +121,7 @@ const Dft& dft_tables(int64_t Lh, int64_t Lw) {
   return d;
 }
 
-// Products of small float matrices with matrices of vectors (16 planes, one a lane),
+// Products of small float matrices with matrices of vectors (a vector's planes, one a lane),
 // register-blocked 4 x 4 so sixteen sums run side by side (one sum at a time waited on
 // each FMA's latency):
 //   left:  out[a][f] (+)= sum_b m[a][b] in[b][f]     (a < A, b < B, f < F)
@@ -180,7 +180,7 @@ void small_product(vfloat* out, int64_t os, const float* m, int64_t ms, const vf
   }
 }
 
-// The spectra (re, im: Q vectors, q = i Fw + f) of 16 planes whose only non-zero values
+// The spectra (re, im: Q vectors, q = i Fw + f) of kPlanes planes whose only non-zero values
 // lie in rows [h0, h1) and columns [w0, w1) of the grid: tile, (h1 - h0) x (w1 - w0) vectors.
 // rows[]: scratch of 4 Lh Fw + 4 Fw vectors.
 void dft_forward(const Dft& d, const vfloat* tile, int64_t h0, int64_t h1, int64_t w0, int64_t w1, vfloat* rows,
@@ -326,7 +326,7 @@ template <class F> void for_planes(int64_t tasks, F f) {
   run_indices(tasks, tasks > 1, thread_count(), Schedule::blocks, f);
 }
 
-// The spectra of 16 planes, lane j < count from the plane at base + j stride (the lanes
+// The spectra of kPlanes planes, lane j < count from the plane at base + j stride (the lanes
 // past count: zero planes), each a contiguous (rows, cols) block placed at (h0, w0) of
 // the grid, read through 16x16 register transposes; store(q, re, im) takes each frequency's.
 template <class Store>
@@ -474,16 +474,22 @@ void inverse_samples(float* dst, const float* spec, int64_t samples, int64_t cha
   });
 }
 
-// One GEMM a frequency, C_q = op(A_q) op(B_q) (+ C_q where accumulate), in parallel over q;
-// each task prefetches its operands first (its transform wrote them on the other core)
+// asks for the n floats at p, a line at a time: a GEMM's operands, which a transform wrote
+// out on the other core (bench/ab.py, LeNet's conv2: dW alone 0.94)
+inline void prefetch_floats(const float* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) _mm_prefetch(reinterpret_cast<const char*>(p + i), _MM_HINT_T0);
+}
+
+// One GEMM a frequency, C_q = op(A_q) op(B_q) (+ C_q where accumulate), in parallel over q,
+// each task asking for its operands first
 template <class AOf, class BOf>
 void gemm_per_frequency(float* c, int64_t c_stride, int64_t Q, int64_t M, int64_t N, int64_t K, bool accumulate,
                         AOf a_of, BOf b_of) {
   for_tasks(Q, 2.0 * M * N * K, [&](int64_t q, int gemm_threads) {
     const auto a = a_of(q);
     const auto b = b_of(q);
-    for (int64_t i = 0; i < M * K; i += 16) _mm_prefetch(reinterpret_cast<const char*>(a.a + i), _MM_HINT_T0);
-    for (int64_t i = 0; i < N * K; i += 16) _mm_prefetch(reinterpret_cast<const char*>(b.b + i), _MM_HINT_T0);
+    prefetch_floats(a.a, M * K);
+    prefetch_floats(b.b, N * K);
     gemm_detail::gemm_driver(c + q * c_stride, a, b, M, N, K, 1.0f, accumulate ? 1.0f : 0.0f,
                              static_cast<const float*>(nullptr), GemmBias::none, GemmActivation::none, gemm_threads);
   });
@@ -512,7 +518,7 @@ void gemm_with_weights(float* out, int64_t out_stride, const Dft& d, const ConvS
     auto product = [&](int64_t i, const float* matrix) {
       const int64_t q = i * d.Fw + f;
       const auto a = a_of(q);
-      for (int64_t k = 0; k < M * K; k += 16) _mm_prefetch(reinterpret_cast<const char*>(a.a + k), _MM_HINT_T0);
+      prefetch_floats(a.a, M * K);
       gemm_detail::gemm_driver(out + q * out_stride, a, gemm_detail::MatrixB<float>{matrix, false, N, K}, M, N, K,
                                1.0f, 0.0f, static_cast<const float*>(nullptr), GemmBias::none, GemmActivation::none,
                                gemm_threads);
@@ -628,12 +634,7 @@ bool fourier_conv2d_backward(float* dx, float* dw, float* db, const float* dy, c
   if (db)
     for_planes(O, [&](int64_t o) {
       double total = 0.0;
-      for (int64_t n = 0; n < s.N; ++n) {
-        const float* row = dy + (n * O + o) * g.P;
-        double sum = 0.0;
-        for (int64_t p = 0; p < g.P; ++p) sum += double(row[p]);
-        total += sum;
-      }
+      for (int64_t n = 0; n < s.N; ++n) total += sum_in_double(dy + (n * O + o) * g.P, g.P);
       db[o] = float(total);
     });
   return (!dx || all_finite(dx, s.N * C * g.HW)) && (!dw || all_finite(dw, O * C * s.KH * s.KW)) &&
