@@ -23,7 +23,8 @@ CASE is a Python expression over these makers (shapes as in the issues):
                                        cross_entropy_forward_backward (one call) along rows
     chain(n)                           tanh, then sigmoid of its result, then the sum (new outputs each time):
                                        whether an output left in cache, or streamed past it, serves the next op
-    adam(shape, ...)                   one Adam step over tensors of these shapes
+    adam(shape, ..., offset=None)      one Adam step over tensors of these shapes (offset: bytes past a
+                                       64-byte boundary where every array starts)
     train("mlp_digits" | "cnn_digits" | "mlp_784_60k")   one epoch (bench/training.py's setup;
                                                           mlp_784_60k on its first 12,000 samples)
 The builds must come from the same Python sources: only ``shenjing.ops._core`` is swapped.
@@ -131,11 +132,23 @@ def softmax(rows, length):
             "cross_entropy_forward_backward": lambda: ops.cross_entropy_forward_backward(x, target, out=y)}
 
 
-def adam(*shapes):
-    params = [rng.random(s, dtype=np.float32) for s in shapes]
-    grads = [rng.random(s, dtype=np.float32) for s in shapes]
-    exp_avgs = [np.zeros(s, np.float32) for s in shapes]
-    exp_avg_sqs = [np.zeros(s, np.float32) for s in shapes]
+def _at_offset(a, offset):
+    """a copy of a whose data starts `offset` bytes past a 64-byte boundary"""
+    raw = np.empty(a.nbytes + 128, np.uint8)
+    start = (offset - raw.ctypes.data) % 64
+    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def adam(*shapes, offset=None):
+    """offset: where every array starts past a 64-byte boundary (None: wherever NumPy puts it,
+    16 bytes past one for large arrays)"""
+    place = (lambda a: a) if offset is None else (lambda a: _at_offset(a, offset))
+    params = [place(rng.random(s, dtype=np.float32)) for s in shapes]
+    grads = [place(rng.random(s, dtype=np.float32)) for s in shapes]
+    exp_avgs = [place(np.zeros(s, np.float32)) for s in shapes]
+    exp_avg_sqs = [place(np.zeros(s, np.float32)) for s in shapes]
     return {"adam": lambda: ops.adam_step(params, grads, exp_avgs, exp_avg_sqs, step=3)}
 
 
