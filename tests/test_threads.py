@@ -21,8 +21,9 @@ def _rand(rng, *shape):
 
 
 def _gemm(rng):
-    # (M, N, K): shared B panels (M > MC, large), columns split, rows split, one row tile
-    shapes = [(400, 300, 600), (37, 613, 300), (130, 10, 256), (12, 700, 90)]
+    # (M, N, K): shared B panels (M > MC, large), columns split, columns split over more
+    # than MC rows (even row blocks), rows split, one row tile
+    shapes = [(400, 300, 600), (37, 613, 300), (256, 200, 64), (130, 10, 256), (12, 700, 90)]
     out = []
     for M, N, K in shapes:
         for ta in (False, True):

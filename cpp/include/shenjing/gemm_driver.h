@@ -594,12 +594,15 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
   // rows per task: MC, or fewer so that a short M still gives every thread work
   // When tasks split the rows, make the blocks even: a multiple of `threads`
   // blocks of about equal height (256 rows as 192 + 64 would leave one thread idle).
-  // With B shared, tasks come from row blocks first (4 per thread, of at least 4 MR
+  // That is also how columns split over more than MC rows go, as row blocks first
+  // (a Linear layer's weight gradient, 256x784x128, ran as 192 + 64 rows: bench/ab.py,
+  // 2 threads, 0.79). With B shared, tasks come from row blocks first (4 per thread, of at least 4 MR
   // rows), column groups only after: a row block packs its A once for all its panels,
   // where two groups pack it twice (on a narrow N, such as a weight gradient's 64
   // outputs, that was a third of the time).
+  const bool even_rows = threads > 1 && (!split_columns || M > Blk::MC);
   int64_t mc = Blk::MC;
-  if (!split_columns && threads > 1) {
+  if (even_rows) {
     int64_t blocks = ceil_div(M, int64_t(threads) * Blk::MC) * threads;
     if (shared_b && blocks < 4 * threads) blocks = 4 * threads;
     mc = ceil_div(ceil_div(M, blocks), int64_t(MR)) * MR;
@@ -612,7 +615,7 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
   // Block ib holds rows [block_row[ib], block_row[ib + 1]).
   std::vector<int64_t> block_row(size_t(m_blocks) + 1, 0);  // read by every thread of the regions below
   const int64_t tiles = ceil_div(M, int64_t(MR));
-  const bool dealt = !split_columns && threads > 1 && m_blocks % threads == 0 && m_blocks <= tiles;
+  const bool dealt = even_rows && m_blocks % threads == 0 && m_blocks <= tiles;
   for (int64_t ib = 0; ib < m_blocks; ++ib) {
     int64_t rows = mc;
     if (dealt) {
