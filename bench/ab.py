@@ -21,6 +21,7 @@ CASE is a Python expression over these makers (shapes as in the issues):
                                        backward=True times the gradient instead (not for copy)
     softmax(rows, length)              softmax, log_softmax, cross_entropy (forward, then backward) and
                                        cross_entropy_forward_backward (one call) along rows
+    pool(N, C, H, "avg" | "max", K, stride=None, pad=0)  pooling forward and backward; square images
     chain(n)                           tanh, then sigmoid of its result, then the sum (new outputs each time):
                                        whether an output left in cache, or streamed past it, serves the next op
     adam(shape, ..., offset=None)      one Adam step over tensors of these shapes (offset: bytes past a
@@ -116,6 +117,19 @@ def act(n, name, scale=1.0, backward=False):
     return {name: kernels[name]}
 
 
+def pool(N, C, H, kind, K, stride=None, pad=0):
+    """avg_pool2d or max_pool2d ("avg" / "max"), forward and backward, on square images"""
+    x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+    kw = dict(stride=stride, padding=pad)
+    if kind == "avg":
+        g = rng.standard_normal(ops.avg_pool2d(x, K, **kw).shape, dtype=np.float32)
+        return {"forward": lambda: ops.avg_pool2d(x, K, **kw), "backward": lambda: ops.avg_pool2d_backward(g, x, K, **kw)}
+    y, indices = ops.max_pool2d(x, K, return_indices=True, **kw)
+    g = rng.standard_normal(y.shape, dtype=np.float32)
+    return {"forward": lambda: ops.max_pool2d(x, K, **kw),
+            "backward": lambda: ops.max_pool2d_backward(g, x, indices, K, **kw)}
+
+
 def chain(n, scale=3.0):
     x = rng.standard_normal(n, dtype=np.float32) * np.float32(scale)
     return {"tanh -> sigmoid -> sum": lambda: ops.sum(ops.sigmoid(ops.tanh(x)))}
@@ -182,7 +196,7 @@ def main() -> None:
     threads = int(os.environ.get("SHENJING_AB_THREADS", "2"))
     for build in builds:
         build.set_num_threads(threads)
-    makers = {"gemm": gemm, "matmul": matmul, "conv": conv, "dwconv": dwconv, "act": act, "chain": chain, "softmax": softmax,
+    makers = {"gemm": gemm, "matmul": matmul, "conv": conv, "dwconv": dwconv, "act": act, "pool": pool, "chain": chain, "softmax": softmax,
               "adam": adam, "train": train}
     kernels = eval(case, makers)
     original = ops._core
