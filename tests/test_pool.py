@@ -122,6 +122,19 @@ def test_pool_bad_input():
         ops.max_pool2d(np.zeros((4, 4), np.float32), 2)
 
 
+def test_max_pool_backward_names_the_first_bad_index(backend):
+    # the indices are checked in chunks on the threads: the message names the first bad
+    # position overall, wherever the chunks' checks finish
+    x = np.random.default_rng(0).standard_normal((8, 32, 40, 40)).astype(np.float32)
+    y, idx = ops.max_pool2d(x, 2, return_indices=True)
+    for positions, first in (((50_000, 20_000), 20_000), ((99_999,), 99_999), ((0, 60_000), 0)):
+        bad = idx.copy()
+        for p in positions:
+            bad.flat[p] = -7
+        with raises(ValueError, "max_pool2d_backward", "indices", f"flat position {first},"):
+            ops.max_pool2d_backward(np.ones_like(y), x, bad, 2)
+
+
 @needs_torch
 @pytest.mark.parametrize("kw", MAX, ids=str)
 def test_max_pool2d_matches_pytorch(rng, kw):

@@ -192,8 +192,18 @@ template <class T> void max_pool2d_forward(T* y, int64_t* indices, const T* x, c
 
 template <class T> int64_t max_pool2d_backward(T* dx, const T* dy, const int64_t* indices, const PoolShape& s) {
   const int64_t outputs = s.planes * s.OH * s.OW, plane = s.H * s.W;
-  for (int64_t o = 0; o < outputs; ++o)
-    if (indices[o] < -1 || indices[o] >= plane) return o;
+  // the indices checked before anything is written, chunk by chunk on the threads (one
+  // thread's pass took a fifth of a 64x32x24x24 backward); the first bad one overall
+  std::vector<int64_t> first_bad(size_t(ceil_div(outputs, kElementChunk)), -1);
+  parallel_chunks(outputs, kElementChunk, 1, [&](int64_t chunk, int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o)
+      if (indices[o] < -1 || indices[o] >= plane) {
+        first_bad[size_t(chunk)] = o;
+        return;
+      }
+  });
+  for (const int64_t o : first_bad)
+    if (o >= 0) return o;
   for_planes(s, s.H * s.W + s.OH * s.OW, [&](int64_t p) {
     T* dxp = dx + p * s.H * s.W;
     std::memset(dxp, 0, sizeof(T) * size_t(s.H * s.W));
