@@ -596,7 +596,7 @@ void gemm_driver(T* c, const AProvider& A, const BProvider& B, int64_t M, int64_
   // blocks of about equal height (256 rows as 192 + 64 would leave one thread idle).
   // That is also how columns split over more than MC rows go, as row blocks first
   // (a Linear layer's weight gradient, 256x784x128, ran as 192 + 64 rows: bench/ab.py,
-  // 2 threads, 0.79). With B shared, tasks come from row blocks first (4 per thread, of at least 4 MR
+  // 2 threads, 0.70). With B shared, tasks come from row blocks first (4 per thread, of at least 4 MR
   // rows), column groups only after: a row block packs its A once for all its panels,
   // where two groups pack it twice (on a narrow N, such as a weight gradient's 64
   // outputs, that was a third of the time).

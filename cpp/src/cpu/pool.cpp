@@ -193,7 +193,7 @@ template <class T> void max_pool2d_forward(T* y, int64_t* indices, const T* x, c
 template <class T> int64_t max_pool2d_backward(T* dx, const T* dy, const int64_t* indices, const PoolShape& s) {
   const int64_t outputs = s.planes * s.OH * s.OW, plane = s.H * s.W;
   // the indices checked before anything is written, chunk by chunk on the threads (one
-  // thread's pass took a fifth of a 64x32x24x24 backward); the first bad one overall
+  // thread's pass took a third of a 64x32x24x24 backward); the first bad one overall
   std::vector<int64_t> first_bad(size_t(ceil_div(outputs, kElementChunk)), -1);
   parallel_chunks(outputs, kElementChunk, 1, [&](int64_t chunk, int64_t begin, int64_t end) {
     for (int64_t o = begin; o < end; ++o)
