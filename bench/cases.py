@@ -83,6 +83,11 @@ def _cold(call, *arrays):
     return lambda: call(*sets[next(turn) % count])
 
 
+def _cold_out(f):
+    """the "shenjing_cold" runner of f(x, out=y) on d["x"], into one preallocated y"""
+    return lambda d: _cold(lambda x, y=np.empty_like(d["x"]): f(x, out=y), d["x"])
+
+
 # --- activations ------------------------------------------------------------------------
 
 N_ELEMENTWISE = 16 * 1024 * 1024
@@ -112,7 +117,7 @@ def _copy_case():
         runners={
             "shenjing": lambda d: (lambda: ops.copy(d["x"])),
             "shenjing_out": lambda d: (lambda y=np.empty_like(d["x"]): ops.copy(d["x"], out=y)),
-            "shenjing_cold": lambda d: _cold(lambda x, y=np.empty_like(d["x"]): ops.copy(x, out=y), d["x"]),
+            "shenjing_cold": _cold_out(ops.copy),
             "numpy": lambda d: (lambda: d["x"].copy()),
             "torch": lambda d: (lambda t=_torch(): t.from_numpy(d["x"]).clone().numpy()),
         },
@@ -136,7 +141,7 @@ def _activation_cases():
             runners={
                 "shenjing": lambda d, f=ours: (lambda: f(d["x"])),
                 "shenjing_out": lambda d, f=ours: (lambda y=np.empty_like(d["x"]): f(d["x"], out=y)),
-                "shenjing_cold": lambda d, f=ours: _cold(lambda x, y=np.empty_like(d["x"]): f(x, out=y), d["x"]),
+                "shenjing_cold": _cold_out(ours),
                 "numpy": lambda d, f=numpy_expr: (lambda: f(d["x"])),
                 "torch": _torch_unary(name),
             },
@@ -149,7 +154,7 @@ def _activation_cases():
         runners={
             "shenjing": lambda d: (lambda: ops.gelu(d["x"])),
             "shenjing_out": lambda d: (lambda y=np.empty_like(d["x"]): ops.gelu(d["x"], out=y)),
-            "shenjing_cold": lambda d: _cold(lambda x, y=np.empty_like(d["x"]): ops.gelu(x, out=y), d["x"]),
+            "shenjing_cold": _cold_out(ops.gelu),
             "numpy": lambda d: (lambda: numpy_gelu_tanh(d["x"])),
             "torch": _torch_unary("gelu"),
         },
@@ -172,7 +177,7 @@ def _softmax_case():
         runners={
             "shenjing": lambda d: (lambda: ops.softmax(d["x"], axis=1)),
             "shenjing_out": lambda d: (lambda y=np.empty_like(d["x"]): ops.softmax(d["x"], axis=1, out=y)),
-            "shenjing_cold": lambda d: _cold(lambda x, y=np.empty_like(d["x"]): ops.softmax(x, axis=1, out=y), d["x"]),
+            "shenjing_cold": _cold_out(lambda x, out: ops.softmax(x, axis=1, out=out)),
             "numpy": lambda d: (lambda: numpy_softmax(d["x"])),
             "torch": lambda d: (lambda t=_torch(): t.softmax(t.from_numpy(d["x"]), dim=1).numpy()),
         },

@@ -256,6 +256,8 @@ inline AxisWindows adaptive_windows(int64_t out, int64_t size) {
 // its output is 0/0 = NaN, as PyTorch's.
 template <class T> struct AvgDivisors {
   std::vector<T> row, col;
+  bool uniform = false;  // every window has the same divisor, `plane` (as without padding)
+  T plane = T(1);
   AvgDivisors(const AxisWindows& rows, const AxisWindows& cols, bool count_include_pad, int64_t divisor)
       : row(rows.lo.size()), col(cols.lo.size()) {
     auto factor = [&](const AxisWindows& a, size_t o) {
@@ -264,14 +266,10 @@ template <class T> struct AvgDivisors {
     };
     for (size_t o = 0; o < row.size(); ++o) row[o] = divisor > 0 ? T(divisor) : factor(rows, o);
     for (size_t o = 0; o < col.size(); ++o) col[o] = divisor > 0 ? T(1) : factor(cols, o);
-  }
-  // every window divided by row[0] col[0]
-  bool uniform() const {
-    for (const T r : row)
-      if (r != row[0]) return false;
-    for (const T c : col)
-      if (c != col[0]) return false;
-    return !row.empty() && !col.empty();
+    uniform = !row.empty() && !col.empty();
+    for (const T r : row) uniform = uniform && r == row[0];
+    for (const T c : col) uniform = uniform && c == col[0];
+    if (uniform) plane = row[0] * col[0];
   }
 };
 
@@ -324,8 +322,6 @@ template <class T> inline void pair_spread(T* __restrict t, const T* __restrict 
 template <class T>
 void avg_pool_forward(T* y, const T* x, const PoolShape& s, const AxisWindows& rows, const AxisWindows& cols,
                       const AvgDivisors<T>& div, bool pairs) {
-  const bool uniform = div.uniform();
-  const T plane_div = uniform ? div.row[0] * div.col[0] : T(1);
   // the row sums of a plane lie in one buffer, so 2x2 windows tiling it sum their
   // column pairs in one pass over all of it
   const bool flat_pairs = pairs && 2 * s.OW == s.W;
@@ -360,8 +356,8 @@ void avg_pool_forward(T* y, const T* x, const PoolShape& s, const AxisWindows& r
       }
     }
     if (flat_pairs) pair_sums(yp, r, s.OH * s.OW);
-    if (uniform) {
-      for (int64_t i = 0; i < s.OH * s.OW; ++i) yp[i] /= plane_div;  // a vector division
+    if (div.uniform) {
+      for (int64_t i = 0; i < s.OH * s.OW; ++i) yp[i] /= div.plane;  // a vector division
     } else {
       for (int64_t oh = 0; oh < s.OH; ++oh) {
         const T row_div = div.row[size_t(oh)];
@@ -391,8 +387,6 @@ inline bool tiles_exactly(const AxisWindows& a, int64_t size) {
 template <class T>
 void avg_pool_backward(T* dx, const T* dy, const PoolShape& s, const AxisWindows& rows, const AxisWindows& cols,
                        const AvgDivisors<T>& div, bool pairs) {
-  const bool uniform = div.uniform();
-  const T plane_div = uniform ? div.row[0] * div.col[0] : T(1);
   const bool row_tiling = tiles_exactly(rows, s.H);
   for_planes(s, s.H * s.W + s.OH * (s.KH * s.W + s.OW * s.KW), [&](int64_t p) {
     static thread_local std::vector<T> buffer;
@@ -400,8 +394,8 @@ void avg_pool_backward(T* dx, const T* dy, const PoolShape& s, const AxisWindows
     T* __restrict t = g + (s.OH * s.OW + 15) / 16 * 16;
     const T* __restrict dyp = dy + p * s.OH * s.OW;
     T* dxp = dx + p * s.H * s.W;
-    if (uniform) {
-      for (int64_t i = 0; i < s.OH * s.OW; ++i) g[i] = dyp[i] / plane_div;
+    if (div.uniform) {
+      for (int64_t i = 0; i < s.OH * s.OW; ++i) g[i] = dyp[i] / div.plane;
     } else {
       for (int64_t oh = 0; oh < s.OH; ++oh) {
         const T row_div = div.row[size_t(oh)];
